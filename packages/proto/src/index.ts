@@ -1,0 +1,122 @@
+// The contracts, loaded once per process. This is the only module that knows where the
+// .proto files are; everything else asks it for service definitions and clients.
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import type { ProtoGrpcType as GatewayProto } from "./generated/gateway.js";
+import type { GatewayServiceClient, GatewayServiceHandlers } from "./generated/gateway/v1/index.js";
+import type { ProtoGrpcType as RouteGuideProto } from "./generated/route_guide.js";
+import type {
+  RouteGuideServiceClient,
+  RouteGuideServiceHandlers,
+} from "./generated/routeguide/v1/index.js";
+import type { ProtoGrpcType as StatsProto } from "./generated/stats.js";
+import type { StatsServiceClient, StatsServiceHandlers } from "./generated/stats/v1/index.js";
+import loaderOptions from "./loader-options.json" with { type: "json" };
+
+export type * as gateway from "./generated/gateway/v1/index.js";
+export type * as routeguide from "./generated/routeguide/v1/index.js";
+export type * as stats from "./generated/stats/v1/index.js";
+
+/** Where the .proto files live: copied next to dist/ by the build (scripts/copy-protos.mjs). */
+export const protosDir = fileURLToPath(new URL("../protos/", import.meta.url));
+
+const protoFiles = [
+  "routeguide/v1/route_guide.proto",
+  "stats/v1/stats.proto",
+  "gateway/v1/gateway.proto",
+];
+
+// The JSON names the types the generator was told to use ("Number", "String"); the loader
+// wants the constructors themselves.
+const typeByName = { Number, String } as const;
+
+/** The proto-loader definition of every contract (also what server reflection serves). */
+export const packageDefinition: protoLoader.PackageDefinition = protoLoader.loadSync(protoFiles, {
+  keepCase: loaderOptions.keepCase,
+  longs: typeByName[loaderOptions.longs as keyof typeof typeByName],
+  enums: typeByName[loaderOptions.enums as keyof typeof typeByName],
+  defaults: loaderOptions.defaults,
+  oneofs: loaderOptions.oneofs,
+  includeDirs: [protosDir],
+});
+
+const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as GatewayProto &
+  RouteGuideProto &
+  StatsProto;
+
+/** Fully qualified service names, as health checks and reflection know them. */
+export const serviceNames = {
+  routeGuide: "routeguide.v1.RouteGuideService",
+  stats: "stats.v1.StatsService",
+  gateway: "gateway.v1.GatewayService",
+} as const;
+
+export type ServiceName = (typeof serviceNames)[keyof typeof serviceNames];
+
+/** A service as a server registers it: its name, its definition, and its typed handlers. */
+export interface ServiceRegistration<Handlers extends grpc.UntypedServiceImplementation> {
+  name: ServiceName;
+  definition: grpc.ServiceDefinition;
+  handlers: Handlers;
+}
+
+export function routeGuideService(
+  handlers: RouteGuideServiceHandlers,
+): ServiceRegistration<RouteGuideServiceHandlers> {
+  return {
+    name: serviceNames.routeGuide,
+    definition: loaded.routeguide.v1.RouteGuideService.service,
+    handlers,
+  };
+}
+
+export function statsService(
+  handlers: StatsServiceHandlers,
+): ServiceRegistration<StatsServiceHandlers> {
+  return { name: serviceNames.stats, definition: loaded.stats.v1.StatsService.service, handlers };
+}
+
+export function gatewayService(
+  handlers: GatewayServiceHandlers,
+): ServiceRegistration<GatewayServiceHandlers> {
+  return {
+    name: serviceNames.gateway,
+    definition: loaded.gateway.v1.GatewayService.service,
+    handlers,
+  };
+}
+
+/** Typed client constructors; `target` is a grpc-js target such as `127.0.0.1:50052`. */
+export function createRouteGuideClient(
+  target: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ChannelOptions,
+): RouteGuideServiceClient {
+  return new loaded.routeguide.v1.RouteGuideService(target, credentials, options);
+}
+
+export function createStatsClient(
+  target: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ChannelOptions,
+): StatsServiceClient {
+  return new loaded.stats.v1.StatsService(target, credentials, options);
+}
+
+export function createGatewayClient(
+  target: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ChannelOptions,
+): GatewayServiceClient {
+  return new loaded.gateway.v1.GatewayService(target, credentials, options);
+}
+
+export type {
+  GatewayServiceClient,
+  GatewayServiceHandlers,
+  RouteGuideServiceClient,
+  RouteGuideServiceHandlers,
+  StatsServiceClient,
+  StatsServiceHandlers,
+};
