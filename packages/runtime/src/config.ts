@@ -1,0 +1,113 @@
+// Config comes only from the environment, parsed by one zod schema per service at start.
+// A bad value stops the process with one line per bad variable, naming it.
+import { z } from "zod";
+import { parsePeerUrl } from "./peer.js";
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((line) => `  ${line}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses `env` with `schema`; throws ConfigError listing every bad variable. */
+export function parseConfig<Schema extends z.ZodType>(
+  schema: Schema,
+  env: Record<string, string | undefined>,
+): z.infer<Schema> {
+  const result = schema.safeParse(env);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
+  throw new ConfigError(problems);
+}
+
+/** The CLI form of parseConfig: prints each problem on its own line and exits with status 2. */
+export function loadConfigOrExit<Schema extends z.ZodType>(
+  serviceName: string,
+  schema: Schema,
+  env: Record<string, string | undefined> = process.env,
+): z.infer<Schema> {
+  try {
+    return parseConfig(schema, env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    for (const problem of error.problems) {
+      process.stderr.write(`${serviceName}: config error: ${problem}\n`);
+    }
+    process.exit(2);
+  }
+}
+
+/** A whole number from the environment within [min, max], with a default when unset or empty. */
+export function integerVar(fallback: number, min: number, max: number) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined || raw.trim() === "") return fallback;
+      const value = Number(raw.trim());
+      if (!/^-?\d+$/.test(raw.trim()) || value < min || value > max) {
+        ctx.addIssue({
+          code: "custom",
+          message: `must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+        });
+        return z.NEVER;
+      }
+      return value;
+    });
+}
+
+/** `$PORT` as Cloud Run sets it; 0 asks the OS for a free port (tests and the local stack). */
+export const portVar = integerVar(8080, 0, 65535);
+
+/** The address to listen on; Cloud Run needs 0.0.0.0, tests use 127.0.0.1. */
+export const hostVar = z
+  .string()
+  .optional()
+  .transform((raw) => (raw === undefined || raw.trim() === "" ? "0.0.0.0" : raw.trim()));
+
+export const logLevels = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+export const logLevelVar = z
+  .string()
+  .optional()
+  .transform((raw, ctx) => {
+    const level = raw === undefined || raw.trim() === "" ? "info" : raw.trim().toLowerCase();
+    if ((logLevels as readonly string[]).includes(level)) return level as (typeof logLevels)[number];
+    ctx.addIssue({
+      code: "custom",
+      message: `must be one of ${logLevels.join(", ")}, got ${JSON.stringify(raw)}`,
+    });
+    return z.NEVER;
+  });
+
+/** A required peer URL: `http://host:port` (h2c, local) or `https://host` (TLS, Cloud Run). */
+export function peerUrlVar(what: string) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined || raw.trim() === "") {
+        ctx.addIssue({
+          code: "custom",
+          message: `is required: the URL of ${what}, e.g. http://127.0.0.1:50052 or https://<service>.run.app`,
+        });
+        return z.NEVER;
+      }
+      try {
+        return parsePeerUrl(raw.trim());
+      } catch (error) {
+        ctx.addIssue({ code: "custom", message: (error as Error).message });
+        return z.NEVER;
+      }
+    });
+}
+
+/** What every service reads: where to listen, how to log, how long to drain. */
+export const serverEnv = {
+  PORT: portVar,
+  HOST: hostVar,
+  LOG_LEVEL: logLevelVar,
+  // Cloud Run sends SIGTERM and kills the instance 10 s later; drain within that.
+  SHUTDOWN_GRACE_MS: integerVar(8000, 0, 600_000),
+};

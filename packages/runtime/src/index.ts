@@ -1,0 +1,5 @@
+export * from "./config.js";
+export * from "./errors.js";
+export * from "./logger.js";
+export * from "./peer.js";
+export * from "./server.js";
