@@ -3,3 +3,5 @@ export * from "./errors.js";
 export * from "./logger.js";
 export * from "./peer.js";
 export * from "./server.js";
+export * from "./streams.js";
+export * from "./geo.js";

@@ -1,0 +1,45 @@
+// The feature data set shipped with this package (data/features.json, made by
+// scripts/generate-features.mjs), loaded once at start and indexed by location.
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { type Bounds, contains, type Point, pointKey } from "@cloudrun-grpc/runtime";
+
+export interface Feature {
+  name: string;
+  location: Point;
+}
+
+const featureFile = z.array(
+  z.object({
+    name: z.string().min(1),
+    location: z.object({ latitude: z.number().int(), longitude: z.number().int() }),
+  }),
+);
+
+export const bundledFeaturesPath = new URL("../data/features.json", import.meta.url);
+
+export class FeatureIndex {
+  private readonly byLocation = new Map<string, Feature>();
+
+  constructor(readonly features: readonly Feature[]) {
+    for (const feature of features) this.byLocation.set(pointKey(feature.location), feature);
+  }
+
+  /** Reads and checks a features file; throws with the file name and the first problem. */
+  static load(path: string | URL = bundledFeaturesPath): FeatureIndex {
+    const parsed = featureFile.safeParse(JSON.parse(readFileSync(path, "utf8")));
+    if (!parsed.success) {
+      throw new Error(`${String(path)}: not a features file: ${parsed.error.issues[0]?.message}`);
+    }
+    return new FeatureIndex(parsed.data);
+  }
+
+  /** The named feature at exactly this point, if any. */
+  at(point: Point): Feature | undefined {
+    return this.byLocation.get(pointKey(point));
+  }
+
+  *within(bounds: Bounds): Generator<Feature> {
+    for (const feature of this.features) if (contains(bounds, feature.location)) yield feature;
+  }
+}

@@ -1,0 +1,145 @@
+// The four RouteGuide calls. Each validates what it reads (grpc-js decodes missing fields
+// as defaults and never rejects a message itself) and answers with a precise status.
+import type { RouteGuideServiceHandlers, routeguide } from "@cloudrun-grpc/proto";
+import {
+  endWithError,
+  type Logger,
+  requirePoint,
+  requireRectangle,
+  StatusError,
+  toStatus,
+  writeInOrder,
+} from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
+import { ChatHistory } from "./chat.js";
+import type { FeatureIndex } from "./features.js";
+import { RouteRecorder } from "./route-summary.js";
+import type { NewEvent } from "./stats-reporter.js";
+
+export interface RouteLimits {
+  /** Points accepted in one RecordRoute stream. */
+  maxRoutePoints: number;
+  /** Notes accepted in one RouteChat stream (each answer repeats the earlier notes). */
+  maxChatNotes: number;
+}
+
+export const defaultRouteLimits: RouteLimits = { maxRoutePoints: 100_000, maxChatNotes: 10_000 };
+
+export interface RouteDependencies {
+  features: FeatureIndex;
+  report: (event: NewEvent) => void;
+  logger: Logger;
+  limits?: RouteLimits;
+}
+
+// The identity of whoever called route. Until calls carry verified ID tokens this is empty,
+// which the stats contract defines as "not authenticated".
+const unauthenticatedCaller = "";
+
+export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHandlers {
+  const { features, report, logger } = deps;
+  const limits = deps.limits ?? defaultRouteLimits;
+
+  /** Logs what is not a deliberate status (a bug) and turns it into INTERNAL for the client. */
+  const failed = (method: string, error: unknown) => {
+    if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
+    return toStatus(error);
+  };
+
+  return {
+    GetFeature(call, callback) {
+      try {
+        const point = requirePoint(call.request.point, "point");
+        const found = features.at(point);
+        const feature = { name: found?.name ?? "", location: point };
+        callback(null, { feature });
+        report({ caller: unauthenticatedCaller, featureLookedUp: { feature } });
+      } catch (error) {
+        callback(failed("GetFeature", error));
+      }
+    },
+
+    async ListFeatures(call) {
+      try {
+        const bounds = requireRectangle(call.request.rectangle);
+        for (const feature of features.within(bounds)) {
+          if (call.cancelled) return;
+          await writeInOrder(call, { feature });
+        }
+        call.end();
+      } catch (error) {
+        endWithError(call, failed("ListFeatures", error));
+      }
+    },
+
+    RecordRoute(call, callback) {
+      const recorder = new RouteRecorder(features);
+      let finished = false;
+      const finish = (error: unknown, summary?: routeguide.RouteSummary) => {
+        if (finished) return;
+        finished = true;
+        if (error) {
+          // Stop reading: the rest of the stream is ignored once the status is sent.
+          call.removeAllListeners("data");
+          call.pause();
+          callback(failed("RecordRoute", error));
+        } else callback(null, { summary });
+      };
+      call.on("data", (message: routeguide.RecordRouteRequest__Output) => {
+        try {
+          if (recorder.points >= limits.maxRoutePoints) {
+            throw new StatusError(
+              grpc.status.RESOURCE_EXHAUSTED,
+              `a route may have at most ${limits.maxRoutePoints} points`,
+            );
+          }
+          recorder.add(requirePoint(message.point, `point #${recorder.points + 1}`));
+        } catch (error) {
+          finish(error);
+        }
+      });
+      call.on("end", () => {
+        if (finished) return;
+        const summary = recorder.summary();
+        finish(null, summary);
+        report({ caller: unauthenticatedCaller, routeRecorded: { summary } });
+      });
+      call.on("error", (error) => finish(error));
+    },
+
+    RouteChat(call) {
+      const history = new ChatHistory();
+      let failedAlready = false;
+      const fail = (error: unknown) => {
+        if (failedAlready) return;
+        failedAlready = true;
+        call.pause();
+        endWithError(call, failed("RouteChat", error));
+      };
+      call.on("data", async (message: routeguide.RouteChatRequest__Output) => {
+        // One note at a time: stop reading while its answers are being written.
+        call.pause();
+        try {
+          if (history.size >= limits.maxChatNotes) {
+            throw new StatusError(
+              grpc.status.RESOURCE_EXHAUSTED,
+              `a chat may have at most ${limits.maxChatNotes} notes`,
+            );
+          }
+          if (!message.note) throw new StatusError(grpc.status.INVALID_ARGUMENT, "note is required");
+          const location = requirePoint(message.note.location, "note.location");
+          for (const earlier of history.exchange({ location, message: message.note.message })) {
+            await writeInOrder(call, { note: earlier });
+          }
+          call.resume();
+        } catch (error) {
+          fail(error);
+        }
+      });
+      call.on("end", () => {
+        if (!failedAlready) call.end();
+      });
+      call.on("error", fail);
+    },
+  };
+}

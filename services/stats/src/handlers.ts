@@ -1,0 +1,112 @@
+import type { StatsServiceHandlers } from "@cloudrun-grpc/proto";
+import {
+  endWithError,
+  type Logger,
+  StatusError,
+  toStatus,
+  writeInOrder,
+} from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
+import type { StatsStore } from "./store.js";
+import { requireEvents, requireSnapshotQuery, requireTopN } from "./validate.js";
+
+export interface StatsDependencies {
+  store: StatsStore;
+  logger: Logger;
+  /** A burst of changes within this window becomes one Watch update. */
+  watchCoalesceMs: number;
+}
+
+export interface StatsHandlers {
+  handlers: StatsServiceHandlers;
+  /** Ends every open Watch with UNAVAILABLE so its client reconnects to another instance. */
+  endWatches(): void;
+}
+
+export function statsHandlers({ store, logger, watchCoalesceMs }: StatsDependencies): StatsHandlers {
+  const watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
+  const failed = (method: string, error: unknown) => {
+    if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
+    return toStatus(error);
+  };
+
+  const handlers: StatsServiceHandlers = {
+    async RecordEvents(call, callback) {
+      try {
+        const result = await store.record(requireEvents(call.request));
+        callback(null, result);
+      } catch (error) {
+        callback(failed("RecordEvents", error));
+      }
+    },
+
+    async GetStats(call, callback) {
+      try {
+        const { snapshot, lookupsWithin } = await store.snapshot(requireSnapshotQuery(call.request));
+        callback(null, { snapshot: snapshot, lookupsWithin });
+      } catch (error) {
+        callback(failed("GetStats", error));
+      }
+    },
+
+    async WatchStats(call) {
+      let topN: number;
+      try {
+        topN = requireTopN(call.request.topN);
+      } catch (error) {
+        endWithError(call, failed("WatchStats", error));
+        return;
+      }
+      // At most one send in flight. Changes during a send or within the coalescing window
+      // mark the view dirty; one update with the latest aggregates follows. A slow reader
+      // therefore gets fewer, newer updates instead of a growing backlog.
+      let dirty = true;
+      let sending = false;
+      let timer: NodeJS.Timeout | undefined;
+      const sendLatest = async () => {
+        timer = undefined;
+        if (sending || !dirty || call.cancelled) return;
+        sending = true;
+        dirty = false;
+        try {
+          const { snapshot } = await store.snapshot({ topN });
+          await writeInOrder(call, { snapshot: snapshot });
+        } catch (error) {
+          stop();
+          endWithError(call, failed("WatchStats", error));
+          return;
+        } finally {
+          sending = false;
+        }
+        if (dirty) schedule();
+      };
+      const schedule = () => {
+        dirty = true;
+        timer ??= setTimeout(sendLatest, watchCoalesceMs);
+      };
+      const unsubscribe = store.onChange(schedule);
+      const stop = () => {
+        unsubscribe();
+        if (timer) clearTimeout(timer);
+        watches.delete(call);
+      };
+      watches.add(call);
+      call.on("close", stop);
+      call.on("cancelled", stop);
+      await sendLatest();
+    },
+  };
+
+  return {
+    handlers,
+    endWatches() {
+      for (const call of watches) {
+        endWithError(
+          call,
+          new StatusError(grpc.status.UNAVAILABLE, "stats instance is shutting down; watch again"),
+        );
+      }
+      watches.clear();
+    },
+  };
+}
