@@ -1,0 +1,197 @@
+// What the CLI can do, one function per gateway method, each printing readable results
+// through `out`. The local stack's demo runs the same functions.
+import type { GatewayServiceClient, gateway, routeguide, stats } from "@cloudrun-grpc/proto";
+import type * as grpc from "@grpc/grpc-js";
+
+export type Print = (line: string) => void;
+
+export interface CommandContext {
+  client: GatewayServiceClient;
+  out: Print;
+  /** Per-call deadline in milliseconds from now. */
+  timeoutMs: number;
+}
+
+/** Degrees (e.g. 40.9066) to the contract's E7 integers. */
+export const toE7 = (degrees: number) => Math.round(degrees * 1e7);
+
+export function point(latitude: number, longitude: number): routeguide.Point {
+  return { latitude: toE7(latitude), longitude: toE7(longitude) };
+}
+
+export function formatPoint(p: routeguide.Point__Output | null | undefined): string {
+  if (!p) return "(no point)";
+  return `${(p.latitude / 1e7).toFixed(4)}, ${(p.longitude / 1e7).toFixed(4)}`;
+}
+
+const deadline = (ctx: CommandContext): grpc.CallOptions => ({ deadline: Date.now() + ctx.timeoutMs });
+
+function unary<Response>(start: (callback: grpc.requestCallback<Response>) => void): Promise<Response> {
+  return new Promise((resolve, reject) =>
+    start((error, response) => (error || response === undefined ? reject(error) : resolve(response))),
+  );
+}
+
+export async function getFeature(ctx: CommandContext, at: routeguide.Point) {
+  const { feature } = await unary<gateway.GetFeatureResponse__Output>((done) =>
+    ctx.client.GetFeature({ point: at }, deadline(ctx), done),
+  );
+  ctx.out(
+    feature?.name
+      ? `Feature at ${formatPoint(feature.location)}: ${feature.name}`
+      : `No named feature at ${formatPoint(feature?.location)}`,
+  );
+  return feature;
+}
+
+export async function listFeatures(ctx: CommandContext, rectangle: routeguide.Rectangle) {
+  const stream = ctx.client.ListFeatures({ rectangle }, deadline(ctx));
+  const features: routeguide.Feature__Output[] = [];
+  for await (const message of stream as AsyncIterable<gateway.ListFeaturesResponse__Output>) {
+    if (!message.feature) continue;
+    features.push(message.feature);
+    ctx.out(`  ${String(features.length).padStart(4)}. ${message.feature.name} (${formatPoint(message.feature.location)})`);
+  }
+  ctx.out(`${features.length} features in the rectangle`);
+  return features;
+}
+
+export async function recordRoute(ctx: CommandContext, points: routeguide.Point[]) {
+  const progressEvery = Math.max(1, Math.floor(points.length / 10));
+  const result = unary<gateway.RecordRouteResponse__Output>((done) => {
+    const stream = ctx.client.RecordRoute(deadline(ctx), done);
+    void (async () => {
+      for (const [index, p] of points.entries()) {
+        // Respect flow control: wait when the stream's buffer is full.
+        if (!stream.write({ point: p })) await new Promise((resolve) => stream.once("drain", resolve));
+        if ((index + 1) % progressEvery === 0) ctx.out(`  sent ${index + 1}/${points.length} points`);
+      }
+      stream.end();
+    })();
+  });
+  const { summary } = await result;
+  ctx.out(
+    `Route: ${summary?.pointCount} points, ${summary?.featureCount} features passed, ` +
+      `${summary?.distanceMeters} m, ${summary?.elapsedSeconds} s`,
+  );
+  return summary;
+}
+
+export async function routeChat(ctx: CommandContext, notes: routeguide.RouteNote[]) {
+  const stream = ctx.client.RouteChat(deadline(ctx));
+  const received: routeguide.RouteNote__Output[] = [];
+  const done = (async () => {
+    for await (const message of stream as AsyncIterable<gateway.RouteChatResponse__Output>) {
+      if (!message.note) continue;
+      received.push(message.note);
+      ctx.out(`  earlier note at ${formatPoint(message.note.location)}: ${message.note.message}`);
+    }
+  })();
+  for (const note of notes) {
+    ctx.out(`  > ${note.message} (at ${formatPoint(note.location as routeguide.Point__Output)})`);
+    if (!stream.write({ note })) await new Promise((resolve) => stream.once("drain", resolve));
+  }
+  stream.end();
+  await done;
+  ctx.out(`Chat: sent ${notes.length} notes, received ${received.length} earlier notes`);
+  return received;
+}
+
+export function formatSnapshot(snapshot: stats.StatsSnapshot__Output | null, out: Print): void {
+  if (!snapshot) {
+    out("(no statistics)");
+    return;
+  }
+  out(
+    `Routes recorded: ${snapshot.routesRecorded} (${snapshot.pointsRecorded} points, ` +
+      `${snapshot.distanceMeters} m, ${snapshot.featuresPassed} features passed, ${snapshot.elapsedSeconds} s)`,
+  );
+  out(`Feature look-ups: ${snapshot.featureLookups}`);
+  for (const entry of snapshot.topFeatures) {
+    out(`  ${String(entry.lookups).padStart(6)} × ${entry.name || "(unnamed)"} at ${formatPoint(entry.location)}`);
+  }
+  for (const caller of snapshot.callers) {
+    out(
+      `  caller ${caller.caller || "(unauthenticated)"}: ${caller.routesRecorded} routes, ` +
+        `${caller.featureLookups} look-ups`,
+    );
+  }
+}
+
+export async function getStats(ctx: CommandContext, topN: number) {
+  const { snapshot } = await unary<gateway.GetStatsResponse__Output>((done) =>
+    ctx.client.GetStats({ topN }, deadline(ctx), done),
+  );
+  formatSnapshot(snapshot, ctx.out);
+  return snapshot;
+}
+
+/** Prints each update; stops after `updates` of them (0: until the stream ends or Ctrl-C). */
+export async function watchStats(ctx: CommandContext, topN: number, updates: number) {
+  // A watch is long-lived: no deadline.
+  const stream = ctx.client.WatchStats({ topN });
+  let seen = 0;
+  try {
+    for await (const message of stream as AsyncIterable<gateway.WatchStatsResponse__Output>) {
+      seen += 1;
+      ctx.out(`-- update ${seen} (version ${message.snapshot?.version})`);
+      formatSnapshot(message.snapshot, ctx.out);
+      if (updates > 0 && seen >= updates) break;
+    }
+  } finally {
+    stream.cancel();
+  }
+  return seen;
+}
+
+export async function describeArea(ctx: CommandContext, rectangle: routeguide.Rectangle, topN: number) {
+  const answer = await unary<gateway.DescribeAreaResponse__Output>((done) =>
+    ctx.client.DescribeArea({ rectangle, topN }, deadline(ctx), done),
+  );
+  ctx.out(`Area: ${answer.featureCount} named features, ${answer.lookupsInArea} look-ups inside`);
+  for (const entry of answer.mostLookedUp) {
+    ctx.out(`  ${String(entry.lookups).padStart(6)} × ${entry.feature?.name} at ${formatPoint(entry.feature?.location)}`);
+  }
+  return answer;
+}
+
+/** The region of route's bundled data set, in degrees (see services/route/scripts). */
+export const demoRegion = { lo: point(40, -75), hi: point(41, -74) };
+
+/** A route of `count` points that passes a named feature every tenth point. */
+export function makeRoute(features: routeguide.Feature__Output[], count: number): routeguide.Point[] {
+  const points: routeguide.Point[] = [];
+  for (let index = 0; index < count; index += 1) {
+    const feature = features[index % Math.max(1, features.length)];
+    if (index % 10 === 0 && feature?.location) points.push({ ...feature.location });
+    else points.push(point(40 + Math.random(), -75 + Math.random()));
+  }
+  return points;
+}
+
+/** Calls every gateway method once, as a first look at a running system. */
+export async function demo(ctx: CommandContext) {
+  ctx.out("== ListFeatures (server streaming) over the whole region");
+  const features = await listFeatures({ ...ctx, out: () => {} }, demoRegion);
+  ctx.out(`${features.length} features; the first three:`);
+  for (const feature of features.slice(0, 3)) ctx.out(`  ${feature.name} (${formatPoint(feature.location)})`);
+  const first = features[0]?.location;
+  if (!first) throw new Error("the gateway returned no features: is route's data set empty?");
+  ctx.out("== GetFeature (unary)");
+  await getFeature(ctx, first);
+  await getFeature(ctx, point(0, 0));
+  ctx.out("== RecordRoute (client streaming), 1000 points");
+  await recordRoute(ctx, makeRoute(features, 1000));
+  ctx.out("== RouteChat (bidi streaming)");
+  await routeChat(ctx, [
+    { location: first, message: "first visit" },
+    { location: point(40.5, -74.5), message: "somewhere else" },
+    { location: first, message: "back again" },
+  ]);
+  ctx.out("== DescribeArea (gateway asks route and stats at once)");
+  await describeArea(ctx, demoRegion, 3);
+  ctx.out("== GetStats (unary)");
+  await getStats(ctx, 3);
+  ctx.out("== WatchStats (server streaming), first update");
+  await watchStats(ctx, 3, 1);
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+// routeguide: a command-line client for the gateway (local or on Cloud Run).
+import { parseArgs } from "node:util";
+import * as grpc from "@grpc/grpc-js";
+import {
+  type CommandContext,
+  demo,
+  demoRegion,
+  describeArea,
+  getFeature,
+  getStats,
+  listFeatures,
+  makeRoute,
+  point,
+  recordRoute,
+  routeChat,
+  watchStats,
+} from "./commands.js";
+import { connectGateway } from "./connect.js";
+
+const usage = `usage: routeguide [--gateway URL] [--timeout SECONDS] <command> [arguments]
+
+  --gateway URL      the gateway, e.g. http://127.0.0.1:8080 or https://gateway-xyz.a.run.app
+                     (default: $GATEWAY_URL, else http://127.0.0.1:8080)
+  --timeout SECONDS  deadline of each call (default 30)
+
+commands (coordinates in decimal degrees):
+  get-feature LAT LNG                    the feature at a point
+  list-features LAT1 LNG1 LAT2 LNG2      the features in a rectangle (corners in any order)
+  record-route [--points N]              record a route of N points (default 1000) through the features
+  route-chat LAT LNG MESSAGE...          leave notes at a point; earlier notes there come back
+  get-stats [--top N]                    the statistics
+  watch-stats [--top N] [--updates K]    stream the statistics (K updates, default: until Ctrl-C)
+  describe-area LAT1 LNG1 LAT2 LNG2 [--top N]   features and look-ups of an area (route + stats)
+  demo                                   call every method once`;
+
+function fail(message: string): never {
+  process.stderr.write(`routeguide: ${message}\n\n${usage}\n`);
+  process.exit(2);
+}
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    gateway: { type: "string" },
+    timeout: { type: "string", default: "30" },
+    top: { type: "string", default: "10" },
+    points: { type: "string", default: "1000" },
+    updates: { type: "string", default: "0" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+if (values.help) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
+}
+
+function wholeNumber(name: string, raw: string, max: number): number {
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw) || value > max) fail(`--${name} must be a whole number from 0 to ${max}, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+function degrees(raw: string | undefined, what: string): number {
+  const value = Number(raw);
+  if (raw === undefined || raw.trim() === "" || !Number.isFinite(value)) fail(`${what} must be a number of degrees, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+const [command, ...args] = positionals;
+if (!command) fail("a command is required");
+const gatewayUrl = values.gateway ?? process.env.GATEWAY_URL ?? "http://127.0.0.1:8080";
+let client: ReturnType<typeof connectGateway>;
+try {
+  client = connectGateway(gatewayUrl);
+} catch (error) {
+  fail(`--gateway ${(error as Error).message}`);
+}
+const ctx: CommandContext = {
+  client,
+  out: (line) => process.stdout.write(`${line}\n`),
+  timeoutMs: wholeNumber("timeout", values.timeout, 86_400) * 1000,
+};
+const topN = wholeNumber("top", values.top, 1000);
+const rectangleArgs = () => ({
+  lo: point(degrees(args[0], "LAT1"), degrees(args[1], "LNG1")),
+  hi: point(degrees(args[2], "LAT2"), degrees(args[3], "LNG2")),
+});
+
+const commands: Record<string, () => Promise<unknown>> = {
+  "get-feature": () => getFeature(ctx, point(degrees(args[0], "LAT"), degrees(args[1], "LNG"))),
+  "list-features": () => listFeatures(ctx, rectangleArgs()),
+  "record-route": async () => {
+    const features = await listFeatures({ ...ctx, out: () => {} }, demoRegion);
+    return recordRoute(ctx, makeRoute(features, wholeNumber("points", values.points, 1_000_000)));
+  },
+  "route-chat": () => {
+    const location = point(degrees(args[0], "LAT"), degrees(args[1], "LNG"));
+    const messages = args.slice(2);
+    if (messages.length === 0) fail("route-chat needs at least one MESSAGE");
+    return routeChat(ctx, messages.map((message) => ({ location, message })));
+  },
+  "get-stats": () => getStats(ctx, topN),
+  "watch-stats": () => watchStats(ctx, topN, wholeNumber("updates", values.updates, 1_000_000)),
+  "describe-area": () => describeArea(ctx, rectangleArgs(), topN),
+  demo: () => demo(ctx),
+};
+
+const run = commands[command];
+if (!run) fail(`unknown command ${JSON.stringify(command)}`);
+try {
+  await run();
+  client.close();
+} catch (error) {
+  const status = error as Partial<grpc.ServiceError>;
+  const code = status.code === undefined ? "" : `${grpc.status[status.code]}: `;
+  process.stderr.write(`routeguide: ${command} failed: ${code}${status.details ?? status.message}\n`);
+  process.exit(1);
+}

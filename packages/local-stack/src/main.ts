@@ -1,0 +1,92 @@
+// `pnpm start`: the whole system on this machine, three processes, then a tour of every
+// gateway method, then it keeps running until Ctrl-C or SIGTERM and stops everything.
+//
+// Ports: GATEWAY_PORT, ROUTE_PORT, STATS_PORT (default: free ports chosen by the OS).
+// Service logs: LOG_LEVEL picks which service log lines are shown here (default warn, to keep
+// the terminal readable). The services themselves log at info or more verbose, because the
+// stack learns each one's port from its "listening" line.
+import { connectGateway, demo } from "@cloudrun-grpc/cli";
+import { integerVar, loadConfigOrExit, logLevelVar } from "@cloudrun-grpc/runtime";
+import { z } from "zod";
+import { type Stack, startStack } from "./stack.js";
+
+const config = loadConfigOrExit(
+  "local-stack",
+  z.object({
+    GATEWAY_PORT: integerVar(0, 0, 65535),
+    ROUTE_PORT: integerVar(0, 0, 65535),
+    STATS_PORT: integerVar(0, 0, 65535),
+    LOG_LEVEL: logLevelVar,
+  }),
+);
+const shownLevel = process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn";
+const serviceLogLevel = ["debug", "trace"].includes(shownLevel) ? shownLevel : "info";
+const severityRank: Record<string, number> = { DEBUG: 1, INFO: 2, WARNING: 3, ERROR: 4, CRITICAL: 5 };
+const levelRank: Record<string, number> = { trace: 1, debug: 1, info: 2, warn: 3, error: 4, fatal: 5, silent: 6 };
+
+/** Shows a service's line if it is at least as severe as LOG_LEVEL (non-JSON lines always). */
+function shown(line: string): boolean {
+  try {
+    const { severity } = JSON.parse(line) as { severity?: string };
+    return (severityRank[severity ?? ""] ?? 5) >= (levelRank[shownLevel] ?? 3);
+  } catch {
+    return true;
+  }
+}
+
+const print = (line: string) => process.stdout.write(`${line}\n`);
+let stack: Stack | undefined;
+let stopping = false;
+
+async function stop(code: number) {
+  if (stopping) return;
+  stopping = true;
+  print("stopping the stack…");
+  await stack?.stop();
+  print("stopped; nothing left running");
+  process.exit(code);
+}
+process.once("SIGINT", () => void stop(0));
+process.once("SIGTERM", () => void stop(0));
+
+try {
+  stack = await startStack({
+    ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
+    env: { all: { LOG_LEVEL: serviceLogLevel } },
+    onLine: (service, line) => {
+      if (shown(line)) print(`[${service}] ${line}`);
+    },
+  });
+} catch (error) {
+  process.stderr.write(`local-stack: ${(error as Error).message}\n`);
+  process.exit(1);
+}
+for (const service of stack.services) {
+  void service.exited.then((code) => {
+    if (stopping) return;
+    process.stderr.write(`local-stack: ${service.name} exited unexpectedly (${code}); stopping the rest\n`);
+    void stop(1);
+  });
+}
+
+print("");
+print(`stats    listening on ${stack.stats.url}`);
+print(`route    listening on ${stack.route.url}`);
+print(`gateway  listening on ${stack.gateway.url}`);
+print("");
+
+const client = connectGateway(stack.gateway.url);
+try {
+  await demo({ client, out: print, timeoutMs: 30_000 });
+} catch (error) {
+  process.stderr.write(`local-stack: the demo failed: ${(error as Error).message}\n`);
+  client.close();
+  await stop(1);
+}
+client.close();
+
+print("");
+print("The stack is running. Call it with the CLI, for example:");
+print(`  pnpm cli --gateway ${stack.gateway.url} get-stats`);
+print(`  pnpm cli --gateway ${stack.gateway.url} describe-area 40 -75 41 -74 --top 5`);
+print("Press Ctrl-C to stop.");

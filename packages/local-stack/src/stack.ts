@@ -1,0 +1,154 @@
+// Starts gateway, route and stats as three separate processes on loopback, each as Cloud Run
+// would run it (`node dist/main.js`, config from env, PORT), and tells where each listens.
+// `pnpm start` and the integration suite both start the system through here.
+import { type ChildProcess, spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+
+export type ServiceName = "gateway" | "route" | "stats";
+
+export interface ServiceProcess {
+  name: ServiceName;
+  port: number;
+  /** e.g. http://127.0.0.1:50051: what peers and clients use. */
+  url: string;
+  child: ChildProcess;
+  /** Every stdout line so far (JSON log lines). */
+  lines: string[];
+  /** Resolves with the exit code (or the signal name) when the process ends. */
+  exited: Promise<number | string>;
+  /** SIGTERM, then SIGKILL if it is still running after `timeoutMs`. */
+  stop(timeoutMs?: number): Promise<number | string>;
+}
+
+export interface StartServiceOptions {
+  name: ServiceName;
+  /** 0 (default) lets the OS pick a free port. */
+  port?: number;
+  host?: string;
+  env?: Record<string, string>;
+  /** Called with each line the process prints, stdout and stderr alike. */
+  onLine?: (service: ServiceName, line: string, stream: "stdout" | "stderr") => void;
+  /** How long to wait for the "listening" line. */
+  startTimeoutMs?: number;
+}
+
+const require = createRequire(import.meta.url);
+
+/** The built entry point of a service (services/<name>/dist/main.js). */
+export function serviceEntry(name: ServiceName): string {
+  return join(dirname(require.resolve(`@cloudrun-grpc/${name}/package.json`)), "dist", "main.js");
+}
+
+/** Starts one service and waits until it logs that it is listening. */
+export async function startService(options: StartServiceOptions): Promise<ServiceProcess> {
+  const host = options.host ?? "127.0.0.1";
+  const child = spawn(process.execPath, [serviceEntry(options.name)], {
+    env: {
+      ...process.env,
+      PORT: String(options.port ?? 0),
+      HOST: host,
+      ...options.env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const stderr: string[] = [];
+  const exited = new Promise<number | string>((resolve) => {
+    child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
+  });
+
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`${options.name} did not start listening within ${options.startTimeoutMs ?? 15_000} ms`));
+    }, options.startTimeoutMs ?? 15_000);
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      lines.push(line);
+      options.onLine?.(options.name, line, "stdout");
+      const bound = listeningPort(line);
+      if (bound !== undefined) {
+        clearTimeout(timer);
+        resolve(bound);
+      }
+    });
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      stderr.push(line);
+      options.onLine?.(options.name, line, "stderr");
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${options.name} exited (${code}) before listening:\n${stderr.join("\n")}`));
+    });
+  });
+
+  const stop = async (timeoutMs = 15_000) => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const killer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+      const code = await exited;
+      clearTimeout(killer);
+      return code;
+    }
+    return exited;
+  };
+  return { name: options.name, port, url: `http://${host}:${port}`, child, lines, exited, stop };
+}
+
+function listeningPort(line: string): number | undefined {
+  if (!line.includes('"listening"')) return undefined;
+  try {
+    const entry = JSON.parse(line) as { message?: string; port?: number };
+    return entry.message === "listening" && typeof entry.port === "number" ? entry.port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface Stack {
+  gateway: ServiceProcess;
+  route: ServiceProcess;
+  stats: ServiceProcess;
+  services: ServiceProcess[];
+  /** Stops all three (gateway first, so no new work reaches the others) and waits for them. */
+  stop(): Promise<void>;
+}
+
+export interface StackOptions {
+  ports?: Partial<Record<ServiceName, number>>;
+  /** Extra environment per service (and for all). */
+  env?: Partial<Record<ServiceName | "all", Record<string, string>>>;
+  onLine?: StartServiceOptions["onLine"];
+}
+
+/** Starts stats, then route (pointed at stats), then gateway (pointed at both). */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const started: ServiceProcess[] = [];
+  const start = async (name: ServiceName, peers: Record<string, string>) => {
+    const service = await startService({
+      name,
+      port: options.ports?.[name] ?? 0,
+      env: { ...options.env?.all, ...peers, ...options.env?.[name] },
+      onLine: options.onLine,
+    });
+    started.push(service);
+    return service;
+  };
+  try {
+    const stats = await start("stats", {});
+    const route = await start("route", { STATS_URL: stats.url });
+    const gateway = await start("gateway", { ROUTE_URL: route.url, STATS_URL: stats.url });
+    return {
+      gateway,
+      route,
+      stats,
+      services: [gateway, route, stats],
+      async stop() {
+        for (const service of [gateway, route, stats]) await service.stop();
+      },
+    };
+  } catch (error) {
+    await Promise.all(started.map((service) => service.stop()));
+    throw error;
+  }
+}

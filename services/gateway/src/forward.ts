@@ -1,0 +1,60 @@
+// Message-by-message forwarding between a call we serve and the call we made to a peer,
+// with flow control in both directions: when the side we write to is full, we stop reading
+// the side we read from, so HTTP/2 flow control pushes back to the sender and the gateway
+// never buffers a whole stream. Cancellation and deadline reach the peer call through
+// grpc-js's `parent` call option, set where the peer call is made.
+import type { Readable, Writable } from "node:stream";
+import { endWithError, fromPeer } from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
+
+/** Pipes `from` into `to`, pausing `from` while `to` is full. Does not end `to`. */
+function pipeWithBackpressure<In, Out>(from: Readable, to: Writable, map: (message: In) => Out) {
+  from.on("data", (message: In) => {
+    if (to.destroyed || to.writableEnded) return;
+    if (!to.write(map(message))) {
+      from.pause();
+      to.once("drain", () => from.resume());
+    }
+  });
+}
+
+/**
+ * Forwards a peer's response stream to our caller, then its outcome: OK ends our stream,
+ * any other status ends it with the same code and the peer named in the details.
+ */
+export function forwardResponses<In, Out>(
+  peerName: string,
+  upstream: grpc.ClientReadableStream<In> | grpc.ClientDuplexStream<unknown, In>,
+  call: grpc.ServerWritableStream<unknown, Out> | grpc.ServerDuplexStream<unknown, Out>,
+  map: (message: In) => Out,
+): void {
+  pipeWithBackpressure(upstream, call, map);
+  let status: grpc.StatusObject | undefined;
+  let allRead = false;
+  const finish = () => {
+    // Only when both the messages and the status have arrived, so no message is cut off.
+    if (!status || !allRead) return;
+    if (status.code === grpc.status.OK) call.end();
+    else endWithError(call, fromPeer(peerName, status));
+  };
+  // The 'status' event carries the outcome; 'error' repeats it for non-OK codes.
+  upstream.on("error", () => {});
+  upstream.on("status", (received: grpc.StatusObject) => {
+    status = received;
+    finish();
+  });
+  upstream.on("end", () => {
+    allRead = true;
+    finish();
+  });
+}
+
+/** Forwards our caller's request stream to the peer and half-closes the peer call at the end. */
+export function forwardRequests<In, Out>(
+  call: grpc.ServerReadableStream<In, unknown> | grpc.ServerDuplexStream<In, unknown>,
+  upstream: grpc.ClientWritableStream<Out> | grpc.ClientDuplexStream<Out, unknown>,
+  map: (message: In) => Out,
+): void {
+  pipeWithBackpressure(call, upstream, map);
+  call.on("end", () => upstream.end());
+}
