@@ -59,7 +59,7 @@ export async function startService(options: StartServiceOptions): Promise<Servic
     child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
   });
 
-  const port = await new Promise<number>((resolve, reject) => {
+  const listening = new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new Error(`${options.name} did not start listening within ${options.startTimeoutMs ?? 15_000} ms`));
     }, options.startTimeoutMs ?? 15_000);
@@ -81,6 +81,15 @@ export async function startService(options: StartServiceOptions): Promise<Servic
       reject(new Error(`${options.name} exited (${code}) before listening:\n${stderr.join("\n")}`));
     });
   });
+  let port: number;
+  try {
+    port = await listening;
+  } catch (error) {
+    // Never leave a process behind that failed to start.
+    child.kill("SIGKILL");
+    await exited;
+    throw error;
+  }
 
   const stop = async (timeoutMs = 15_000) => {
     if (child.exitCode === null && child.signalCode === null) {

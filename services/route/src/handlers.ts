@@ -107,19 +107,15 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
       call.on("error", (error) => finish(error));
     },
 
-    RouteChat(call) {
+    async RouteChat(call) {
+      // One note at a time, read through the async iterator: it reads the next note only
+      // after the answers to this one are written (flow control), and it ends the loop only
+      // after the last note is handled. ('end' can fire while a 'data' handler still awaits.)
+      // destroyOnReturn: false, or the loop's end would destroy the call before its status.
       const history = new ChatHistory();
-      let failedAlready = false;
-      const fail = (error: unknown) => {
-        if (failedAlready) return;
-        failedAlready = true;
-        call.pause();
-        endWithError(call, failed("RouteChat", error));
-      };
-      call.on("data", async (message: routeguide.RouteChatRequest__Output) => {
-        // One note at a time: stop reading while its answers are being written.
-        call.pause();
-        try {
+      try {
+        const notes = call.iterator({ destroyOnReturn: false }) as AsyncIterable<routeguide.RouteChatRequest__Output>;
+        for await (const message of notes) {
           if (history.size >= limits.maxChatNotes) {
             throw new StatusError(
               grpc.status.RESOURCE_EXHAUSTED,
@@ -131,15 +127,11 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
           for (const earlier of history.exchange({ location, message: message.note.message })) {
             await writeInOrder(call, { note: earlier });
           }
-          call.resume();
-        } catch (error) {
-          fail(error);
         }
-      });
-      call.on("end", () => {
-        if (!failedAlready) call.end();
-      });
-      call.on("error", fail);
+        call.end();
+      } catch (error) {
+        if (!call.cancelled) endWithError(call, failed("RouteChat", error));
+      }
     },
   };
 }

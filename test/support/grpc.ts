@@ -1,0 +1,60 @@
+// Small promise helpers over grpc-js for the tests.
+import * as grpc from "@grpc/grpc-js";
+import { service as healthServiceDefinition } from "grpc-health-check";
+
+export function unary<Response>(start: (callback: grpc.requestCallback<Response>) => unknown): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    start((error, response) => (error ? reject(error) : resolve(response as Response)));
+  });
+}
+
+/** Reads a whole response stream. */
+export async function collect<T>(stream: grpc.ClientReadableStream<T> | grpc.ClientDuplexStream<unknown, T>): Promise<T[]> {
+  const messages: T[] = [];
+  for await (const message of stream as AsyncIterable<T>) messages.push(message);
+  return messages;
+}
+
+/** Resolves with the status error a call ends with; rejects if it succeeds. */
+export async function failure(promise: Promise<unknown>): Promise<grpc.ServiceError> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as grpc.ServiceError;
+  }
+  throw new Error("expected the call to fail, but it succeeded");
+}
+
+export const deadline = (ms = 10_000): grpc.CallOptions => ({ deadline: Date.now() + ms });
+
+const HealthClient = grpc.makeGenericClientConstructor(
+  healthServiceDefinition as unknown as grpc.ServiceDefinition,
+  "Health",
+);
+
+/** grpc.health.v1.Health/Check, as Cloud Run's probe asks it. */
+export async function healthStatus(target: string, service: string): Promise<string> {
+  const client = new HealthClient(target, grpc.credentials.createInsecure()) as grpc.Client & {
+    Check: (request: { service: string }, options: grpc.CallOptions, callback: grpc.requestCallback<{ status: string }>) => void;
+  };
+  try {
+    const response = await unary<{ status: string }>((done) => client.Check({ service }, deadline(), done));
+    return response.status;
+  } finally {
+    client.close();
+  }
+}
+
+/** Polls `read` until `done(value)` holds or `timeoutMs` passes; returns the last value. */
+export async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let value = await read();
+  while (!done(value) && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    value = await read();
+  }
+  return value;
+}
+
+/** The target (host:port) of an http:// URL. */
+export const targetOf = (url: string) => new URL(url).host;
