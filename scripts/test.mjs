@@ -45,4 +45,11 @@ if (files.length === 0) {
 }
 // Files run one at a time: the integration tests start real processes and measure nothing,
 // but two stacks at once on 2 cores only make each slower.
-run(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=1", ...process.argv.slice(2), ...files]);
+run(process.execPath, [
+  "--import",
+  "tsx",
+  "--test",
+  "--test-concurrency=1",
+  ...process.argv.slice(2),
+  ...files,
+]);

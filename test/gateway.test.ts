@@ -10,7 +10,15 @@ import type { GatewayServiceClient, gateway, routeguide } from "@cloudrun-grpc/p
 import { serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { distanceMeters } from "../services/route/src/distance.js";
-import { collect, deadline, eventually, failure, healthStatus, targetOf, unary } from "./support/grpc.js";
+import {
+  collect,
+  deadline,
+  eventually,
+  failure,
+  healthStatus,
+  targetOf,
+  unary,
+} from "./support/grpc.js";
 
 interface Feature {
   name: string;
@@ -30,7 +38,10 @@ const inBox = (p: Feature["location"], lo: Feature["location"], hi: Feature["loc
   p.latitude <= Math.max(lo.latitude, hi.latitude) &&
   p.longitude >= Math.min(lo.longitude, hi.longitude) &&
   p.longitude <= Math.max(lo.longitude, hi.longitude);
-const region = { lo: { latitude: 400_000_000, longitude: -750_000_000 }, hi: { latitude: 410_000_000, longitude: -740_000_000 } };
+const region = {
+  lo: { latitude: 400_000_000, longitude: -750_000_000 },
+  hi: { latitude: 410_000_000, longitude: -740_000_000 },
+};
 
 // What this file does, so the stats can be checked against it at the end.
 const expected = {
@@ -57,7 +68,11 @@ describe("gateway → route → stats, end to end", () => {
   });
 
   test("each service answers grpc.health.v1 SERVING for the server and its service name", async () => {
-    const names = { gateway: serviceNames.gateway, route: serviceNames.routeGuide, stats: serviceNames.stats };
+    const names = {
+      gateway: serviceNames.gateway,
+      route: serviceNames.routeGuide,
+      stats: serviceNames.stats,
+    };
     for (const service of stack.services) {
       const target = targetOf(service.url);
       assert.equal(await healthStatus(target, ""), "SERVING", `${service.name} overall`);
@@ -103,7 +118,10 @@ describe("gateway → route → stats, end to end", () => {
     for (const rectangle of [
       { lo, hi },
       { lo: hi, hi: lo },
-      { lo: { latitude: lo.latitude, longitude: hi.longitude }, hi: { latitude: hi.latitude, longitude: lo.longitude } },
+      {
+        lo: { latitude: lo.latitude, longitude: hi.longitude },
+        hi: { latitude: hi.latitude, longitude: lo.longitude },
+      },
     ]) {
       const streamed = await collect(client.ListFeatures({ rectangle }, deadline()));
       assert.deepEqual(
@@ -119,11 +137,18 @@ describe("gateway → route → stats, end to end", () => {
     const points: Feature["location"][] = [];
     for (let index = 0; index < 1000; index += 1) {
       if (index % 10 === 0) points.push(feature((index / 10) % 20).location);
-      else points.push({ latitude: 400_000_001 + index * 7_001, longitude: -749_999_999 + index * 3_001 });
+      else
+        points.push({
+          latitude: 400_000_001 + index * 7_001,
+          longitude: -749_999_999 + index * 3_001,
+        });
     }
     let meters = 0;
     for (let index = 1; index < points.length; index += 1) {
-      meters += distanceMeters(points[index - 1] as Feature["location"], points[index] as Feature["location"]);
+      meters += distanceMeters(
+        points[index - 1] as Feature["location"],
+        points[index] as Feature["location"],
+      );
     }
     const summary = await recordRoute(client, points);
     assert.equal(summary.pointCount, 1000);
@@ -132,7 +157,11 @@ describe("gateway → route → stats, end to end", () => {
     assert.ok(summary.elapsedSeconds >= 0 && summary.elapsedSeconds < 60);
     expected.routes.push(summary);
 
-    const short = await recordRoute(client, [feature(0).location, feature(1).location, feature(0).location]);
+    const short = await recordRoute(client, [
+      feature(0).location,
+      feature(1).location,
+      feature(0).location,
+    ]);
     assert.equal(short.pointCount, 3);
     assert.equal(short.featureCount, 2);
     assert.equal(
@@ -142,7 +171,12 @@ describe("gateway → route → stats, end to end", () => {
     expected.routes.push(short);
 
     const empty = await recordRoute(client, []);
-    assert.deepEqual(empty, { pointCount: 0, featureCount: 0, distanceMeters: 0, elapsedSeconds: 0 });
+    assert.deepEqual(empty, {
+      pointCount: 0,
+      featureCount: 0,
+      distanceMeters: 0,
+      elapsedSeconds: 0,
+    });
     expected.routes.push(empty);
   });
 
@@ -154,7 +188,9 @@ describe("gateway → route → stats, end to end", () => {
     }));
     const wanted: typeof notes = [];
     notes.forEach((note, index) => {
-      wanted.push(...notes.slice(0, index).filter((earlier) => key(earlier.location) === key(note.location)));
+      wanted.push(
+        ...notes.slice(0, index).filter((earlier) => key(earlier.location) === key(note.location)),
+      );
     });
 
     const chat = client.RouteChat(deadline(20_000));
@@ -174,7 +210,9 @@ describe("gateway → route → stats, end to end", () => {
     assert.equal(noPoint.details, "route: point is required");
 
     const offTheMap = await failure(
-      unary((done) => client.GetFeature({ point: { latitude: 900_000_001, longitude: 0 } }, deadline(), done)),
+      unary((done) =>
+        client.GetFeature({ point: { latitude: 900_000_001, longitude: 0 } }, deadline(), done),
+      ),
     );
     assert.equal(offTheMap.code, grpc.status.INVALID_ARGUMENT);
     assert.match(offTheMap.details, /^route: point\.latitude must be from -900000000 to 900000000/);
@@ -184,7 +222,11 @@ describe("gateway → route → stats, end to end", () => {
     assert.equal(noRectangle.details, "route: rectangle is required");
 
     const badPoint = await failure(
-      recordRoute(client, [feature(0).location, feature(1).location, { latitude: 0, longitude: 1_800_000_001 }]),
+      recordRoute(client, [
+        feature(0).location,
+        feature(1).location,
+        { latitude: 0, longitude: 1_800_000_001 },
+      ]),
     );
     assert.equal(badPoint.code, grpc.status.INVALID_ARGUMENT);
     assert.match(badPoint.details, /^route: point #3\.longitude must be/);
@@ -195,21 +237,37 @@ describe("gateway → route → stats, end to end", () => {
   });
 
   test("stats hold exactly the look-ups and routes made above", async () => {
-    const totalLookups = [...expected.lookups.values()].reduce((sum, entry) => sum + entry.lookups, 0);
+    const totalLookups = [...expected.lookups.values()].reduce(
+      (sum, entry) => sum + entry.lookups,
+      0,
+    );
     const read = async () =>
-      (await unary<gateway.GetStatsResponse__Output>((done) => client.GetStats({ topN: 1000 }, deadline(), done)))
-        .snapshot;
+      (
+        await unary<gateway.GetStatsResponse__Output>((done) =>
+          client.GetStats({ topN: 1000 }, deadline(), done),
+        )
+      ).snapshot;
     const snapshot = await eventually(
       read,
-      (value) => value?.featureLookups === totalLookups && value.routesRecorded === expected.routes.length,
+      (value) =>
+        value?.featureLookups === totalLookups && value.routesRecorded === expected.routes.length,
     );
     assert.ok(snapshot);
     const sum = (pick: (route: (typeof expected.routes)[number]) => number) =>
       expected.routes.reduce((total, route) => total + pick(route), 0);
     assert.equal(snapshot.routesRecorded, expected.routes.length);
-    assert.equal(snapshot.pointsRecorded, sum((route) => route.pointCount));
-    assert.equal(snapshot.distanceMeters, sum((route) => route.distanceMeters));
-    assert.equal(snapshot.featuresPassed, sum((route) => route.featureCount));
+    assert.equal(
+      snapshot.pointsRecorded,
+      sum((route) => route.pointCount),
+    );
+    assert.equal(
+      snapshot.distanceMeters,
+      sum((route) => route.distanceMeters),
+    );
+    assert.equal(
+      snapshot.featuresPassed,
+      sum((route) => route.featureCount),
+    );
     assert.equal(snapshot.featureLookups, totalLookups);
     const top = [...expected.lookups.values()].sort(
       (a, b) =>
@@ -247,7 +305,10 @@ describe("gateway → route → stats, end to end", () => {
       .slice(0, 5);
     assert.deepEqual(
       answer.mostLookedUp,
-      named.map((entry) => ({ feature: { name: entry.name, location: entry.location }, lookups: entry.lookups })),
+      named.map((entry) => ({
+        feature: { name: entry.name, location: entry.location },
+        lookups: entry.lookups,
+      })),
     );
     assert.equal(answer.mostLookedUp[0]?.feature?.name, feature(0).name);
   });
@@ -263,7 +324,10 @@ describe("gateway → route → stats, end to end", () => {
     watch.on("error", () => {});
     const next = (predicate: (message: gateway.WatchStatsResponse__Output) => boolean) =>
       new Promise<gateway.WatchStatsResponse__Output>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error("no matching watch update within 10 s")), 10_000);
+        const timer = setTimeout(
+          () => reject(new Error("no matching watch update within 10 s")),
+          10_000,
+        );
         notify = () => {
           const found = updates.find(predicate);
           if (found) {
@@ -286,7 +350,10 @@ describe("gateway → route → stats, end to end", () => {
       const last = await next((message) => message.snapshot?.featureLookups === before + burst);
       assert.equal(last.snapshot?.featureLookups, before + burst);
       // 30 changes reported in batches and coalesced: far fewer updates than changes.
-      assert.ok(updates.length - 1 < burst, `expected coalesced updates, got ${updates.length - 1}`);
+      assert.ok(
+        updates.length - 1 < burst,
+        `expected coalesced updates, got ${updates.length - 1}`,
+      );
     } finally {
       watch.cancel();
     }

@@ -2,14 +2,18 @@
 import * as grpc from "@grpc/grpc-js";
 import { service as healthServiceDefinition } from "grpc-health-check";
 
-export function unary<Response>(start: (callback: grpc.requestCallback<Response>) => unknown): Promise<Response> {
+export function unary<Response>(
+  start: (callback: grpc.requestCallback<Response>) => unknown,
+): Promise<Response> {
   return new Promise((resolve, reject) => {
     start((error, response) => (error ? reject(error) : resolve(response as Response)));
   });
 }
 
 /** Reads a whole response stream. */
-export async function collect<T>(stream: grpc.ClientReadableStream<T> | grpc.ClientDuplexStream<unknown, T>): Promise<T[]> {
+export async function collect<T>(
+  stream: grpc.ClientReadableStream<T> | grpc.ClientDuplexStream<unknown, T>,
+): Promise<T[]> {
   const messages: T[] = [];
   for await (const message of stream as AsyncIterable<T>) messages.push(message);
   return messages;
@@ -34,11 +38,20 @@ const HealthClient = grpc.makeGenericClientConstructor(
 
 /** grpc.health.v1.Health/Check, as Cloud Run's probe asks it. */
 export async function healthStatus(target: string, service: string): Promise<string> {
-  const client = new HealthClient(target, grpc.credentials.createInsecure()) as grpc.Client & {
-    Check: (request: { service: string }, options: grpc.CallOptions, callback: grpc.requestCallback<{ status: string }>) => void;
+  const client = new HealthClient(
+    target,
+    grpc.credentials.createInsecure(),
+  ) as unknown as grpc.Client & {
+    Check: (
+      request: { service: string },
+      options: grpc.CallOptions,
+      callback: grpc.requestCallback<{ status: string }>,
+    ) => void;
   };
   try {
-    const response = await unary<{ status: string }>((done) => client.Check({ service }, deadline(), done));
+    const response = await unary<{ status: string }>((done) =>
+      client.Check({ service }, deadline(), done),
+    );
     return response.status;
   } finally {
     client.close();
@@ -46,7 +59,11 @@ export async function healthStatus(target: string, service: string): Promise<str
 }
 
 /** Polls `read` until `done(value)` holds or `timeoutMs` passes; returns the last value. */
-export async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 10_000): Promise<T> {
+export async function eventually<T>(
+  read: () => Promise<T>,
+  done: (value: T) => boolean,
+  timeoutMs = 10_000,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   let value = await read();
   while (!done(value) && Date.now() < until) {

@@ -57,7 +57,13 @@ export function makeTestCertificates(): TestCertificates {
     { name: "basicConstraints", cA: false },
     { name: "keyUsage", digitalSignature: true, keyEncipherment: true },
     { name: "extKeyUsage", serverAuth: true },
-    { name: "subjectAltName", altNames: [{ type: 2, value: "localhost" }, { type: 7, ip: "127.0.0.1" }] },
+    {
+      name: "subjectAltName",
+      altNames: [
+        { type: 2, value: "localhost" },
+        { type: 7, ip: "127.0.0.1" },
+      ],
+    },
   ]);
   server.sign(caKeys.privateKey, forge.md.sha256.create());
 
@@ -80,7 +86,10 @@ export interface TlsProxy {
 }
 
 /** Listens on 127.0.0.1 (free port) and forwards each TLS connection to 127.0.0.1:backendPort. */
-export async function startTlsProxy(certs: TestCertificates, backendPort: number): Promise<TlsProxy> {
+export async function startTlsProxy(
+  certs: TestCertificates,
+  backendPort: number,
+): Promise<TlsProxy> {
   const negotiated: (string | false | null)[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createTlsServer(

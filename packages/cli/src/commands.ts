@@ -24,11 +24,17 @@ export function formatPoint(p: routeguide.Point__Output | null | undefined): str
   return `${(p.latitude / 1e7).toFixed(4)}, ${(p.longitude / 1e7).toFixed(4)}`;
 }
 
-const deadline = (ctx: CommandContext): grpc.CallOptions => ({ deadline: Date.now() + ctx.timeoutMs });
+const deadline = (ctx: CommandContext): grpc.CallOptions => ({
+  deadline: Date.now() + ctx.timeoutMs,
+});
 
-function unary<Response>(start: (callback: grpc.requestCallback<Response>) => void): Promise<Response> {
+function unary<Response>(
+  start: (callback: grpc.requestCallback<Response>) => void,
+): Promise<Response> {
   return new Promise((resolve, reject) =>
-    start((error, response) => (error || response === undefined ? reject(error) : resolve(response))),
+    start((error, response) =>
+      error || response === undefined ? reject(error) : resolve(response),
+    ),
   );
 }
 
@@ -50,7 +56,9 @@ export async function listFeatures(ctx: CommandContext, rectangle: routeguide.Re
   for await (const message of stream as AsyncIterable<gateway.ListFeaturesResponse__Output>) {
     if (!message.feature) continue;
     features.push(message.feature);
-    ctx.out(`  ${String(features.length).padStart(4)}. ${message.feature.name} (${formatPoint(message.feature.location)})`);
+    ctx.out(
+      `  ${String(features.length).padStart(4)}. ${message.feature.name} (${formatPoint(message.feature.location)})`,
+    );
   }
   ctx.out(`${features.length} features in the rectangle`);
   return features;
@@ -63,8 +71,10 @@ export async function recordRoute(ctx: CommandContext, points: routeguide.Point[
     void (async () => {
       for (const [index, p] of points.entries()) {
         // Respect flow control: wait when the stream's buffer is full.
-        if (!stream.write({ point: p })) await new Promise((resolve) => stream.once("drain", resolve));
-        if ((index + 1) % progressEvery === 0) ctx.out(`  sent ${index + 1}/${points.length} points`);
+        if (!stream.write({ point: p }))
+          await new Promise((resolve) => stream.once("drain", resolve));
+        if ((index + 1) % progressEvery === 0)
+          ctx.out(`  sent ${index + 1}/${points.length} points`);
       }
       stream.end();
     })();
@@ -108,7 +118,9 @@ export function formatSnapshot(snapshot: stats.StatsSnapshot__Output | null, out
   );
   out(`Feature look-ups: ${snapshot.featureLookups}`);
   for (const entry of snapshot.topFeatures) {
-    out(`  ${String(entry.lookups).padStart(6)} × ${entry.name || "(unnamed)"} at ${formatPoint(entry.location)}`);
+    out(
+      `  ${String(entry.lookups).padStart(6)} × ${entry.name || "(unnamed)"} at ${formatPoint(entry.location)}`,
+    );
   }
   for (const caller of snapshot.callers) {
     out(
@@ -144,13 +156,19 @@ export async function watchStats(ctx: CommandContext, topN: number, updates: num
   return seen;
 }
 
-export async function describeArea(ctx: CommandContext, rectangle: routeguide.Rectangle, topN: number) {
+export async function describeArea(
+  ctx: CommandContext,
+  rectangle: routeguide.Rectangle,
+  topN: number,
+) {
   const answer = await unary<gateway.DescribeAreaResponse__Output>((done) =>
     ctx.client.DescribeArea({ rectangle, topN }, deadline(ctx), done),
   );
   ctx.out(`Area: ${answer.featureCount} named features, ${answer.lookupsInArea} look-ups inside`);
   for (const entry of answer.mostLookedUp) {
-    ctx.out(`  ${String(entry.lookups).padStart(6)} × ${entry.feature?.name} at ${formatPoint(entry.feature?.location)}`);
+    ctx.out(
+      `  ${String(entry.lookups).padStart(6)} × ${entry.feature?.name} at ${formatPoint(entry.feature?.location)}`,
+    );
   }
   return answer;
 }
@@ -159,7 +177,10 @@ export async function describeArea(ctx: CommandContext, rectangle: routeguide.Re
 export const demoRegion = { lo: point(40, -75), hi: point(41, -74) };
 
 /** A route of `count` points that passes a named feature every tenth point. */
-export function makeRoute(features: routeguide.Feature__Output[], count: number): routeguide.Point[] {
+export function makeRoute(
+  features: routeguide.Feature__Output[],
+  count: number,
+): routeguide.Point[] {
   const points: routeguide.Point[] = [];
   for (let index = 0; index < count; index += 1) {
     const feature = features[index % Math.max(1, features.length)];
@@ -174,7 +195,8 @@ export async function demo(ctx: CommandContext) {
   ctx.out("== ListFeatures (server streaming) over the whole region");
   const features = await listFeatures({ ...ctx, out: () => {} }, demoRegion);
   ctx.out(`${features.length} features; the first three:`);
-  for (const feature of features.slice(0, 3)) ctx.out(`  ${feature.name} (${formatPoint(feature.location)})`);
+  for (const feature of features.slice(0, 3))
+    ctx.out(`  ${feature.name} (${formatPoint(feature.location)})`);
   const first = features[0]?.location;
   if (!first) throw new Error("the gateway returned no features: is route's data set empty?");
   ctx.out("== GetFeature (unary)");

@@ -39,17 +39,34 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    gateway: { type: "string" },
-    timeout: { type: "string", default: "30" },
-    top: { type: "string", default: "10" },
-    points: { type: "string", default: "1000" },
-    updates: { type: "string", default: "0" },
-    help: { type: "boolean", short: "h" },
-  },
-});
+// Negative coordinates (-74.5) look like options to parseArgs; read them as positionals.
+const negativeNumber = /^-\d/;
+const argv = process.argv.slice(2);
+const stashed = argv.map((arg, index) => (negativeNumber.test(arg) ? `\u0000${index}` : arg));
+let parsed: ReturnType<typeof parse>;
+function parse() {
+  return parseArgs({
+    args: stashed,
+    allowPositionals: true,
+    options: {
+      gateway: { type: "string" },
+      timeout: { type: "string", default: "30" },
+      top: { type: "string", default: "10" },
+      points: { type: "string", default: "1000" },
+      updates: { type: "string", default: "0" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+}
+try {
+  parsed = parse();
+} catch (error) {
+  fail((error as Error).message);
+}
+const { values } = parsed;
+const positionals = parsed.positionals.map((arg) =>
+  arg.startsWith("\u0000") ? (argv[Number(arg.slice(1))] as string) : arg,
+);
 if (values.help) {
   process.stdout.write(`${usage}\n`);
   process.exit(0);
@@ -57,13 +74,15 @@ if (values.help) {
 
 function wholeNumber(name: string, raw: string, max: number): number {
   const value = Number(raw);
-  if (!/^\d+$/.test(raw) || value > max) fail(`--${name} must be a whole number from 0 to ${max}, got ${JSON.stringify(raw)}`);
+  if (!/^\d+$/.test(raw) || value > max)
+    fail(`--${name} must be a whole number from 0 to ${max}, got ${JSON.stringify(raw)}`);
   return value;
 }
 
 function degrees(raw: string | undefined, what: string): number {
   const value = Number(raw);
-  if (raw === undefined || raw.trim() === "" || !Number.isFinite(value)) fail(`${what} must be a number of degrees, got ${JSON.stringify(raw)}`);
+  if (raw === undefined || raw.trim() === "" || !Number.isFinite(value))
+    fail(`${what} must be a number of degrees, got ${JSON.stringify(raw)}`);
   return value;
 }
 
@@ -98,7 +117,10 @@ const commands: Record<string, () => Promise<unknown>> = {
     const location = point(degrees(args[0], "LAT"), degrees(args[1], "LNG"));
     const messages = args.slice(2);
     if (messages.length === 0) fail("route-chat needs at least one MESSAGE");
-    return routeChat(ctx, messages.map((message) => ({ location, message })));
+    return routeChat(
+      ctx,
+      messages.map((message) => ({ location, message })),
+    );
   },
   "get-stats": () => getStats(ctx, topN),
   "watch-stats": () => watchStats(ctx, topN, wholeNumber("updates", values.updates, 1_000_000)),
@@ -114,6 +136,8 @@ try {
 } catch (error) {
   const status = error as Partial<grpc.ServiceError>;
   const code = status.code === undefined ? "" : `${grpc.status[status.code]}: `;
-  process.stderr.write(`routeguide: ${command} failed: ${code}${status.details ?? status.message}\n`);
+  process.stderr.write(
+    `routeguide: ${command} failed: ${code}${status.details ?? status.message}\n`,
+  );
   process.exit(1);
 }

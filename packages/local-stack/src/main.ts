@@ -21,8 +21,22 @@ const config = loadConfigOrExit(
 );
 const shownLevel = process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn";
 const serviceLogLevel = ["debug", "trace"].includes(shownLevel) ? shownLevel : "info";
-const severityRank: Record<string, number> = { DEBUG: 1, INFO: 2, WARNING: 3, ERROR: 4, CRITICAL: 5 };
-const levelRank: Record<string, number> = { trace: 1, debug: 1, info: 2, warn: 3, error: 4, fatal: 5, silent: 6 };
+const severityRank: Record<string, number> = {
+  DEBUG: 1,
+  INFO: 2,
+  WARNING: 3,
+  ERROR: 4,
+  CRITICAL: 5,
+};
+const levelRank: Record<string, number> = {
+  trace: 1,
+  debug: 1,
+  info: 2,
+  warn: 3,
+  error: 4,
+  fatal: 5,
+  silent: 6,
+};
 
 /** Shows a service's line if it is at least as severe as LOG_LEVEL (non-JSON lines always). */
 function shown(line: string): boolean {
@@ -64,7 +78,9 @@ try {
 for (const service of stack.services) {
   void service.exited.then((code) => {
     if (stopping) return;
-    process.stderr.write(`local-stack: ${service.name} exited unexpectedly (${code}); stopping the rest\n`);
+    process.stderr.write(
+      `local-stack: ${service.name} exited unexpectedly (${code}); stopping the rest\n`,
+    );
     void stop(1);
   });
 }

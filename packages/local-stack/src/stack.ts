@@ -61,7 +61,11 @@ export async function startService(options: StartServiceOptions): Promise<Servic
 
   const listening = new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
-      reject(new Error(`${options.name} did not start listening within ${options.startTimeoutMs ?? 15_000} ms`));
+      reject(
+        new Error(
+          `${options.name} did not start listening within ${options.startTimeoutMs ?? 15_000} ms`,
+        ),
+      );
     }, options.startTimeoutMs ?? 15_000);
     createInterface({ input: child.stdout }).on("line", (line) => {
       lines.push(line);

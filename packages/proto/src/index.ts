@@ -3,15 +3,15 @@
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import type { ProtoGrpcType as GatewayProto } from "./generated/gateway.js";
 import type { GatewayServiceClient, GatewayServiceHandlers } from "./generated/gateway/v1/index.js";
+import type { ProtoGrpcType as GatewayProto } from "./generated/gateway.js";
 import type { ProtoGrpcType as RouteGuideProto } from "./generated/route_guide.js";
 import type {
   RouteGuideServiceClient,
   RouteGuideServiceHandlers,
 } from "./generated/routeguide/v1/index.js";
-import type { ProtoGrpcType as StatsProto } from "./generated/stats.js";
 import type { StatsServiceClient, StatsServiceHandlers } from "./generated/stats/v1/index.js";
+import type { ProtoGrpcType as StatsProto } from "./generated/stats.js";
 import loaderOptions from "./loader-options.json" with { type: "json" };
 
 export type * as gateway from "./generated/gateway/v1/index.js";

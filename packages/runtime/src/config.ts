@@ -73,7 +73,8 @@ export const logLevelVar = z
   .optional()
   .transform((raw, ctx) => {
     const level = raw === undefined || raw.trim() === "" ? "info" : raw.trim().toLowerCase();
-    if ((logLevels as readonly string[]).includes(level)) return level as (typeof logLevels)[number];
+    if ((logLevels as readonly string[]).includes(level))
+      return level as (typeof logLevels)[number];
     ctx.addIssue({
       code: "custom",
       message: `must be one of ${logLevels.join(", ")}, got ${JSON.stringify(raw)}`,

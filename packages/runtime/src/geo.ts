@@ -11,14 +11,21 @@ export interface Point {
 export const e7 = 1e7;
 
 /** Checks a point read from the wire; throws INVALID_ARGUMENT naming `what` when it is unusable. */
-export function requirePoint(point: routeguide.Point__Output | null | undefined, what: string): Point {
+export function requirePoint(
+  point: routeguide.Point__Output | null | undefined,
+  what: string,
+): Point {
   if (!point) throw invalidArgument(`${what} is required`);
   const { latitude, longitude } = point;
   if (!Number.isInteger(latitude) || latitude < -90 * e7 || latitude > 90 * e7) {
-    throw invalidArgument(`${what}.latitude must be from -900000000 to 900000000 (E7 degrees), got ${latitude}`);
+    throw invalidArgument(
+      `${what}.latitude must be from -900000000 to 900000000 (E7 degrees), got ${latitude}`,
+    );
   }
   if (!Number.isInteger(longitude) || longitude < -180 * e7 || longitude > 180 * e7) {
-    throw invalidArgument(`${what}.longitude must be from -1800000000 to 1800000000 (E7 degrees), got ${longitude}`);
+    throw invalidArgument(
+      `${what}.longitude must be from -1800000000 to 1800000000 (E7 degrees), got ${longitude}`,
+    );
   }
   return { latitude, longitude };
 }
@@ -40,9 +47,15 @@ export function boundsOf(a: Point, b: Point): Bounds {
   };
 }
 
-export function requireRectangle(rectangle: routeguide.Rectangle__Output | null | undefined): Bounds {
-  if (!rectangle) throw invalidArgument("rectangle is required");
-  return boundsOf(requirePoint(rectangle.lo, "rectangle.lo"), requirePoint(rectangle.hi, "rectangle.hi"));
+export function requireRectangle(
+  rectangle: routeguide.Rectangle__Output | null | undefined,
+  what = "rectangle",
+): Bounds {
+  if (!rectangle) throw invalidArgument(`${what} is required`);
+  return boundsOf(
+    requirePoint(rectangle.lo, `${what}.lo`),
+    requirePoint(rectangle.hi, `${what}.hi`),
+  );
 }
 
 /** Edges included: a point on the border is inside. */

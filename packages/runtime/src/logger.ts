@@ -1,5 +1,5 @@
 // One pino logger per process, in the shape Cloud Logging reads: `severity` and `message`.
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 
 // pino's level labels → Cloud Logging's LogSeverity names.
 const severityByLevel: Record<string, string> = {

@@ -17,14 +17,18 @@ export function parsePeerUrl(raw: string): PeerAddress {
   try {
     url = new URL(raw);
   } catch {
-    throw new Error(`must be a URL like http://127.0.0.1:50052 or https://<service>.run.app, got ${JSON.stringify(raw)}`);
+    throw new Error(
+      `must be a URL like http://127.0.0.1:50052 or https://<service>.run.app, got ${JSON.stringify(raw)}`,
+    );
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new Error(`must use http: (h2c) or https: (TLS), got ${JSON.stringify(url.protocol)}`);
   }
   if (url.username || url.password) throw new Error("must not contain credentials");
   if ((url.pathname !== "/" && url.pathname !== "") || url.search || url.hash) {
-    throw new Error(`must be an origin without path, query or fragment, got ${JSON.stringify(raw)}`);
+    throw new Error(
+      `must be an origin without path, query or fragment, got ${JSON.stringify(raw)}`,
+    );
   }
   const secure = url.protocol === "https:";
   const port = url.port || (secure ? "443" : "80");

@@ -1,8 +1,9 @@
 // The gRPC server every service runs: its own services plus grpc.health.v1 (Cloud Run's
 // probes) and server reflection, on h2c at host:port, with a graceful drain.
+
+import { packageDefinition, type ServiceRegistration } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
-import { packageDefinition, type ServiceRegistration } from "@cloudrun-grpc/proto";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "./logger.js";
 

@@ -43,7 +43,10 @@ function requireTopN(topN: number): number {
 }
 
 export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): GatewayHandlers {
-  const watches = new Map<grpc.ServerWritableStream<unknown, unknown>, grpc.ClientReadableStream<unknown>>();
+  const watches = new Map<
+    grpc.ServerWritableStream<unknown, unknown>,
+    grpc.ClientReadableStream<unknown>
+  >();
 
   /** A unary peer call as a promise, bound to the call we serve (deadline, cancellation). */
   function ask<Response>(
@@ -53,7 +56,8 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     return new Promise((resolve, reject) => {
       start((error, response) => {
         if (error) reject(fromPeer(peerName, error));
-        else if (response === undefined) reject(new StatusError(grpc.status.INTERNAL, `${peerName}: empty response`));
+        else if (response === undefined)
+          reject(new StatusError(grpc.status.INTERNAL, `${peerName}: empty response`));
         else resolve(response);
       });
     });
@@ -74,9 +78,14 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
 
     ListFeatures(call) {
       const upstream = route.ListFeatures({ rectangle: call.request.rectangle }, { parent: call });
-      forwardResponses("route", upstream, call, (message: routeguide.ListFeaturesResponse__Output) => ({
-        feature: message.feature,
-      }));
+      forwardResponses(
+        "route",
+        upstream,
+        call,
+        (message: routeguide.ListFeaturesResponse__Output) => ({
+          feature: message.feature,
+        }),
+      );
     },
 
     RecordRoute(call, callback) {
@@ -93,9 +102,14 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     RouteChat(call) {
       const upstream = route.RouteChat({ parent: call });
       forwardRequests(call, upstream, (message) => ({ note: message.note }));
-      forwardResponses("route", upstream, call, (message: routeguide.RouteChatResponse__Output) => ({
-        note: message.note,
-      }));
+      forwardResponses(
+        "route",
+        upstream,
+        call,
+        (message: routeguide.RouteChatResponse__Output) => ({
+          note: message.note,
+        }),
+      );
     },
 
     GetStats(call, callback) {
@@ -145,7 +159,13 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     handlers,
     endWatches() {
       for (const [call, upstream] of watches) {
-        endWithError(call, new StatusError(grpc.status.UNAVAILABLE, "gateway instance is shutting down; watch again"));
+        endWithError(
+          call,
+          new StatusError(
+            grpc.status.UNAVAILABLE,
+            "gateway instance is shutting down; watch again",
+          ),
+        );
         upstream.cancel();
       }
       watches.clear();

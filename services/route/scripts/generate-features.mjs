@@ -11,9 +11,46 @@ export const featureCount = 150;
 // The region: a 1° × 1° box (E7 units), wide enough for routes of many kilometres.
 const region = { latitude: 400_000_000, longitude: -750_000_000, size: 10_000_000 };
 
-const adjectives = ["Quiet", "Old", "Windy", "Red", "Lone", "High", "Hidden", "Silver", "Cedar", "Stony", "Misty", "Golden"];
-const nouns = ["Harbor", "Mill", "Ridge", "Creek", "Orchard", "Meadow", "Quarry", "Pine", "Heron", "Fox", "Lantern", "Bell"];
-const kinds = ["Bridge", "Lookout", "Crossing", "Station", "Chapel", "Pier", "Tower", "Market", "Gate", "Well"];
+const adjectives = [
+  "Quiet",
+  "Old",
+  "Windy",
+  "Red",
+  "Lone",
+  "High",
+  "Hidden",
+  "Silver",
+  "Cedar",
+  "Stony",
+  "Misty",
+  "Golden",
+];
+const nouns = [
+  "Harbor",
+  "Mill",
+  "Ridge",
+  "Creek",
+  "Orchard",
+  "Meadow",
+  "Quarry",
+  "Pine",
+  "Heron",
+  "Fox",
+  "Lantern",
+  "Bell",
+];
+const kinds = [
+  "Bridge",
+  "Lookout",
+  "Crossing",
+  "Station",
+  "Chapel",
+  "Pier",
+  "Tower",
+  "Market",
+  "Gate",
+  "Well",
+];
 
 // mulberry32: a tiny, well-known seeded PRNG; good enough for test data.
 function random(seed) {

@@ -1,8 +1,8 @@
 // The feature data set shipped with this package (data/features.json, made by
 // scripts/generate-features.mjs), loaded once at start and indexed by location.
 import { readFileSync } from "node:fs";
-import { z } from "zod";
 import { type Bounds, contains, type Point, pointKey } from "@cloudrun-grpc/runtime";
+import { z } from "zod";
 
 export interface Feature {
   name: string;
@@ -27,9 +27,17 @@ export class FeatureIndex {
 
   /** Reads and checks a features file; throws with the file name and the first problem. */
   static load(path: string | URL = bundledFeaturesPath): FeatureIndex {
-    const parsed = featureFile.safeParse(JSON.parse(readFileSync(path, "utf8")));
+    let content: unknown;
+    try {
+      content = JSON.parse(readFileSync(path, "utf8"));
+    } catch (error) {
+      throw new Error(`${String(path)}: cannot read features: ${(error as Error).message}`);
+    }
+    const parsed = featureFile.safeParse(content);
     if (!parsed.success) {
-      throw new Error(`${String(path)}: not a features file: ${parsed.error.issues[0]?.message}`);
+      const issue = parsed.error.issues[0];
+      const where = issue?.path.length ? `[${issue.path.join("].[")}]` : "the file";
+      throw new Error(`${String(path)}: not a features file: ${where}: ${issue?.message}`);
     }
     return new FeatureIndex(parsed.data);
   }

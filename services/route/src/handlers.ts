@@ -114,7 +114,9 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
       // destroyOnReturn: false, or the loop's end would destroy the call before its status.
       const history = new ChatHistory();
       try {
-        const notes = call.iterator({ destroyOnReturn: false }) as AsyncIterable<routeguide.RouteChatRequest__Output>;
+        const notes = call.iterator({
+          destroyOnReturn: false,
+        }) as AsyncIterable<routeguide.RouteChatRequest__Output>;
         for await (const message of notes) {
           if (history.size >= limits.maxChatNotes) {
             throw new StatusError(
@@ -122,7 +124,8 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
               `a chat may have at most ${limits.maxChatNotes} notes`,
             );
           }
-          if (!message.note) throw new StatusError(grpc.status.INVALID_ARGUMENT, "note is required");
+          if (!message.note)
+            throw new StatusError(grpc.status.INVALID_ARGUMENT, "note is required");
           const location = requirePoint(message.note.location, "note.location");
           for (const earlier of history.exchange({ location, message: message.note.message })) {
             await writeInOrder(call, { note: earlier });

@@ -1,7 +1,8 @@
 // RecordRoute's arithmetic, apart from the stream plumbing so it can be tested directly.
-import type { FeatureIndex } from "./features.js";
+
 import { type Point, pointKey } from "@cloudrun-grpc/runtime";
 import { distanceMeters } from "./distance.js";
+import type { FeatureIndex } from "./features.js";
 
 export interface RouteSummary {
   pointCount: number;

@@ -83,35 +83,42 @@ export class StatsReporter {
     }
     const batch = this.queue.slice(0, this.options.maxBatch);
     this.sending = true;
-    this.client.RecordEvents(
-      { events: batch },
-      { deadline: Date.now() + this.options.batchTimeoutMs },
-      (error) => {
-        this.sending = false;
-        if (error) {
-          this.failures += 1;
-          const backoffMs = Math.min(this.options.maxBackoffMs, 100 * 2 ** (this.failures - 1));
-          if (this.failures === 1 || this.failures % 10 === 0) {
-            this.logger.warn(
-              { err: error, queued: this.queue.length, failures: this.failures, backoffMs },
-              "stats unreachable: keeping events queued and retrying",
-            );
-          }
-          this.retryTimer = setTimeout(() => {
-            this.retryTimer = undefined;
-            this.sendNext();
-          }, backoffMs);
-          this.retryTimer.unref();
-          return;
-        }
-        if (this.failures > 0) this.logger.info({ after: this.failures }, "stats reachable again");
-        this.failures = 0;
-        // Events queued meanwhile stay behind the batch; drops only ever remove the oldest,
-        // so the sent batch is still at the front unless it was partly dropped.
-        const sentIds = new Set(batch.map((event) => event.id));
-        this.queue = this.queue.filter((event) => !sentIds.has(event.id as string));
+    try {
+      this.client.RecordEvents(
+        { events: batch },
+        { deadline: Date.now() + this.options.batchTimeoutMs },
+        (error) => this.sent(batch, error),
+      );
+    } catch (error) {
+      // grpc-js throws at once when the channel is already closed: a failed attempt too.
+      this.sent(batch, error as Error);
+    }
+  }
+
+  private sent(batch: stats.Event[], error: Error | null): void {
+    this.sending = false;
+    if (error) {
+      this.failures += 1;
+      const backoffMs = Math.min(this.options.maxBackoffMs, 100 * 2 ** (this.failures - 1));
+      if (this.failures === 1 || this.failures % 10 === 0) {
+        this.logger.warn(
+          { err: error, queued: this.queue.length, failures: this.failures, backoffMs },
+          "stats unreachable: keeping events queued and retrying",
+        );
+      }
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
         this.sendNext();
-      },
-    );
+      }, backoffMs);
+      this.retryTimer.unref();
+      return;
+    }
+    if (this.failures > 0) this.logger.info({ after: this.failures }, "stats reachable again");
+    this.failures = 0;
+    // Events queued meanwhile stay behind the batch; drops only ever remove the oldest,
+    // so what is left of the batch is still at the front.
+    const sentIds = new Set(batch.map((event) => event.id));
+    this.queue = this.queue.filter((event) => !sentIds.has(event.id as string));
+    this.sendNext();
   }
 }

@@ -23,7 +23,11 @@ export interface StatsHandlers {
   endWatches(): void;
 }
 
-export function statsHandlers({ store, logger, watchCoalesceMs }: StatsDependencies): StatsHandlers {
+export function statsHandlers({
+  store,
+  logger,
+  watchCoalesceMs,
+}: StatsDependencies): StatsHandlers {
   const watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   const failed = (method: string, error: unknown) => {
     if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
@@ -42,7 +46,9 @@ export function statsHandlers({ store, logger, watchCoalesceMs }: StatsDependenc
 
     async GetStats(call, callback) {
       try {
-        const { snapshot, lookupsWithin } = await store.snapshot(requireSnapshotQuery(call.request));
+        const { snapshot, lookupsWithin } = await store.snapshot(
+          requireSnapshotQuery(call.request),
+        );
         callback(null, { snapshot: snapshot, lookupsWithin });
       } catch (error) {
         callback(failed("GetStats", error));

@@ -8,7 +8,12 @@ export type StatsEvent =
       id: string;
       caller: string;
       kind: "routeRecorded";
-      summary: { pointCount: number; featureCount: number; distanceMeters: number; elapsedSeconds: number };
+      summary: {
+        pointCount: number;
+        featureCount: number;
+        distanceMeters: number;
+        elapsedSeconds: number;
+      };
     }
   | { id: string; caller: string; kind: "featureLookedUp"; name: string; location: Point };
 

@@ -54,19 +54,23 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
 export function requireEvents(request: stats.RecordEventsRequest__Output): StatsEvent[] {
   if (request.events.length === 0) throw invalidArgument("events must not be empty");
   if (request.events.length > maxEventsPerBatch) {
-    throw invalidArgument(`at most ${maxEventsPerBatch} events per request, got ${request.events.length}`);
+    throw invalidArgument(
+      `at most ${maxEventsPerBatch} events per request, got ${request.events.length}`,
+    );
   }
   return request.events.map(requireEvent);
 }
 
 export function requireTopN(topN: number): number {
   if (!Number.isInteger(topN) || topN < 0 || topN > maxTopN) {
-    throw invalidArgument(`top_n must be from 0 to ${maxTopN} (0 means ${defaultTopN}), got ${topN}`);
+    throw invalidArgument(
+      `top_n must be from 0 to ${maxTopN} (0 means ${defaultTopN}), got ${topN}`,
+    );
   }
   return topN === 0 ? defaultTopN : topN;
 }
 
 export function requireSnapshotQuery(request: stats.GetStatsRequest__Output): SnapshotQuery {
   const topN = requireTopN(request.topN);
-  return request.within ? { topN, within: requireRectangle(request.within) } : { topN };
+  return request.within ? { topN, within: requireRectangle(request.within, "within") } : { topN };
 }

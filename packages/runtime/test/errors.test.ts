@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { fromPeer, invalidArgument, StatusError, toStatus } from "../src/errors.js";
+
+describe("StatusError", () => {
+  test("carries its code and details", () => {
+    const error = invalidArgument("point is required");
+    assert.ok(error instanceof Error);
+    assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(error.details, "point is required");
+    assert.equal(error.message, "point is required");
+  });
+});
+
+describe("toStatus", () => {
+  test("keeps the code and details of a StatusError", () => {
+    assert.deepEqual(toStatus(new StatusError(grpc.status.NOT_FOUND, "no such feature")), {
+      code: grpc.status.NOT_FOUND,
+      details: "no such feature",
+    });
+  });
+
+  test("keeps the details of a grpc-js ServiceError, not its longer message", () => {
+    const error = Object.assign(new Error("14 UNAVAILABLE: connection refused"), {
+      code: grpc.status.UNAVAILABLE,
+      details: "connection refused",
+      metadata: new grpc.Metadata(),
+    });
+    assert.deepEqual(toStatus(error), {
+      code: grpc.status.UNAVAILABLE,
+      details: "connection refused",
+    });
+  });
+
+  test("a status object as grpc-js passes it", () => {
+    assert.deepEqual(toStatus({ code: grpc.status.DEADLINE_EXCEEDED, details: "too slow" }), {
+      code: grpc.status.DEADLINE_EXCEEDED,
+      details: "too slow",
+    });
+  });
+
+  test("a plain Error becomes INTERNAL without leaking its message", () => {
+    const status = toStatus(new Error("SELECT * FROM secrets failed at db-7.internal"));
+    assert.deepEqual(status, { code: grpc.status.INTERNAL, details: "internal error" });
+  });
+
+  test("a Node system error (string code) becomes INTERNAL without leaking", () => {
+    const error = Object.assign(new Error("connect ECONNREFUSED 10.0.0.7:5432"), {
+      code: "ECONNREFUSED",
+    });
+    assert.deepEqual(toStatus(error), { code: grpc.status.INTERNAL, details: "internal error" });
+  });
+
+  test("anything else thrown becomes INTERNAL", () => {
+    for (const thrown of [undefined, null, "a string", 42, {}]) {
+      assert.deepEqual(toStatus(thrown), { code: grpc.status.INTERNAL, details: "internal error" });
+    }
+  });
+});
+
+describe("fromPeer", () => {
+  test("keeps the peer's code and prefixes the details with the peer's name", () => {
+    const error = fromPeer("stats", new StatusError(grpc.status.UNAVAILABLE, "connection refused"));
+    assert.ok(error instanceof StatusError);
+    assert.equal(error.code, grpc.status.UNAVAILABLE);
+    assert.equal(error.details, "stats: connection refused");
+  });
+
+  test("passes INVALID_ARGUMENT on as INVALID_ARGUMENT", () => {
+    const error = fromPeer("route", invalidArgument("point is required"));
+    assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(error.details, "route: point is required");
+  });
+
+  test("a plain Error from a peer becomes INTERNAL with no internal message", () => {
+    const error = fromPeer("route", new Error("stack trace with internals"));
+    assert.equal(error.code, grpc.status.INTERNAL);
+    assert.equal(error.details, "route: internal error");
+    assert.ok(!error.message.includes("internals"));
+  });
+});

@@ -1,0 +1,198 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
+import { createLogger } from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
+import { type NewEvent, type ReporterOptions, StatsReporter } from "../src/stats-reporter.js";
+
+const logger = createLogger("test", "silent");
+const options: ReporterOptions = {
+  maxQueued: 100,
+  maxBatch: 500,
+  batchTimeoutMs: 1_000,
+  maxBackoffMs: 20,
+};
+
+interface Call {
+  events: stats.Event[];
+  failed: boolean;
+}
+
+/**
+ * A stats client implementing only RecordEvents. Whether a call fails is decided when it is
+ * made (by `failing`); the answer comes asynchronously, as from the network.
+ */
+class FakeStats {
+  failing = false;
+  readonly calls: Call[] = [];
+
+  RecordEvents(
+    request: stats.RecordEventsRequest,
+    _options: grpc.CallOptions,
+    callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
+  ): void {
+    const call: Call = { events: request.events ?? [], failed: this.failing };
+    this.calls.push(call);
+    setImmediate(() => {
+      if (call.failed) {
+        const error = Object.assign(new Error("14 UNAVAILABLE: stats is down"), {
+          code: grpc.status.UNAVAILABLE,
+          details: "stats is down",
+          metadata: new grpc.Metadata(),
+        });
+        callback(error);
+      } else {
+        callback(null, { accepted: call.events.length, duplicates: 0 });
+      }
+    });
+  }
+
+  get client(): StatsServiceClient {
+    return this as unknown as StatsServiceClient;
+  }
+
+  /** The events of the calls that succeeded, in the order they were sent. */
+  get delivered(): stats.Event[] {
+    return this.calls.filter((call) => !call.failed).flatMap((call) => call.events);
+  }
+}
+
+/** An event told apart by its caller field. */
+const event = (name: string): NewEvent => ({
+  caller: name,
+  featureLookedUp: { feature: { name, location: { latitude: 1, longitude: 2 } } },
+});
+
+/** Waits (bounded) until `condition` holds. */
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const giveUpAt = Date.now() + 5_000;
+  while (!condition()) {
+    if (Date.now() > giveUpAt) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe("StatsReporter", () => {
+  test("sends every event once, in order, each with its own id", async () => {
+    const fake = new FakeStats();
+    const reporter = new StatsReporter(fake.client, logger, options);
+    const names = Array.from({ length: 20 }, (_, i) => `e${i}`);
+    for (const name of names) reporter.report(event(name));
+
+    assert.equal(await reporter.flush(5_000), 0);
+    assert.equal(reporter.pending, 0);
+    const delivered = fake.delivered;
+    assert.deepEqual(
+      delivered.map((sent) => sent.caller),
+      names,
+    );
+    assert.deepEqual(delivered[0]?.featureLookedUp, event("e0").featureLookedUp);
+    const ids = delivered.map((sent) => sent.id);
+    for (const id of ids) assert.ok(typeof id === "string" && id.length > 0);
+    assert.equal(new Set(ids).size, names.length);
+  });
+
+  test("batches hold at most maxBatch events", async () => {
+    const fake = new FakeStats();
+    const reporter = new StatsReporter(fake.client, logger, { ...options, maxBatch: 3 });
+    const names = Array.from({ length: 11 }, (_, i) => `e${i}`);
+    for (const name of names) reporter.report(event(name));
+
+    assert.equal(await reporter.flush(5_000), 0);
+    const sizes = fake.calls.map((call) => call.events.length);
+    assert.ok(
+      sizes.every((size) => size >= 1 && size <= 3),
+      `batch sizes ${sizes}`,
+    );
+    // Events reported while a batch was in flight went out together, not one by one.
+    assert.ok(sizes.includes(3), `batch sizes ${sizes}`);
+    assert.deepEqual(
+      fake.delivered.map((sent) => sent.caller),
+      names,
+    );
+  });
+
+  test("each call carries a deadline of batchTimeoutMs", async () => {
+    const deadlines: number[] = [];
+    const fake = new FakeStats();
+    const client = {
+      RecordEvents: (
+        request: stats.RecordEventsRequest,
+        callOptions: grpc.CallOptions,
+        callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
+      ) => {
+        deadlines.push(Number(callOptions.deadline) - Date.now());
+        fake.RecordEvents(request, callOptions, callback);
+      },
+    } as unknown as StatsServiceClient;
+    const reporter = new StatsReporter(client, logger, options);
+    reporter.report(event("e0"));
+    assert.equal(await reporter.flush(5_000), 0);
+    assert.equal(deadlines.length, 1);
+    assert.ok(
+      (deadlines[0] ?? 0) > 0 && (deadlines[0] ?? 0) <= options.batchTimeoutMs,
+      `${deadlines}`,
+    );
+  });
+
+  test("on a failing client events stay queued and are retried with the same ids", async () => {
+    const fake = new FakeStats();
+    fake.failing = true;
+    const reporter = new StatsReporter(fake.client, logger, options);
+    for (const name of ["a", "b", "c"]) reporter.report(event(name));
+
+    await until(() => fake.calls.length >= 2, "the first batch was retried");
+    assert.equal(reporter.pending, 3);
+    fake.failing = false;
+    await until(() => reporter.pending === 0, "the queue drained");
+
+    const failedIds = fake.calls.filter((call) => call.failed).flatMap((call) => call.events);
+    const delivered = fake.delivered;
+    assert.deepEqual(
+      delivered.map((sent) => sent.caller),
+      ["a", "b", "c"],
+    );
+    // Every failed event went out again under the id it had before.
+    const deliveredIdByCaller = new Map(delivered.map((sent) => [sent.caller, sent.id]));
+    assert.ok(failedIds.length >= 2);
+    for (const failed of failedIds) assert.equal(failed.id, deliveredIdByCaller.get(failed.caller));
+  });
+
+  test("when the queue is full the oldest events are dropped", async () => {
+    const fake = new FakeStats();
+    fake.failing = true;
+    const reporter = new StatsReporter(fake.client, logger, { ...options, maxQueued: 3 });
+    for (const name of ["e1", "e2", "e3", "e4", "e5"]) reporter.report(event(name));
+    assert.equal(reporter.pending, 3);
+
+    fake.failing = false;
+    assert.equal(await reporter.flush(5_000), 0);
+    assert.deepEqual(
+      fake.delivered.map((sent) => sent.caller),
+      ["e3", "e4", "e5"],
+    );
+  });
+
+  test("flush resolves with 0 at once when nothing is queued", async () => {
+    const fake = new FakeStats();
+    const reporter = new StatsReporter(fake.client, logger, options);
+    assert.equal(await reporter.flush(60_000), 0);
+    assert.equal(fake.calls.length, 0);
+  });
+
+  test("flush resolves with the count still queued when the client keeps failing", async () => {
+    const fake = new FakeStats();
+    fake.failing = true;
+    const reporter = new StatsReporter(fake.client, logger, options);
+    for (const name of ["a", "b", "c", "d"]) reporter.report(event(name));
+
+    assert.equal(await reporter.flush(100), 4);
+    assert.equal(reporter.pending, 4);
+    assert.equal(fake.delivered.length, 0);
+
+    // Once stats answers again, a flush sends them all (and stops the retry timer).
+    fake.failing = false;
+    assert.equal(await reporter.flush(5_000), 0);
+    assert.equal(fake.delivered.length, 4);
+  });
+});

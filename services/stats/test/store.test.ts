@@ -1,0 +1,270 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { Point } from "@cloudrun-grpc/runtime";
+import { MemoryStatsStore, type StatsEvent } from "../src/store.js";
+
+let nextId = 0;
+const freshId = () => `id-${++nextId}`;
+
+function route(
+  summary: {
+    pointCount: number;
+    featureCount: number;
+    distanceMeters: number;
+    elapsedSeconds: number;
+  },
+  caller = "",
+  id = freshId(),
+): StatsEvent {
+  return { id, caller, kind: "routeRecorded", summary };
+}
+
+function lookup(location: Point, name = "", caller = "", id = freshId()): StatsEvent {
+  return { id, caller, kind: "featureLookedUp", name, location };
+}
+
+const a: Point = { latitude: 400_000_000, longitude: -750_000_000 };
+const b: Point = { latitude: 401_000_000, longitude: -749_000_000 };
+const c: Point = { latitude: 402_000_000, longitude: -748_000_000 };
+
+describe("MemoryStatsStore", () => {
+  test("starts empty", async () => {
+    const { snapshot, lookupsWithin } = await new MemoryStatsStore().snapshot({ topN: 10 });
+    assert.deepEqual(snapshot, {
+      routesRecorded: 0,
+      pointsRecorded: 0,
+      distanceMeters: 0,
+      featuresPassed: 0,
+      elapsedSeconds: 0,
+      featureLookups: 0,
+      topFeatures: [],
+      callers: [],
+      version: 0,
+    });
+    assert.equal(lookupsWithin, 0);
+  });
+
+  test("totals add up route and look-up events", async () => {
+    const store = new MemoryStatsStore();
+    const result = await store.record([
+      route({ pointCount: 3, featureCount: 1, distanceMeters: 1200, elapsedSeconds: 30 }),
+      route({ pointCount: 5, featureCount: 2, distanceMeters: 800, elapsedSeconds: 12 }),
+      lookup(a, "Old Mill"),
+    ]);
+    assert.deepEqual(result, { accepted: 3, duplicates: 0 });
+    await store.record([lookup(a, "Old Mill"), lookup(b)]);
+
+    const { snapshot } = await store.snapshot({ topN: 10 });
+    assert.equal(snapshot.routesRecorded, 2);
+    assert.equal(snapshot.pointsRecorded, 8);
+    assert.equal(snapshot.featuresPassed, 3);
+    assert.equal(snapshot.distanceMeters, 2000);
+    assert.equal(snapshot.elapsedSeconds, 42);
+    assert.equal(snapshot.featureLookups, 3);
+    assert.deepEqual(snapshot.topFeatures, [
+      { location: a, name: "Old Mill", lookups: 2 },
+      { location: b, name: "", lookups: 1 },
+    ]);
+  });
+
+  test("an id seen in an earlier call is counted once", async () => {
+    const store = new MemoryStatsStore();
+    const event = route({ pointCount: 4, featureCount: 0, distanceMeters: 10, elapsedSeconds: 1 });
+    assert.deepEqual(await store.record([event]), { accepted: 1, duplicates: 0 });
+    assert.deepEqual(await store.record([event, lookup(a)]), { accepted: 1, duplicates: 1 });
+    const { snapshot } = await store.snapshot({ topN: 10 });
+    assert.equal(snapshot.routesRecorded, 1);
+    assert.equal(snapshot.pointsRecorded, 4);
+    assert.equal(snapshot.featureLookups, 1);
+  });
+
+  test("an id repeated within one batch is counted once", async () => {
+    const store = new MemoryStatsStore();
+    const event = lookup(a, "Old Mill");
+    assert.deepEqual(await store.record([event, event, { ...event }]), {
+      accepted: 1,
+      duplicates: 2,
+    });
+    const { snapshot } = await store.snapshot({ topN: 10 });
+    assert.equal(snapshot.featureLookups, 1);
+    assert.equal(snapshot.topFeatures[0]?.lookups, 1);
+  });
+
+  test("top features: most looked-up first, ties by latitude then longitude", async () => {
+    const store = new MemoryStatsStore();
+    const sameLatitudeAsB: Point = { latitude: b.latitude, longitude: b.longitude - 1 };
+    await store.record([
+      lookup(c),
+      lookup(c),
+      lookup(b),
+      lookup(a),
+      lookup(sameLatitudeAsB),
+      lookup(c),
+      lookup(b),
+      lookup(a),
+    ]);
+    const { snapshot } = await store.snapshot({ topN: 10 });
+    assert.deepEqual(
+      snapshot.topFeatures.map((entry) => [entry.location, entry.lookups]),
+      [
+        [c, 3],
+        [a, 2],
+        [b, 2],
+        [sameLatitudeAsB, 1],
+      ],
+    );
+  });
+
+  test("topN cuts the list", async () => {
+    const store = new MemoryStatsStore();
+    await store.record([lookup(a), lookup(b), lookup(b), lookup(c), lookup(c), lookup(c)]);
+    const top2 = (await store.snapshot({ topN: 2 })).snapshot.topFeatures;
+    assert.deepEqual(
+      top2.map((entry) => entry.location),
+      [c, b],
+    );
+    assert.equal((await store.snapshot({ topN: 1 })).snapshot.topFeatures.length, 1);
+  });
+
+  test("the latest non-empty name is kept for a location", async () => {
+    const store = new MemoryStatsStore();
+    await store.record([lookup(a, "Old Mill"), lookup(a, ""), lookup(a, "New Mill")]);
+    await store.record([lookup(a, "")]);
+    const [entry] = (await store.snapshot({ topN: 10 })).snapshot.topFeatures;
+    assert.deepEqual(entry, { location: a, name: "New Mill", lookups: 4 });
+  });
+
+  test("within filters the top features and counts lookupsWithin, edges included", async () => {
+    const store = new MemoryStatsStore();
+    await store.record([lookup(a), lookup(b), lookup(b), lookup(c), lookup(c), lookup(c)]);
+    const within = {
+      minLatitude: a.latitude,
+      maxLatitude: b.latitude,
+      minLongitude: a.longitude,
+      maxLongitude: b.longitude,
+    };
+    const { snapshot, lookupsWithin } = await store.snapshot({ topN: 10, within });
+    assert.deepEqual(
+      snapshot.topFeatures.map((entry) => [entry.location, entry.lookups]),
+      [
+        [b, 2],
+        [a, 1],
+      ],
+    );
+    assert.equal(lookupsWithin, 3);
+    // The totals stay global.
+    assert.equal(snapshot.featureLookups, 6);
+  });
+
+  test("lookupsWithin counts every look-up inside, not only the top N", async () => {
+    const store = new MemoryStatsStore();
+    await store.record([lookup(a), lookup(b), lookup(b), lookup(c)]);
+    const within = {
+      minLatitude: 0,
+      maxLatitude: 900_000_000,
+      minLongitude: -1_800_000_000,
+      maxLongitude: 0,
+    };
+    const { snapshot, lookupsWithin } = await store.snapshot({ topN: 1, within });
+    assert.equal(snapshot.topFeatures.length, 1);
+    assert.equal(lookupsWithin, 4);
+  });
+
+  test("lookupsWithin is 0 without within", async () => {
+    const store = new MemoryStatsStore();
+    await store.record([lookup(a)]);
+    assert.equal((await store.snapshot({ topN: 10 })).lookupsWithin, 0);
+  });
+
+  test("per-caller counts, sorted by caller", async () => {
+    const store = new MemoryStatsStore();
+    const summary = { pointCount: 1, featureCount: 0, distanceMeters: 0, elapsedSeconds: 0 };
+    await store.record([
+      lookup(a, "", "zoe@example.com"),
+      route(summary, "amy@example.com"),
+      lookup(b, "", "amy@example.com"),
+      route(summary, ""),
+      lookup(c, "", "zoe@example.com"),
+    ]);
+    const { snapshot } = await store.snapshot({ topN: 10 });
+    assert.deepEqual(snapshot.callers, [
+      { caller: "", routesRecorded: 1, featureLookups: 0 },
+      { caller: "amy@example.com", routesRecorded: 1, featureLookups: 1 },
+      { caller: "zoe@example.com", routesRecorded: 0, featureLookups: 2 },
+    ]);
+  });
+
+  test("a snapshot is a copy: later changes and edits to it do not mix", async () => {
+    const store = new MemoryStatsStore();
+    await store.record([lookup(a, "", "amy")]);
+    const { snapshot } = await store.snapshot({ topN: 10 });
+    const entry = snapshot.topFeatures[0];
+    assert.ok(entry);
+    entry.lookups = 99;
+    entry.location.latitude = 0;
+    await store.record([lookup(a, "", "amy")]);
+    assert.equal(snapshot.featureLookups, 1);
+    assert.equal(snapshot.callers[0]?.featureLookups, 1);
+    const later = (await store.snapshot({ topN: 10 })).snapshot;
+    assert.deepEqual(later.topFeatures, [{ location: a, name: "", lookups: 2 }]);
+  });
+
+  test("version goes up once per batch that changed something, not for an all-duplicate batch", async () => {
+    const store = new MemoryStatsStore();
+    const version = async () => (await store.snapshot({ topN: 1 })).snapshot.version;
+    const first = lookup(a);
+    await store.record([first, lookup(b), lookup(c)]);
+    assert.equal(await version(), 1);
+    await store.record([first, lookup(a)]);
+    assert.equal(await version(), 2);
+    assert.deepEqual(await store.record([first, first]), { accepted: 0, duplicates: 2 });
+    assert.equal(await version(), 2);
+    await store.record([]);
+    assert.equal(await version(), 2);
+  });
+
+  test("onChange listeners are called once per changing batch, and unsubscribe works", async () => {
+    const store = new MemoryStatsStore();
+    let calls = 0;
+    let otherCalls = 0;
+    const unsubscribe = store.onChange(() => {
+      calls += 1;
+    });
+    store.onChange(() => {
+      otherCalls += 1;
+    });
+    const event = lookup(a);
+    await store.record([event, lookup(b)]);
+    assert.equal(calls, 1);
+    await store.record([event]);
+    assert.equal(calls, 1);
+    unsubscribe();
+    await store.record([lookup(c)]);
+    assert.equal(calls, 1);
+    assert.equal(otherCalls, 2);
+  });
+
+  test("listeners see the change already applied", async () => {
+    const store = new MemoryStatsStore();
+    let seen: ReturnType<MemoryStatsStore["snapshot"]> | undefined;
+    store.onChange(() => {
+      seen = store.snapshot({ topN: 1 });
+    });
+    await store.record([lookup(a)]);
+    assert.ok(seen, "the listener was not called");
+    assert.equal((await seen).snapshot.featureLookups, 1);
+  });
+
+  test("id memory is bounded: with maxRememberedIds 2 the oldest id is forgotten", async () => {
+    const store = new MemoryStatsStore(2);
+    const [first, second, third] = [lookup(a), lookup(b), lookup(c)];
+    await store.record([first, second, third]);
+    // The two newest ids are still remembered…
+    assert.deepEqual(await store.record([third]), { accepted: 0, duplicates: 1 });
+    assert.deepEqual(await store.record([second]), { accepted: 0, duplicates: 1 });
+    // …the oldest is not, so it counts again.
+    assert.deepEqual(await store.record([first]), { accepted: 1, duplicates: 0 });
+    const { snapshot } = await store.snapshot({ topN: 10 });
+    assert.equal(snapshot.featureLookups, 4);
+  });
+});
