@@ -16,6 +16,7 @@ import {
   eventually,
   failure,
   healthStatus,
+  reflectedServices,
   targetOf,
   unary,
 } from "./support/grpc.js";
@@ -80,6 +81,12 @@ describe("gateway → route → stats, end to end", () => {
       const unknown = await failure(healthStatus(target, "no.such.Service"));
       assert.equal(unknown.code, grpc.status.NOT_FOUND);
     }
+  });
+
+  test("each service lists its own service through server reflection", async () => {
+    assert.deepEqual(await reflectedServices(targetOf(stack.gateway.url)), [serviceNames.gateway]);
+    assert.deepEqual(await reflectedServices(targetOf(stack.route.url)), [serviceNames.routeGuide]);
+    assert.deepEqual(await reflectedServices(targetOf(stack.stats.url)), [serviceNames.stats]);
   });
 
   test("GetFeature returns the named feature at a point, or an unnamed one", async () => {

@@ -1,5 +1,8 @@
 // Small promise helpers over grpc-js for the tests.
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
 import { service as healthServiceDefinition } from "grpc-health-check";
 
 export function unary<Response>(
@@ -75,3 +78,39 @@ export async function eventually<T>(
 
 /** The target (host:port) of an http:// URL. */
 export const targetOf = (url: string) => new URL(url).host;
+
+const require = createRequire(import.meta.url);
+const reflectionProto = join(
+  dirname(require.resolve("@grpc/reflection/package.json")),
+  "build/proto/grpc/reflection/v1/reflection.proto",
+);
+
+/** The services a server lists through grpc.reflection.v1 (what grpcurl asks). */
+export async function reflectedServices(target: string): Promise<string[]> {
+  const definition = loadSync(reflectionProto, { keepCase: true });
+  const ServerReflection = grpc.makeGenericClientConstructor(
+    definition["grpc.reflection.v1.ServerReflection"] as grpc.ServiceDefinition,
+    "ServerReflection",
+  );
+  const client = new ServerReflection(
+    target,
+    grpc.credentials.createInsecure(),
+  ) as unknown as grpc.Client & {
+    ServerReflectionInfo: (
+      options: grpc.CallOptions,
+    ) => grpc.ClientDuplexStream<object, ReflectionResponse>;
+  };
+  try {
+    const stream = client.ServerReflectionInfo(deadline());
+    stream.write({ list_services: "" });
+    stream.end();
+    const [response] = await collect(stream);
+    return (response?.list_services_response?.service ?? []).map((service) => service.name);
+  } finally {
+    client.close();
+  }
+}
+
+interface ReflectionResponse {
+  list_services_response?: { service: { name: string }[] };
+}
