@@ -23,13 +23,11 @@ export interface RouteLimits {
   maxChatNotes: number;
 }
 
-export const defaultRouteLimits: RouteLimits = { maxRoutePoints: 100_000, maxChatNotes: 10_000 };
-
 export interface RouteDependencies {
   features: FeatureIndex;
   report: (event: NewEvent) => void;
   logger: Logger;
-  limits?: RouteLimits;
+  limits: RouteLimits;
 }
 
 // The identity of whoever called route. Until calls carry verified ID tokens this is empty,
@@ -37,8 +35,7 @@ export interface RouteDependencies {
 const unauthenticatedCaller = "";
 
 export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHandlers {
-  const { features, report, logger } = deps;
-  const limits = deps.limits ?? defaultRouteLimits;
+  const { features, report, logger, limits } = deps;
 
   /** Logs what is not a deliberate status (a bug) and turns it into INTERNAL for the client. */
   const failed = (method: string, error: unknown) => {

@@ -26,7 +26,12 @@ await runUntilSignalled(logger, async () => {
     shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
     services: [
       routeGuideService(
-        routeGuideHandlers({ features, logger, report: (event) => reporter.report(event) }),
+        routeGuideHandlers({
+          features,
+          logger,
+          report: (event) => reporter.report(event),
+          limits: { maxRoutePoints: config.ROUTE_MAX_POINTS, maxChatNotes: config.CHAT_MAX_NOTES },
+        }),
       ),
     ],
   });
