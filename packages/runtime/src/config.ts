@@ -112,3 +112,10 @@ export const serverEnv = {
   // Cloud Run sends SIGTERM and kills the instance 10 s later; drain within that.
   SHUTDOWN_GRACE_MS: integerVar(8000, 0, 600_000),
 };
+
+export interface ServerEnv {
+  PORT: number;
+  HOST: string;
+  LOG_LEVEL: (typeof logLevels)[number];
+  SHUTDOWN_GRACE_MS: number;
+}

@@ -5,7 +5,9 @@ import { packageDefinition, type ServiceRegistration } from "@cloudrun-grpc/prot
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import type { Logger } from "./logger.js";
+import type { z } from "zod";
+import { loadConfigOrExit, type ServerEnv } from "./config.js";
+import { createLogger, type Logger } from "./logger.js";
 
 export interface GrpcServerOptions {
   host: string;
@@ -87,33 +89,58 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   return { port, health, shutdown };
 }
 
+export interface ServiceSetup {
+  // biome-ignore lint/suspicious/noExplicitAny: each registration carries its own typed handlers
+  services: ServiceRegistration<any>[];
+  onDrain?: () => void;
+  /** After the server has closed: flush what must not be lost, close clients. */
+  afterShutdown?: () => Promise<void>;
+}
+
 /**
- * Runs a service until SIGTERM (Cloud Run's stop signal) or SIGINT (Ctrl-C), then drains and
- * exits 0. An error while starting exits 1 with the reason logged.
+ * The whole life of a service process: config from env (bad config: exit 2, one line per
+ * variable), the logger, the server on HOST:PORT, and on SIGTERM (Cloud Run's stop signal) or
+ * SIGINT a drain and exit 0. A failure while starting exits 1 with the reason logged.
  */
-export async function runUntilSignalled(
-  logger: Logger,
-  start: () => Promise<RunningGrpcServer>,
+export async function runService<Schema extends z.ZodType<ServerEnv>>(
+  name: string,
+  schema: Schema,
+  setup: (config: z.infer<Schema>, logger: Logger) => Promise<ServiceSetup> | ServiceSetup,
 ): Promise<void> {
+  const config = loadConfigOrExit(name, schema);
+  const logger = createLogger(name, config.LOG_LEVEL);
   let running: RunningGrpcServer;
+  let afterShutdown: ServiceSetup["afterShutdown"];
   try {
-    running = await start();
+    const service = await setup(config, logger);
+    afterShutdown = service.afterShutdown;
+    running = await startGrpcServer({
+      host: config.HOST,
+      port: config.PORT,
+      logger,
+      shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
+      services: service.services,
+      onDrain: service.onDrain,
+    });
   } catch (error) {
     logger.fatal({ err: error }, "failed to start");
     process.exit(1);
   }
   const stop = (signal: NodeJS.Signals) => {
     logger.info({ signal }, "stopping");
-    running.shutdown().then(
-      () => {
-        logger.info("stopped");
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, "error while stopping");
-        process.exit(1);
-      },
-    );
+    running
+      .shutdown()
+      .then(() => afterShutdown?.())
+      .then(
+        () => {
+          logger.info("stopped");
+          process.exit(0);
+        },
+        (error: unknown) => {
+          logger.error({ err: error }, "error while stopping");
+          process.exit(1);
+        },
+      );
   };
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
