@@ -1,0 +1,77 @@
+// A client's call never fails because stats is down: route answers first and keeps its
+// reports queued, retrying until stats is back; then stats counts every one of them once.
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { connectGateway } from "@cloudrun-grpc/cli";
+import { type ServiceProcess, startService } from "@cloudrun-grpc/local-stack";
+import type { gateway } from "@cloudrun-grpc/proto";
+import { deadline, eventually, unary } from "./support/grpc.js";
+
+describe("stats down", () => {
+  const running: ServiceProcess[] = [];
+  after(async () => {
+    for (const service of running.reverse()) await service.stop();
+  });
+
+  test("calls succeed while stats is killed, and stats counts what happened once it is back", async () => {
+    const firstStats = await startService({ name: "stats" });
+    running.push(firstStats);
+    const route = await startService({ name: "route", env: { STATS_URL: firstStats.url } });
+    running.push(route);
+    const gatewayService = await startService({
+      name: "gateway",
+      env: { ROUTE_URL: route.url, STATS_URL: firstStats.url },
+    });
+    running.push(gatewayService);
+    const client = connectGateway(gatewayService.url);
+    try {
+      firstStats.child.kill("SIGKILL");
+      await firstStats.exited;
+
+      const point = { latitude: 400_000_007, longitude: -740_000_007 };
+      for (let index = 0; index < 20; index += 1) {
+        const answer = await unary<gateway.GetFeatureResponse__Output>((done) =>
+          client.GetFeature({ point }, deadline(), done),
+        );
+        assert.deepEqual(answer.feature, { name: "", location: point });
+      }
+      const recorded = await unary<gateway.RecordRouteResponse__Output>((done) => {
+        const stream = client.RecordRoute(deadline(), done);
+        for (let index = 0; index < 10; index += 1) stream.write({ point });
+        stream.end();
+      });
+      assert.equal(recorded.summary?.pointCount, 10);
+
+      // Stats comes back at the same address, empty (its store is in memory).
+      const secondStats = await startService({ name: "stats", port: firstStats.port });
+      running.push(secondStats);
+      const snapshot = await eventually(
+        async () =>
+          (
+            await unary<gateway.GetStatsResponse__Output>((done) =>
+              client.GetStats({ topN: 1 }, deadline(), done),
+            ).catch(() => ({ snapshot: null }))
+          ).snapshot,
+        (value) => value?.featureLookups === 20 && value.routesRecorded === 1,
+        20_000,
+      );
+      assert.equal(snapshot?.featureLookups, 20);
+      assert.equal(snapshot?.routesRecorded, 1);
+      assert.equal(snapshot?.pointsRecorded, 10);
+      assert.ok(
+        routeLoggedRetry(running),
+        "route says it is keeping reports queued while stats is unreachable",
+      );
+    } finally {
+      client.close();
+    }
+  });
+});
+
+function routeLoggedRetry(services: ServiceProcess[]): boolean {
+  return services.some(
+    (service) =>
+      service.name === "route" &&
+      service.lines.some((line) => line.includes("stats unreachable: keeping events queued")),
+  );
+}
