@@ -177,6 +177,21 @@ describe("gateway → route → stats, end to end", () => {
     );
     expected.routes.push(short);
 
+    // Pole to pole and back, 200 points: about 4,000,000 km, past what a signed 32-bit integer holds.
+    const poles = Array.from({ length: 200 }, (_, index) => ({
+      latitude: index % 2 === 0 ? 900_000_000 : -900_000_000,
+      longitude: 0,
+    }));
+    const far = await recordRoute(client, poles);
+    assert.equal(
+      far.distanceMeters,
+      Math.round(
+        199 * distanceMeters(poles[0] as Feature["location"], poles[1] as Feature["location"]),
+      ),
+    );
+    assert.ok(far.distanceMeters > 2 ** 31);
+    expected.routes.push(far);
+
     const empty = await recordRoute(client, []);
     assert.deepEqual(empty, {
       pointCount: 0,

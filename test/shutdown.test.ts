@@ -2,7 +2,8 @@
 // new calls, lets the calls in flight finish, and exits 0.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { startService } from "@cloudrun-grpc/local-stack";
+import { connectGateway } from "@cloudrun-grpc/cli";
+import { startService, startStack } from "@cloudrun-grpc/local-stack";
 import {
   createRouteGuideClient,
   createStatsClient,
@@ -81,6 +82,26 @@ describe("graceful shutdown on SIGTERM", () => {
     } finally {
       client.close();
       await stats.stop();
+    }
+  });
+
+  test("gateway ends WatchStats streams it passes through with UNAVAILABLE, then exits 0", async () => {
+    const stack = await startStack({ env: { gateway: { SHUTDOWN_GRACE_MS: "30000" } } });
+    const client = connectGateway(stack.gateway.url);
+    try {
+      const watch = client.WatchStats({ topN: 1 });
+      const ended = new Promise<grpc.StatusObject>((resolve) => watch.on("status", resolve));
+      watch.on("error", () => {});
+      await new Promise<void>((resolve) => watch.once("data", () => resolve()));
+
+      stack.gateway.child.kill("SIGTERM");
+      const status = await ended;
+      assert.equal(status.code, grpc.status.UNAVAILABLE);
+      assert.equal(status.details, "gateway instance is shutting down; watch again");
+      assert.equal(await stack.gateway.exited, 0);
+    } finally {
+      client.close();
+      await stack.stop();
     }
   });
 });

@@ -42,7 +42,9 @@ describe("stats down", () => {
       });
       assert.equal(recorded.summary?.pointCount, 10);
 
-      // Stats comes back at the same address, empty (its store is in memory).
+      // Stats comes back at the same address, empty (its store is in memory). How soon
+      // route's reports arrive depends on grpc-js's reconnect backoff and the reporter's
+      // (each at most a few seconds here); the wait below is a generous upper bound.
       const secondStats = await startService({ name: "stats", port: firstStats.port });
       running.push(secondStats);
       const snapshot = await eventually(
@@ -53,7 +55,7 @@ describe("stats down", () => {
             ).catch(() => ({ snapshot: null }))
           ).snapshot,
         (value) => value?.featureLookups === 20 && value.routesRecorded === 1,
-        20_000,
+        45_000,
       );
       assert.equal(snapshot?.featureLookups, 20);
       assert.equal(snapshot?.routesRecorded, 1);

@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "./logger.js";
 
 /** An error that grpc-js turns into the given status when passed to a callback or stream. */
 export class StatusError extends Error implements Partial<grpc.StatusObject> {
@@ -37,4 +38,14 @@ export function toStatus(error: unknown): { code: grpc.status; details: string }
 export function fromPeer(peerName: string, error: unknown): StatusError {
   const { code, details } = toStatus(error);
   return new StatusError(code, `${peerName}: ${details}`);
+}
+
+/**
+ * What a handler answers when it fails: a StatusError is a deliberate answer and passes as it
+ * is; anything else is a bug, logged here with its stack, and the client gets INTERNAL
+ * without internal details.
+ */
+export function handlerStatus(logger: Logger, method: string, error: unknown) {
+  if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
+  return toStatus(error);
 }

@@ -26,7 +26,6 @@ export interface GrpcServerOptions {
 export interface RunningGrpcServer {
   /** The port actually bound (useful with PORT=0). */
   port: number;
-  health: HealthImplementation;
   /**
    * Drains: health turns NOT_SERVING, new calls are refused (clients get GOAWAY), in-flight
    * calls get `shutdownGraceMs` to finish, then the rest are cancelled. Resolves when closed.
@@ -86,15 +85,19 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     });
     return closed;
   };
-  return { port, health, shutdown };
+  return { port, shutdown };
 }
 
 export interface ServiceSetup {
   // biome-ignore lint/suspicious/noExplicitAny: each registration carries its own typed handlers
   services: ServiceRegistration<any>[];
   onDrain?: () => void;
-  /** After the server has closed: flush what must not be lost, close clients. */
-  afterShutdown?: () => Promise<void>;
+  /**
+   * After the server has closed: flush what must not be lost, close clients. Gets what is
+   * left of the grace period (at least 1 s), so the whole stop stays within
+   * SHUTDOWN_GRACE_MS + 1 s, inside Cloud Run's 10 s when the grace is the default 8 s.
+   */
+  afterShutdown?: (remainingMs: number) => Promise<void>;
 }
 
 /**
@@ -128,9 +131,10 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
   }
   const stop = (signal: NodeJS.Signals) => {
     logger.info({ signal }, "stopping");
+    const stopBy = Date.now() + config.SHUTDOWN_GRACE_MS;
     running
       .shutdown()
-      .then(() => afterShutdown?.())
+      .then(() => afterShutdown?.(Math.max(1000, stopBy - Date.now())))
       .then(
         () => {
           logger.info("stopped");

@@ -7,15 +7,31 @@ import type { Readable, Writable } from "node:stream";
 import { endWithError, fromPeer } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
-/** Pipes `from` into `to`, pausing `from` while `to` is full. Does not end `to`. */
+/**
+ * Pipes `from` into `to`, pausing `from` while `to` is full. Does not end `to`. Returns a
+ * function that stops the pipe for good (no later 'drain' resumes it).
+ */
 function pipeWithBackpressure<In, Out>(from: Readable, to: Writable, map: (message: In) => Out) {
-  from.on("data", (message: In) => {
+  let stopped = false;
+  const resume = () => {
+    if (!stopped) from.resume();
+  };
+  const onData = (message: In) => {
     if (to.destroyed || to.writableEnded) return;
     if (!to.write(map(message))) {
       from.pause();
-      to.once("drain", () => from.resume());
+      to.once("drain", resume);
     }
-  });
+  };
+  const stop = () => {
+    stopped = true;
+    from.off("data", onData);
+    from.pause();
+    to.off("drain", resume);
+  };
+  from.on("data", onData);
+  to.once("close", stop);
+  return stop;
 }
 
 /**
@@ -49,12 +65,16 @@ export function forwardResponses<In, Out>(
   });
 }
 
-/** Forwards our caller's request stream to the peer and half-closes the peer call at the end. */
+/**
+ * Forwards our caller's request stream to the peer and half-closes the peer call at the end.
+ * Returns a function that stops reading from the caller (when the peer call is already over).
+ */
 export function forwardRequests<In, Out>(
   call: grpc.ServerReadableStream<In, unknown> | grpc.ServerDuplexStream<In, unknown>,
   upstream: grpc.ClientWritableStream<Out> | grpc.ClientDuplexStream<Out, unknown>,
   map: (message: In) => Out,
-): void {
-  pipeWithBackpressure(call, upstream, map);
+): () => void {
+  const stop = pipeWithBackpressure(call, upstream, map);
   call.on("end", () => upstream.end());
+  return stop;
 }

@@ -8,13 +8,14 @@ import type {
   stats,
 } from "@cloudrun-grpc/proto";
 import {
-  endWithError,
   fromPeer,
-  invalidArgument,
+  handlerStatus,
   type Logger,
+  maxTopN,
+  OpenStreams,
   pointKey,
+  requireTopN,
   StatusError,
-  toStatus,
 } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { forwardRequests, forwardResponses } from "./forward.js";
@@ -31,22 +32,8 @@ export interface GatewayHandlers {
   endWatches(): void;
 }
 
-// DescribeArea asks stats for this many of the area's most looked-up locations, then keeps
-// the named ones; stats' own upper bound.
-const statsTopNLimit = 1000;
-
-function requireTopN(topN: number): number {
-  if (!Number.isInteger(topN) || topN < 0 || topN > statsTopNLimit) {
-    throw invalidArgument(`top_n must be from 0 to ${statsTopNLimit} (0 means 10), got ${topN}`);
-  }
-  return topN === 0 ? 10 : topN;
-}
-
 export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): GatewayHandlers {
-  const watches = new Map<
-    grpc.ServerWritableStream<unknown, unknown>,
-    grpc.ClientReadableStream<unknown>
-  >();
+  const watches = new OpenStreams();
 
   /** A unary peer call as a promise, bound to the call we serve (deadline, cancellation). */
   function ask<Response>(
@@ -63,17 +50,16 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     });
   }
 
-  const failed = (method: string, error: unknown) => {
-    if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
-    return toStatus(error);
-  };
+  const failed = (method: string, error: unknown) => handlerStatus(logger, method, error);
 
   const handlers: GatewayServiceHandlers = {
     GetFeature(call, callback) {
-      route.GetFeature({ point: call.request.point }, { parent: call }, (error, response) => {
-        if (error) callback(fromPeer("route", error));
-        else callback(null, { feature: response?.feature ?? null });
-      });
+      ask<routeguide.GetFeatureResponse__Output>("route", (done) =>
+        route.GetFeature({ point: call.request.point }, { parent: call }, done),
+      ).then(
+        ({ feature }) => callback(null, { feature }),
+        (error) => callback(failed("GetFeature", error)),
+      );
     },
 
     ListFeatures(call) {
@@ -92,11 +78,11 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
       const upstream = route.RecordRoute({ parent: call }, (error, response) => {
         if (error) {
           // The route call is over; stop reading what the client still sends.
-          call.pause();
+          stopReading();
           callback(fromPeer("route", error));
         } else callback(null, { summary: response?.summary ?? null });
       });
-      forwardRequests(call, upstream, (message) => ({ point: message.point }));
+      const stopReading = forwardRequests(call, upstream, (message) => ({ point: message.point }));
     },
 
     RouteChat(call) {
@@ -113,16 +99,17 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     GetStats(call, callback) {
-      stats.GetStats({ topN: call.request.topN }, { parent: call }, (error, response) => {
-        if (error) callback(fromPeer("stats", error));
-        else callback(null, { snapshot: response?.snapshot ?? null });
-      });
+      ask<stats.GetStatsResponse__Output>("stats", (done) =>
+        stats.GetStats({ topN: call.request.topN }, { parent: call }, done),
+      ).then(
+        ({ snapshot }) => callback(null, { snapshot }),
+        (error) => callback(failed("GetStats", error)),
+      );
     },
 
     WatchStats(call) {
       const upstream = stats.WatchStats({ topN: call.request.topN }, { parent: call });
-      watches.set(call, upstream);
-      call.on("close", () => watches.delete(call));
+      watches.add(call, () => upstream.cancel());
       forwardResponses("stats", upstream, call, (message: stats.WatchStatsResponse__Output) => ({
         snapshot: message.snapshot,
       }));
@@ -134,7 +121,11 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
         const { rectangle } = call.request;
         const features = collectFeatures(route.ListFeatures({ rectangle }, { parent: call }));
         const lookups = ask<stats.GetStatsResponse__Output>("stats", (done) =>
-          stats.GetStats({ topN: statsTopNLimit, within: rectangle }, { parent: call }, done),
+          stats.GetStats(
+            { topN: maxTopN, within: rectangle, namedOnly: true },
+            { parent: call },
+            done,
+          ),
         );
         const [named, looked] = await Promise.all([features, lookups]);
         const byLocation = new Map(named.map((feature) => [pointKey(feature.location), feature]));
@@ -157,19 +148,7 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
 
   return {
     handlers,
-    endWatches() {
-      for (const [call, upstream] of watches) {
-        endWithError(
-          call,
-          new StatusError(
-            grpc.status.UNAVAILABLE,
-            "gateway instance is shutting down; watch again",
-          ),
-        );
-        upstream.cancel();
-      }
-      watches.clear();
-    },
+    endWatches: () => watches.endAll("gateway instance is shutting down; watch again"),
   };
 }
 

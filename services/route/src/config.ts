@@ -7,7 +7,7 @@ export const routeConfigSchema = z.object({
   // Bounds on one call's work: past them the call ends with RESOURCE_EXHAUSTED.
   ROUTE_MAX_POINTS: integerVar(100_000, 1, 10_000_000),
   // Each note is answered with the earlier notes at its place, so answers grow with notes².
-  CHAT_MAX_NOTES: integerVar(10_000, 1, 1_000_000),
+  CHAT_MAX_NOTES: integerVar(1_000, 1, 100_000),
 });
 
 export type RouteConfig = z.infer<typeof routeConfigSchema>;

@@ -3,12 +3,13 @@
 import type { RouteGuideServiceHandlers, routeguide } from "@cloudrun-grpc/proto";
 import {
   endWithError,
+  handlerStatus,
+  invalidArgument,
   type Logger,
   requirePoint,
   requireRectangle,
   StatusError,
-  toStatus,
-  writeInOrder,
+  writeWithBackpressure,
 } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { ChatHistory } from "./chat.js";
@@ -22,6 +23,9 @@ export interface RouteLimits {
   /** Notes accepted in one RouteChat stream (each answer repeats the earlier notes). */
   maxChatNotes: number;
 }
+
+/** A note's text is kept for the whole chat: bounded, so a chat's memory is too. */
+export const maxNoteBytes = 1024;
 
 export interface RouteDependencies {
   features: FeatureIndex;
@@ -37,11 +41,7 @@ const unauthenticatedCaller = "";
 export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHandlers {
   const { features, report, logger, limits } = deps;
 
-  /** Logs what is not a deliberate status (a bug) and turns it into INTERNAL for the client. */
-  const failed = (method: string, error: unknown) => {
-    if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
-    return toStatus(error);
-  };
+  const failed = (method: string, error: unknown) => handlerStatus(logger, method, error);
 
   return {
     GetFeature(call, callback) {
@@ -61,7 +61,7 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         const bounds = requireRectangle(call.request.rectangle);
         for (const feature of features.within(bounds)) {
           if (call.cancelled) return;
-          await writeInOrder(call, { feature });
+          await writeWithBackpressure(call, { feature });
         }
         call.end();
       } catch (error) {
@@ -99,7 +99,12 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         if (finished) return;
         const summary = recorder.summary();
         finish(null, summary);
-        report({ caller: unauthenticatedCaller, routeRecorded: { summary } });
+        // A call past its deadline got DEADLINE_EXCEEDED, not this summary: not a route.
+        // (A client's cancel can also reach us as a normal end of the stream first; see
+        // the README's known limits.)
+        if (!call.cancelled && !deadlinePassed(call.getDeadline())) {
+          report({ caller: unauthenticatedCaller, routeRecorded: { summary } });
+        }
       });
       call.on("error", (error) => finish(error));
     },
@@ -121,11 +126,13 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
               `a chat may have at most ${limits.maxChatNotes} notes`,
             );
           }
-          if (!message.note)
-            throw new StatusError(grpc.status.INVALID_ARGUMENT, "note is required");
+          if (!message.note) throw invalidArgument("note is required");
           const location = requirePoint(message.note.location, "note.location");
+          if (Buffer.byteLength(message.note.message) > maxNoteBytes) {
+            throw invalidArgument(`note.message must be at most ${maxNoteBytes} bytes`);
+          }
           for (const earlier of history.exchange({ location, message: message.note.message })) {
-            await writeInOrder(call, { note: earlier });
+            await writeWithBackpressure(call, { note: earlier });
           }
         }
         call.end();
@@ -134,4 +141,9 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
       }
     },
   };
+}
+
+function deadlinePassed(deadline: grpc.Deadline): boolean {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) && at <= Date.now();
 }

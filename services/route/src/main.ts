@@ -19,9 +19,9 @@ await runService("route", routeConfigSchema, (config, logger) => {
   });
   return {
     services: [routeGuideService(handlers)],
-    afterShutdown: async () => {
-      // Calls are over; the last reports get a short while more to reach stats.
-      const lost = await reporter.flush(2_000);
+    afterShutdown: async (remainingMs) => {
+      // Calls are over; the last reports get the rest of the grace period to reach stats.
+      const lost = await reporter.flush(remainingMs);
       if (lost > 0) logger.error({ lost }, "stats unreachable at shutdown: reports lost");
       stats.close();
     },

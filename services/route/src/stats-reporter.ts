@@ -6,9 +6,13 @@
 // retried batch once. When the queue is full the oldest events are dropped (and counted in
 // a warning): memory stays bounded if stats stays down. At shutdown the queue is flushed for
 // as long as the grace period allows; what is still unsent then is logged as lost.
+// A batch that stats rejects as INVALID_ARGUMENT is not retried as it is: it is halved until
+// the bad event is alone, and that one event is dropped with an error log, so one bad event
+// never holds up the others.
 import { randomUUID } from "node:crypto";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
 import type { Logger } from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
 
 export interface ReporterOptions {
   maxQueued: number;
@@ -32,13 +36,17 @@ export class StatsReporter {
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private dropped = 0;
+  // Shrinks while isolating an event stats rejects; back to maxBatch after a success.
+  private batchLimit: number;
   private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly client: StatsServiceClient,
     private readonly logger: Logger,
     private readonly options: ReporterOptions = defaultReporterOptions,
-  ) {}
+  ) {
+    this.batchLimit = options.maxBatch;
+  }
 
   /** Queues an event with a fresh id; never throws, never waits. */
   report(event: NewEvent): void {
@@ -81,7 +89,7 @@ export class StatsReporter {
       for (const wake of this.idleWaiters.splice(0)) wake();
       return;
     }
-    const batch = this.queue.slice(0, this.options.maxBatch);
+    const batch = this.queue.slice(0, this.batchLimit);
     this.sending = true;
     try {
       this.client.RecordEvents(
@@ -97,6 +105,10 @@ export class StatsReporter {
 
   private sent(batch: stats.Event[], error: Error | null): void {
     this.sending = false;
+    if (error && (error as Partial<grpc.ServiceError>).code === grpc.status.INVALID_ARGUMENT) {
+      this.isolateRejected(batch, error);
+      return;
+    }
     if (error) {
       this.failures += 1;
       const backoffMs = Math.min(this.options.maxBackoffMs, 100 * 2 ** (this.failures - 1));
@@ -115,10 +127,25 @@ export class StatsReporter {
     }
     if (this.failures > 0) this.logger.info({ after: this.failures }, "stats reachable again");
     this.failures = 0;
-    // Events queued meanwhile stay behind the batch; drops only ever remove the oldest,
-    // so what is left of the batch is still at the front.
+    this.batchLimit = this.options.maxBatch;
+    // Events queued meanwhile stay behind the batch. The batch may have lost its oldest
+    // events to a full queue meanwhile, so remove what is left of it by id.
     const sentIds = new Set(batch.map((event) => event.id));
     this.queue = this.queue.filter((event) => !sentIds.has(event.id as string));
+    this.sendNext();
+  }
+
+  private isolateRejected(batch: stats.Event[], error: Error): void {
+    if (batch.length > 1) {
+      this.batchLimit = Math.ceil(batch.length / 2);
+    } else {
+      const [rejected] = batch;
+      this.queue = this.queue.filter((event) => event !== rejected);
+      this.logger.error(
+        { err: error, eventId: rejected?.id },
+        "stats rejected a report as invalid: dropping it",
+      );
+    }
     this.sendNext();
   }
 }

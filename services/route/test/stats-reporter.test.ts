@@ -24,6 +24,8 @@ interface Call {
  */
 class FakeStats {
   failing = false;
+  /** A batch holding an event from this caller is rejected as INVALID_ARGUMENT, as stats does. */
+  rejectCaller: string | undefined;
   readonly calls: Call[] = [];
 
   RecordEvents(
@@ -31,10 +33,19 @@ class FakeStats {
     _options: grpc.CallOptions,
     callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
   ): void {
-    const call: Call = { events: request.events ?? [], failed: this.failing };
+    const events = request.events ?? [];
+    const invalid = events.some((event) => event.caller === this.rejectCaller);
+    const call: Call = { events, failed: this.failing || invalid };
     this.calls.push(call);
     setImmediate(() => {
-      if (call.failed) {
+      if (invalid) {
+        const error = Object.assign(new Error("3 INVALID_ARGUMENT: bad event"), {
+          code: grpc.status.INVALID_ARGUMENT,
+          details: "bad event",
+          metadata: new grpc.Metadata(),
+        });
+        callback(error);
+      } else if (call.failed) {
         const error = Object.assign(new Error("14 UNAVAILABLE: stats is down"), {
           code: grpc.status.UNAVAILABLE,
           details: "stats is down",
@@ -194,5 +205,20 @@ describe("StatsReporter", () => {
     fake.failing = false;
     assert.equal(await reporter.flush(5_000), 0);
     assert.equal(fake.delivered.length, 4);
+  });
+
+  test("an event stats rejects as invalid is isolated and dropped; the others all arrive", async () => {
+    const fake = new FakeStats();
+    fake.rejectCaller = "bad";
+    const reporter = new StatsReporter(fake.client, logger, { ...options, maxBatch: 8 });
+    const names = Array.from({ length: 20 }, (_, i) => (i === 13 ? "bad" : `e${i}`));
+    for (const name of names) reporter.report(event(name));
+    assert.equal(await reporter.flush(5_000), 0);
+    assert.deepEqual(
+      fake.delivered.map((delivered) => delivered.caller),
+      names.filter((name) => name !== "bad"),
+    );
+    // Every batch that held the bad event was rejected, never retried unchanged forever.
+    assert.ok(fake.calls.length < 20, `${fake.calls.length} calls`);
   });
 });

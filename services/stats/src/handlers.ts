@@ -1,14 +1,14 @@
 import type { StatsServiceHandlers } from "@cloudrun-grpc/proto";
 import {
   endWithError,
+  handlerStatus,
   type Logger,
-  StatusError,
-  toStatus,
-  writeInOrder,
+  OpenStreams,
+  requireTopN,
+  writeAndWait,
 } from "@cloudrun-grpc/runtime";
-import * as grpc from "@grpc/grpc-js";
 import type { StatsStore } from "./store.js";
-import { requireEvents, requireSnapshotQuery, requireTopN } from "./validate.js";
+import { requireEvents, requireSnapshotQuery } from "./validate.js";
 
 export interface StatsDependencies {
   store: StatsStore;
@@ -28,11 +28,8 @@ export function statsHandlers({
   logger,
   watchCoalesceMs,
 }: StatsDependencies): StatsHandlers {
-  const watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
-  const failed = (method: string, error: unknown) => {
-    if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
-    return toStatus(error);
-  };
+  const watches = new OpenStreams();
+  const failed = (method: string, error: unknown) => handlerStatus(logger, method, error);
 
   const handlers: StatsServiceHandlers = {
     async RecordEvents(call, callback) {
@@ -49,7 +46,7 @@ export function statsHandlers({
         const { snapshot, lookupsWithin } = await store.snapshot(
           requireSnapshotQuery(call.request),
         );
-        callback(null, { snapshot: snapshot, lookupsWithin });
+        callback(null, { snapshot, lookupsWithin });
       } catch (error) {
         callback(failed("GetStats", error));
       }
@@ -63,9 +60,9 @@ export function statsHandlers({
         endWithError(call, failed("WatchStats", error));
         return;
       }
-      // At most one send in flight. Changes during a send or within the coalescing window
-      // mark the view dirty; one update with the latest aggregates follows. A slow reader
-      // therefore gets fewer, newer updates instead of a growing backlog.
+      // At most one update in flight (sent to HTTP/2, not just buffered). Changes during a
+      // send or within the coalescing window mark the view dirty; one update with the
+      // latest aggregates follows. A slow reader gets fewer, newer updates, not a backlog.
       let dirty = true;
       let sending = false;
       let timer: NodeJS.Timeout | undefined;
@@ -76,7 +73,7 @@ export function statsHandlers({
         dirty = false;
         try {
           const { snapshot } = await store.snapshot({ topN });
-          await writeInOrder(call, { snapshot: snapshot });
+          await writeAndWait(call, { snapshot });
         } catch (error) {
           stop();
           endWithError(call, failed("WatchStats", error));
@@ -94,25 +91,15 @@ export function statsHandlers({
       const stop = () => {
         unsubscribe();
         if (timer) clearTimeout(timer);
-        watches.delete(call);
       };
-      watches.add(call);
+      watches.add(call, stop);
       call.on("close", stop);
-      call.on("cancelled", stop);
       await sendLatest();
     },
   };
 
   return {
     handlers,
-    endWatches() {
-      for (const call of watches) {
-        endWithError(
-          call,
-          new StatusError(grpc.status.UNAVAILABLE, "stats instance is shutting down; watch again"),
-        );
-      }
-      watches.clear();
-    },
+    endWatches: () => watches.endAll("stats instance is shutting down; watch again"),
   };
 }

@@ -48,6 +48,8 @@ export interface SnapshotQuery {
   topN: number;
   /** Only list look-ups inside these bounds, and count them in `lookupsWithin`. */
   within?: Bounds;
+  /** Only list locations with a named feature (all look-ups still count in `lookupsWithin`). */
+  namedOnly?: boolean;
 }
 
 export interface StatsStore {
@@ -111,6 +113,7 @@ export class MemoryStatsStore implements StatsStore {
     for (const entry of this.lookups.values()) {
       if (query.within && !contains(query.within, entry.location)) continue;
       lookupsWithin += entry.lookups;
+      if (query.namedOnly && entry.name === "") continue;
       candidates.push(entry);
     }
     const topFeatures = candidates

@@ -1,14 +1,18 @@
 // What stats reads from the wire, checked. grpc-js decodes anything that parses as protobuf,
 // with defaults for missing fields, so every field is checked here before it is counted.
 import type { stats } from "@cloudrun-grpc/proto";
-import { invalidArgument, requirePoint, requireRectangle } from "@cloudrun-grpc/runtime";
+import {
+  invalidArgument,
+  requirePoint,
+  requireRectangle,
+  requireTopN,
+} from "@cloudrun-grpc/runtime";
 import type { SnapshotQuery, StatsEvent } from "./store.js";
 
 export const maxEventsPerBatch = 1000;
-export const maxTopN = 1000;
-const defaultTopN = 10;
 const maxIdLength = 128;
 const maxCallerLength = 320;
+const maxNameLength = 200;
 
 function requireCount(value: number, what: string): number {
   if (!Number.isInteger(value) || value < 0) {
@@ -46,6 +50,11 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
     const feature = event.featureLookedUp?.feature;
     if (!feature) throw invalidArgument(`${at}.feature_looked_up.feature is required`);
     const location = requirePoint(feature.location, `${at}.feature_looked_up.feature.location`);
+    if (feature.name.length > maxNameLength) {
+      throw invalidArgument(
+        `${at}.feature_looked_up.feature.name must have at most ${maxNameLength} characters`,
+      );
+    }
     return { id, caller, kind: "featureLookedUp", name: feature.name, location };
   }
   throw invalidArgument(`${at} must be a route_recorded or a feature_looked_up event`);
@@ -61,16 +70,10 @@ export function requireEvents(request: stats.RecordEventsRequest__Output): Stats
   return request.events.map(requireEvent);
 }
 
-export function requireTopN(topN: number): number {
-  if (!Number.isInteger(topN) || topN < 0 || topN > maxTopN) {
-    throw invalidArgument(
-      `top_n must be from 0 to ${maxTopN} (0 means ${defaultTopN}), got ${topN}`,
-    );
-  }
-  return topN === 0 ? defaultTopN : topN;
-}
-
 export function requireSnapshotQuery(request: stats.GetStatsRequest__Output): SnapshotQuery {
   const topN = requireTopN(request.topN);
-  return request.within ? { topN, within: requireRectangle(request.within, "within") } : { topN };
+  const namedOnly = request.namedOnly;
+  return request.within
+    ? { topN, namedOnly, within: requireRectangle(request.within, "within") }
+    : { topN, namedOnly };
 }

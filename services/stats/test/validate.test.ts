@@ -3,12 +3,7 @@ import { describe, test } from "node:test";
 import type { routeguide, stats } from "@cloudrun-grpc/proto";
 import { StatusError } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
-import {
-  maxEventsPerBatch,
-  requireEvents,
-  requireSnapshotQuery,
-  requireTopN,
-} from "../src/validate.js";
+import { maxEventsPerBatch, requireEvents, requireSnapshotQuery } from "../src/validate.js";
 
 // Wire-shaped input, as the loader produces it (defaults on, oneofs on): missing scalars are
 // 0 or "", missing messages are null, and `kind` names the oneof member that is set.
@@ -186,35 +181,23 @@ describe("requireEvents", () => {
   });
 });
 
-describe("requireTopN", () => {
-  test("0 means 10", () => {
-    assert.equal(requireTopN(0), 10);
-  });
-
-  test("1 to 1000 are taken as they are", () => {
-    assert.equal(requireTopN(1), 1);
-    assert.equal(requireTopN(1000), 1000);
-  });
-
-  test("out of range is rejected naming top_n", () => {
-    for (const topN of [1001, -1]) {
-      assert.throws(() => requireTopN(topN), invalidArgument(new RegExp(`^top_n .*got ${topN}$`)));
-    }
-  });
-});
-
 describe("requireSnapshotQuery", () => {
   test("without within: only topN", () => {
-    assert.deepEqual(requireSnapshotQuery({ topN: 0, within: null }), { topN: 10 });
+    assert.deepEqual(requireSnapshotQuery({ topN: 0, within: null, namedOnly: false }), {
+      topN: 10,
+      namedOnly: false,
+    });
   });
 
   test("within becomes bounds, corners in any order", () => {
     const query = requireSnapshotQuery({
       topN: 5,
+      namedOnly: true,
       within: { lo: point(410000000, -740000000), hi: point(400000000, -750000000) },
     });
     assert.deepEqual(query, {
       topN: 5,
+      namedOnly: true,
       within: {
         minLatitude: 400000000,
         maxLatitude: 410000000,
@@ -226,14 +209,20 @@ describe("requireSnapshotQuery", () => {
 
   test("a within with a missing corner is rejected", () => {
     assert.throws(
-      () => requireSnapshotQuery({ topN: 5, within: { lo: point(0, 0), hi: null } }),
+      () =>
+        requireSnapshotQuery({ topN: 5, namedOnly: false, within: { lo: point(0, 0), hi: null } }),
       invalidArgument(/\.hi is required$/),
     );
   });
 
   test("a bad topN is rejected even with a valid within", () => {
     assert.throws(
-      () => requireSnapshotQuery({ topN: 1001, within: { lo: point(0, 0), hi: point(1, 1) } }),
+      () =>
+        requireSnapshotQuery({
+          topN: 1001,
+          namedOnly: false,
+          within: { lo: point(0, 0), hi: point(1, 1) },
+        }),
       invalidArgument(/^top_n /),
     );
   });

@@ -1,5 +1,5 @@
-// Points are E7 integers (degrees × 10^7), as in the RouteGuide contract. Route and stats
-// both read points and rectangles from the wire; this is where they are checked.
+// Checks of what services read from the wire, shared by route, stats and gateway.
+// Points are E7 integers (degrees × 10^7), as in the RouteGuide contract.
 import type { routeguide } from "@cloudrun-grpc/proto";
 import { invalidArgument } from "./errors.js";
 
@@ -69,3 +69,16 @@ export function contains(bounds: Bounds, point: Point): boolean {
 }
 
 export const pointKey = (point: Point) => `${point.latitude},${point.longitude}`;
+
+/** The contracts' `top_n`: 0 means 10; at most 1000. */
+export const maxTopN = 1000;
+const defaultTopN = 10;
+
+export function requireTopN(topN: number): number {
+  if (!Number.isInteger(topN) || topN < 0 || topN > maxTopN) {
+    throw invalidArgument(
+      `top_n must be from 0 to ${maxTopN} (0 means ${defaultTopN}), got ${topN}`,
+    );
+  }
+  return topN === 0 ? defaultTopN : topN;
+}

@@ -9,7 +9,8 @@ import {
   type Point,
   requirePoint,
   requireRectangle,
-} from "../src/geo.js";
+  requireTopN,
+} from "../src/validation.js";
 
 /** A matcher for assert.throws: INVALID_ARGUMENT whose message matches `pattern`. */
 function invalidArgument(pattern: RegExp) {
@@ -145,6 +146,23 @@ describe("contains", () => {
       { latitude: 15, longitude: -9 },
     ]) {
       assert.equal(contains(bounds, point), false, JSON.stringify(point));
+    }
+  });
+});
+
+describe("requireTopN", () => {
+  test("0 means 10", () => {
+    assert.equal(requireTopN(0), 10);
+  });
+
+  test("1 to 1000 are taken as they are", () => {
+    assert.equal(requireTopN(1), 1);
+    assert.equal(requireTopN(1000), 1000);
+  });
+
+  test("out of range is rejected naming top_n", () => {
+    for (const topN of [1001, -1]) {
+      assert.throws(() => requireTopN(topN), invalidArgument(new RegExp(`^top_n .*got ${topN}$`)));
     }
   });
 });
