@@ -62,6 +62,15 @@ describe("limits on one call's size and work", () => {
     assert.ok(answers.length <= (20 * 19) / 2);
   });
 
+  test("a chat note over 1024 bytes gets INVALID_ARGUMENT", async () => {
+    const chat = client.RouteChat(deadline());
+    chat.write({ note: { location: here, message: "é".repeat(513) } });
+    chat.end();
+    const error = await failure(collect(chat));
+    assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(error.details, "route: note.message must be at most 1024 bytes");
+  });
+
   test("every service is still SERVING after all that", async () => {
     for (const service of stack.services)
       assert.equal(await healthStatus(targetOf(service.url), ""), "SERVING");

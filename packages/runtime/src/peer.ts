@@ -35,7 +35,10 @@ export function parsePeerUrl(raw: string): PeerAddress {
   return { url: url.origin, target: `${url.hostname}:${port}`, secure };
 }
 
-/** Channel credentials for a peer: TLS with the system roots (plus NODE_EXTRA_CA_CERTS), or h2c. */
+/**
+ * Channel credentials for a peer: h2c, or TLS with Node's bundled root certificates, which
+ * grpc's GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (a PEM file) replaces when set.
+ */
 export function peerCredentials(peer: PeerAddress): grpc.ChannelCredentials {
   return peer.secure ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
 }
