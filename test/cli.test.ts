@@ -2,7 +2,9 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
+import { connectGateway, point, recordRoute, routeChat } from "@cloudrun-grpc/cli";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
+import * as grpc from "@grpc/grpc-js";
 
 const cliEntry = new URL("../packages/cli/dist/main.js", import.meta.url).pathname;
 
@@ -23,8 +25,16 @@ describe("the routeguide CLI", () => {
   let stack: Stack;
   let gateway: string[];
 
+  // Small limits (the demo sends 1000 points and 3 notes), so that long streams fail early.
+  const maxRoutePoints = 1000;
+  const maxChatNotes = 10;
+
   before(async () => {
-    stack = await startStack();
+    stack = await startStack({
+      env: {
+        route: { ROUTE_MAX_POINTS: String(maxRoutePoints), CHAT_MAX_NOTES: String(maxChatNotes) },
+      },
+    });
     gateway = ["--gateway", stack.gateway.url, "--timeout", "20"];
   });
   after(async () => {
@@ -97,11 +107,100 @@ describe("the routeguide CLI", () => {
     assert.equal(badUrl.code, 2);
     assert.match(badUrl.stderr, /--gateway must use http: \(h2c\) or https: \(TLS\)/);
 
-    const offTheMap = await cli([...gateway, "get-feature", "91", "0"]);
-    assert.equal(offTheMap.code, 1);
+    const tooLong = await cli([...gateway, "record-route", "--points", String(maxRoutePoints + 1)]);
+    assert.equal(tooLong.code, 1);
     assert.match(
-      offTheMap.stderr,
-      /get-feature failed: INVALID_ARGUMENT: route: point\.latitude must be/,
+      tooLong.stderr,
+      /record-route failed: RESOURCE_EXHAUSTED: route: a route may have at most 1000 points/,
     );
+  });
+
+  test("coordinates off the map exit 2 before any call (protobuf would wrap them)", async () => {
+    // 429.4967296° is 2^32 in E7: encoded, it would wrap to latitude 0.
+    const wrapping = await cli([...gateway, "get-feature", "429.4967296", "0"]);
+    assert.equal(wrapping.code, 2);
+    assert.match(wrapping.stderr, /LAT must be from -90 to 90 degrees, got "429\.4967296"/);
+    assert.equal(wrapping.stdout, "");
+
+    const cases: [string[], RegExp][] = [
+      [["get-feature", "91", "0"], /LAT must be from -90 to 90 degrees, got "91"/],
+      [["get-feature", "-90.0001", "0"], /LAT must be from -90 to 90 degrees, got "-90\.0001"/],
+      [["get-feature", "0", "180.5"], /LNG must be from -180 to 180 degrees, got "180\.5"/],
+      [["get-feature", "0", "-429.4967296"], /LNG must be from -180 to 180 degrees/],
+      [["get-feature", "Infinity", "0"], /LAT must be a number of degrees, got "Infinity"/],
+      [
+        ["list-features", "40", "-75", "41", "-181"],
+        /LNG2 must be from -180 to 180 degrees, got "-181"/,
+      ],
+      [["describe-area", "-95", "0", "1", "1"], /LAT1 must be from -90 to 90 degrees, got "-95"/],
+      [["route-chat", "0", "200", "hi"], /LNG must be from -180 to 180 degrees, got "200"/],
+    ];
+    for (const [args, says] of cases) {
+      const result = await cli([...gateway, ...args]);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, says);
+      assert.match(result.stderr, /usage: routeguide/);
+    }
+
+    // The edges themselves are valid points.
+    const corner = await cli([...gateway, "get-feature", "-90", "180"]);
+    assert.equal(corner.code, 0, corner.stderr);
+    assert.equal(corner.stdout.trim(), "No named feature at -90.0000, 180.0000");
+  });
+
+  test("--timeout must be a whole number of seconds from 1", async () => {
+    for (const timeout of ["0", "-1", "1.5", "86401"]) {
+      const result = await cli(["--gateway", stack.gateway.url, "--timeout", timeout, "get-stats"]);
+      assert.equal(result.code, 2, `--timeout ${timeout}: ${result.stderr}`);
+      assert.match(
+        result.stderr,
+        new RegExp(`--timeout must be a whole number from 1 to 86400, got "${timeout}"`),
+      );
+    }
+    const one = await cli(["--gateway", stack.gateway.url, "--timeout", "1", "get-stats"]);
+    assert.equal(one.code, 0, one.stderr);
+  });
+
+  test("a stream that fails while the writer waits for 'drain' rejects with the call's error", {
+    timeout: 60_000,
+  }, async () => {
+    // Megabytes of messages: past grpc-js's per-call buffer, writes wait for 'drain', which
+    // never comes once the call has failed.
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    const client = connectGateway(stack.gateway.url);
+    try {
+      const lines: string[] = [];
+      const ctx = { client, out: (line: string) => lines.push(line), timeoutMs: 20_000 };
+      const at = point(40.5, -74.5);
+      const notes = Array.from({ length: 3000 }, (_, index) => ({
+        location: at,
+        message: `${index} `.padEnd(1000, "x"),
+      }));
+      await assert.rejects(routeChat(ctx, notes), (error: grpc.ServiceError) => {
+        assert.equal(error.code, grpc.status.RESOURCE_EXHAUSTED, error.message);
+        assert.match(error.details, /a chat may have at most 10 notes/);
+        return true;
+      });
+      const sent = lines.filter((line) => line.startsWith("  > ")).length;
+      assert.ok(sent < notes.length, `the writer stopped when the call failed (sent ${sent})`);
+
+      lines.length = 0;
+      const points = Array.from({ length: 300_000 }, () => at);
+      await assert.rejects(recordRoute(ctx, points), (error: grpc.ServiceError) => {
+        assert.equal(error.code, grpc.status.RESOURCE_EXHAUSTED, error.message);
+        assert.match(error.details, /a route may have at most 1000 points/);
+        return true;
+      });
+      assert.ok(!lines.includes("  sent 300000/300000 points"), "the writer stopped");
+
+      // Rejections nobody handles are reported after the current turn: give them one.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.deepEqual(unhandled, []);
+    } finally {
+      client.close();
+      process.off("unhandledRejection", onUnhandled);
+    }
   });
 });

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { describe, test } from "node:test";
-import { type ServiceName, serviceEntry } from "@cloudrun-grpc/local-stack";
+import { type StackServiceName as ServiceName, serviceEntry } from "@cloudrun-grpc/local-stack";
 
 function startWith(service: ServiceName, env: Record<string, string>) {
   const result = spawnSync(process.execPath, [serviceEntry(service)], {

@@ -1,5 +1,6 @@
 // What the CLI can do, one function per gateway method, each printing readable results
 // through `out`. The local stack's demo runs the same functions.
+import { once } from "node:events";
 import type { GatewayServiceClient, gateway, routeguide, stats } from "@cloudrun-grpc/proto";
 import type * as grpc from "@grpc/grpc-js";
 
@@ -15,7 +16,28 @@ export interface CommandContext {
 /** Degrees (e.g. 40.9066) to the contract's E7 integers. */
 export const toE7 = (degrees: number) => Math.round(degrees * 1e7);
 
+/** The largest latitude and longitude, in degrees (each range is symmetric around 0). */
+export const maxLatitude = 90;
+export const maxLongitude = 180;
+
+/** Whether `degrees` is a finite number from -limit to limit. */
+export const withinDegrees = (degrees: number, limit: number) =>
+  Number.isFinite(degrees) && degrees >= -limit && degrees <= limit;
+
+/**
+ * A point from degrees. Throws a RangeError for a latitude outside -90..90 or a longitude
+ * outside -180..180 (or not finite): encoded as E7 integers they would not fit the contract's
+ * int32 fields, and protobuf would silently wrap them to another point.
+ */
 export function point(latitude: number, longitude: number): routeguide.Point {
+  if (!withinDegrees(latitude, maxLatitude))
+    throw new RangeError(
+      `latitude must be from -${maxLatitude} to ${maxLatitude} degrees, got ${latitude}`,
+    );
+  if (!withinDegrees(longitude, maxLongitude))
+    throw new RangeError(
+      `longitude must be from -${maxLongitude} to ${maxLongitude} degrees, got ${longitude}`,
+    );
   return { latitude: toE7(latitude), longitude: toE7(longitude) };
 }
 
@@ -36,6 +58,37 @@ function unary<Response>(
       error || response === undefined ? reject(error) : resolve(response),
     ),
   );
+}
+
+/**
+ * Writes `messages` to a client stream in order, respecting flow control (when the stream's
+ * buffer is full it waits for 'drain'), then ends the stream. Stops at once, without ending
+ * the stream, when `stop` is aborted (the call is over: it failed, or the server answered
+ * early) or the stream emits 'error' while it waits: grpc-js may never emit 'drain' after the
+ * call has ended. Resolves with how many messages were written; rejects only if writing
+ * itself throws.
+ */
+async function writeAll<Message>(
+  stream: grpc.ClientWritableStream<Message> | grpc.ClientDuplexStream<Message, unknown>,
+  messages: readonly Message[],
+  stop: AbortSignal,
+  onWritten: (index: number) => void = () => {},
+): Promise<number> {
+  for (const [index, message] of messages.entries()) {
+    if (stop.aborted) return index;
+    const more = stream.write(message);
+    onWritten(index);
+    if (!more) {
+      try {
+        await once(stream, "drain", { signal: stop });
+      } catch {
+        // Aborted (the call is over) or the stream failed: the call reports why.
+        return index + 1;
+      }
+    }
+  }
+  if (!stop.aborted) stream.end();
+  return messages.length;
 }
 
 export async function getFeature(ctx: CommandContext, at: routeguide.Point) {
@@ -66,20 +119,26 @@ export async function listFeatures(ctx: CommandContext, rectangle: routeguide.Re
 
 export async function recordRoute(ctx: CommandContext, points: routeguide.Point[]) {
   const progressEvery = Math.max(1, Math.floor(points.length / 10));
+  // Aborted when the call ends, so that the writer stops at once if it ends early (failed).
+  const callEnded = new AbortController();
+  let settle!: grpc.requestCallback<gateway.RecordRouteResponse__Output>;
   const result = unary<gateway.RecordRouteResponse__Output>((done) => {
-    const stream = ctx.client.RecordRoute(deadline(ctx), done);
-    void (async () => {
-      for (const [index, p] of points.entries()) {
-        // Respect flow control: wait when the stream's buffer is full.
-        if (!stream.write({ point: p }))
-          await new Promise((resolve) => stream.once("drain", resolve));
-        if ((index + 1) % progressEvery === 0)
-          ctx.out(`  sent ${index + 1}/${points.length} points`);
-      }
-      stream.end();
-    })();
+    settle = done;
   });
-  const { summary } = await result;
+  const stream = ctx.client.RecordRoute(deadline(ctx), (error, response) => {
+    callEnded.abort();
+    settle(error, response);
+  });
+  const writing = writeAll(
+    stream,
+    points.map((p) => ({ point: p })),
+    callEnded.signal,
+    (index) => {
+      if ((index + 1) % progressEvery === 0) ctx.out(`  sent ${index + 1}/${points.length} points`);
+    },
+  );
+  // Both awaited at once: the call's error rejects this function as soon as it arrives.
+  const [{ summary }] = await Promise.all([result, guardWriter(writing, stream)]);
   ctx.out(
     `Route: ${summary?.pointCount} points, ${summary?.featureCount} features passed, ` +
       `${summary?.distanceMeters} m, ${summary?.elapsedSeconds} s`,
@@ -87,23 +146,44 @@ export async function recordRoute(ctx: CommandContext, points: routeguide.Point[
   return summary;
 }
 
+/** If writing throws, cancels the call (so it ends now, not at its deadline) and rethrows. */
+async function guardWriter(writing: Promise<number>, call: { cancel(): void }): Promise<number> {
+  try {
+    return await writing;
+  } catch (error) {
+    call.cancel();
+    throw error;
+  }
+}
+
 export async function routeChat(ctx: CommandContext, notes: routeguide.RouteNote[]) {
   const stream = ctx.client.RouteChat(deadline(ctx));
   const received: routeguide.RouteNote__Output[] = [];
-  const done = (async () => {
-    for await (const message of stream as AsyncIterable<gateway.RouteChatResponse__Output>) {
-      if (!message.note) continue;
-      received.push(message.note);
-      ctx.out(`  earlier note at ${formatPoint(message.note.location)}: ${message.note.message}`);
+  // Aborted when the response stream is over (ended or failed): the writer stops at once.
+  const callEnded = new AbortController();
+  const reading = (async () => {
+    try {
+      for await (const message of stream as AsyncIterable<gateway.RouteChatResponse__Output>) {
+        if (!message.note) continue;
+        received.push(message.note);
+        ctx.out(`  earlier note at ${formatPoint(message.note.location)}: ${message.note.message}`);
+      }
+    } finally {
+      callEnded.abort();
     }
   })();
-  for (const note of notes) {
-    ctx.out(`  > ${note.message} (at ${formatPoint(note.location as routeguide.Point__Output)})`);
-    if (!stream.write({ note })) await new Promise((resolve) => stream.once("drain", resolve));
-  }
-  stream.end();
-  await done;
-  ctx.out(`Chat: sent ${notes.length} notes, received ${received.length} earlier notes`);
+  const writing = writeAll(
+    stream,
+    notes.map((note) => ({ note })),
+    callEnded.signal,
+    (index) => {
+      const note = notes[index] as routeguide.RouteNote;
+      ctx.out(`  > ${note.message} (at ${formatPoint(note.location as routeguide.Point__Output)})`);
+    },
+  );
+  // Both awaited at once: the call's error rejects this function as soon as it arrives.
+  const [, sent] = await Promise.all([reading, guardWriter(writing, stream)]);
+  ctx.out(`Chat: sent ${sent} notes, received ${received.length} earlier notes`);
   return received;
 }
 

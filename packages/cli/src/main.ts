@@ -11,10 +11,13 @@ import {
   getStats,
   listFeatures,
   makeRoute,
+  maxLatitude,
+  maxLongitude,
   point,
   recordRoute,
   routeChat,
   watchStats,
+  withinDegrees,
 } from "./commands.js";
 import { connectGateway } from "./connect.js";
 
@@ -22,9 +25,9 @@ const usage = `usage: routeguide [--gateway URL] [--timeout SECONDS] <command> [
 
   --gateway URL      the gateway, e.g. http://127.0.0.1:8080 or https://gateway-xyz.a.run.app
                      (default: $GATEWAY_URL, else http://127.0.0.1:8080)
-  --timeout SECONDS  deadline of each call (default 30)
+  --timeout SECONDS  deadline of each call, a whole number from 1 to 86400 (default 30)
 
-commands (coordinates in decimal degrees):
+commands (coordinates in decimal degrees: latitude -90 to 90, longitude -180 to 180):
   get-feature LAT LNG                    the feature at a point
   list-features LAT1 LNG1 LAT2 LNG2      the features in a rectangle (corners in any order)
   record-route [--points N]              record a route of N points (default 1000) through the features
@@ -39,7 +42,8 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-// Negative coordinates (-74.5) look like options to parseArgs; read them as positionals.
+// Negative numbers (-74.5) look like options to parseArgs: they are stashed as placeholders
+// and restored after parsing, as positionals or as option values (--timeout -1).
 const negativeNumber = /^-\d/;
 const argv = process.argv.slice(2);
 const stashed = argv.map((arg, index) => (negativeNumber.test(arg) ? `\u0000${index}` : arg));
@@ -63,26 +67,37 @@ try {
 } catch (error) {
   fail((error as Error).message);
 }
-const { values } = parsed;
-const positionals = parsed.positionals.map((arg) =>
-  arg.startsWith("\u0000") ? (argv[Number(arg.slice(1))] as string) : arg,
-);
+const unstash = (arg: string) =>
+  arg.startsWith("\u0000") ? (argv[Number(arg.slice(1))] as string) : arg;
+const values = {
+  ...parsed.values,
+  gateway: parsed.values.gateway === undefined ? undefined : unstash(parsed.values.gateway),
+  timeout: unstash(parsed.values.timeout),
+  top: unstash(parsed.values.top),
+  points: unstash(parsed.values.points),
+  updates: unstash(parsed.values.updates),
+};
+const positionals = parsed.positionals.map(unstash);
 if (values.help) {
   process.stdout.write(`${usage}\n`);
   process.exit(0);
 }
 
-function wholeNumber(name: string, raw: string, max: number): number {
+function wholeNumber(name: string, raw: string, min: number, max: number): number {
   const value = Number(raw);
-  if (!/^\d+$/.test(raw) || value > max)
-    fail(`--${name} must be a whole number from 0 to ${max}, got ${JSON.stringify(raw)}`);
+  if (!/^\d+$/.test(raw) || value < min || value > max)
+    fail(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
   return value;
 }
 
-function degrees(raw: string | undefined, what: string): number {
+/** A coordinate argument: a finite number of degrees from -limit to limit. */
+function degrees(raw: string | undefined, what: string, limit: number): number {
   const value = Number(raw);
   if (raw === undefined || raw.trim() === "" || !Number.isFinite(value))
     fail(`${what} must be a number of degrees, got ${JSON.stringify(raw)}`);
+  // Checked before encoding: out of range, the E7 integer would wrap to another point.
+  if (!withinDegrees(value, limit))
+    fail(`${what} must be from -${limit} to ${limit} degrees, got ${JSON.stringify(raw)}`);
   return value;
 }
 
@@ -98,23 +113,28 @@ try {
 const ctx: CommandContext = {
   client,
   out: (line) => process.stdout.write(`${line}\n`),
-  timeoutMs: wholeNumber("timeout", values.timeout, 86_400) * 1000,
+  timeoutMs: wholeNumber("timeout", values.timeout, 1, 86_400) * 1000,
 };
-const topN = wholeNumber("top", values.top, 1000);
-const rectangleArgs = () => ({
-  lo: point(degrees(args[0], "LAT1"), degrees(args[1], "LNG1")),
-  hi: point(degrees(args[2], "LAT2"), degrees(args[3], "LNG2")),
-});
+const topN = wholeNumber("top", values.top, 0, 1000);
+
+/** The point of the arguments LAT<suffix> and LNG<suffix> at `index` and `index + 1`. */
+const pointArgs = (index: number, suffix = "") =>
+  point(
+    degrees(args[index], `LAT${suffix}`, maxLatitude),
+    degrees(args[index + 1], `LNG${suffix}`, maxLongitude),
+  );
+const rectangleArgs = () => ({ lo: pointArgs(0, "1"), hi: pointArgs(2, "2") });
 
 const commands: Record<string, () => Promise<unknown>> = {
-  "get-feature": () => getFeature(ctx, point(degrees(args[0], "LAT"), degrees(args[1], "LNG"))),
+  "get-feature": () => getFeature(ctx, pointArgs(0)),
   "list-features": () => listFeatures(ctx, rectangleArgs()),
   "record-route": async () => {
+    const count = wholeNumber("points", values.points, 0, 1_000_000);
     const features = await listFeatures({ ...ctx, out: () => {} }, demoRegion);
-    return recordRoute(ctx, makeRoute(features, wholeNumber("points", values.points, 1_000_000)));
+    return recordRoute(ctx, makeRoute(features, count));
   },
   "route-chat": () => {
-    const location = point(degrees(args[0], "LAT"), degrees(args[1], "LNG"));
+    const location = pointArgs(0);
     const messages = args.slice(2);
     if (messages.length === 0) fail("route-chat needs at least one MESSAGE");
     return routeChat(
@@ -123,7 +143,7 @@ const commands: Record<string, () => Promise<unknown>> = {
     );
   },
   "get-stats": () => getStats(ctx, topN),
-  "watch-stats": () => watchStats(ctx, topN, wholeNumber("updates", values.updates, 1_000_000)),
+  "watch-stats": () => watchStats(ctx, topN, wholeNumber("updates", values.updates, 0, 1_000_000)),
   "describe-area": () => describeArea(ctx, rectangleArgs(), topN),
   demo: () => demo(ctx),
 };

@@ -49,35 +49,50 @@ function shown(line: string): boolean {
 }
 
 const print = (line: string) => process.stdout.write(`${line}\n`);
-let stack: Stack | undefined;
-let stopping = false;
 
-async function stop(code: number) {
-  if (stopping) return;
-  stopping = true;
-  print("stopping the stack…");
-  await stack?.stop();
-  print("stopped; nothing left running");
-  process.exit(code);
+// Aborted by SIGINT/SIGTERM: a start still under way stops what it had started and rejects.
+const startAborter = new AbortController();
+const starting = startStack({
+  ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
+  env: { all: { LOG_LEVEL: serviceLogLevel } },
+  onLine: (service, line) => {
+    if (shown(line)) print(`[${service}] ${line}`);
+  },
+  signal: startAborter.signal,
+});
+
+let stopped: Promise<never> | undefined;
+const stopping = () => stopped !== undefined;
+
+/** Stops whatever runs (the start under way, or the stack) and exits with `code`. */
+function stop(code: number): Promise<never> {
+  stopped ??= (async () => {
+    print("stopping the stack…");
+    startAborter.abort();
+    // Once started, the stack is stopped here; a start that was still under way rejects,
+    // and only after it has stopped the services it had started.
+    const started = await starting.catch(() => undefined);
+    await started?.stop();
+    print("stopped; nothing left running");
+    process.exit(code);
+  })();
+  return stopped;
 }
 process.once("SIGINT", () => void stop(0));
 process.once("SIGTERM", () => void stop(0));
 
+let stack: Stack;
 try {
-  stack = await startStack({
-    ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
-    env: { all: { LOG_LEVEL: serviceLogLevel } },
-    onLine: (service, line) => {
-      if (shown(line)) print(`[${service}] ${line}`);
-    },
-  });
+  stack = await starting;
 } catch (error) {
+  // Aborted by a signal: stop() reports it and exits.
+  if (stopping()) await stop(0);
   process.stderr.write(`local-stack: ${(error as Error).message}\n`);
   process.exit(1);
 }
 for (const service of stack.services) {
   void service.exited.then((code) => {
-    if (stopping) return;
+    if (stopping()) return;
     process.stderr.write(
       `local-stack: ${service.name} exited unexpectedly (${code}); stopping the rest\n`,
     );
@@ -95,7 +110,9 @@ const client = connectGateway(stack.gateway.url);
 try {
   await demo({ client, out: print, timeoutMs: 30_000 });
 } catch (error) {
-  process.stderr.write(`local-stack: the demo failed: ${(error as Error).message}\n`);
+  // A demo cut short by Ctrl-C is no failure: stop() is already under way.
+  if (!stopping())
+    process.stderr.write(`local-stack: the demo failed: ${(error as Error).message}\n`);
   client.close();
   await stop(1);
 }

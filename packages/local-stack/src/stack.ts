@@ -6,10 +6,11 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 
-export type ServiceName = "gateway" | "route" | "stats";
+/** A service of the stack (not to be confused with the gRPC service names of the protos). */
+export type StackServiceName = "gateway" | "route" | "stats";
 
 export interface ServiceProcess {
-  name: ServiceName;
+  name: StackServiceName;
   port: number;
   /** e.g. http://127.0.0.1:50051: what peers and clients use. */
   url: string;
@@ -23,27 +24,31 @@ export interface ServiceProcess {
 }
 
 export interface StartServiceOptions {
-  name: ServiceName;
+  name: StackServiceName;
   /** 0 (default) lets the OS pick a free port. */
   port?: number;
   host?: string;
   env?: Record<string, string>;
   /** Called with each line the process prints, stdout and stderr alike. */
-  onLine?: (service: ServiceName, line: string, stream: "stdout" | "stderr") => void;
+  onLine?: (service: StackServiceName, line: string, stream: "stdout" | "stderr") => void;
   /** How long to wait for the "listening" line. */
   startTimeoutMs?: number;
+  /** Aborting it while the service is starting kills the process and rejects. */
+  signal?: AbortSignal;
 }
 
 const require = createRequire(import.meta.url);
 
 /** The built entry point of a service (services/<name>/dist/main.js). */
-export function serviceEntry(name: ServiceName): string {
+export function serviceEntry(name: StackServiceName): string {
   return join(dirname(require.resolve(`@cloudrun-grpc/${name}/package.json`)), "dist", "main.js");
 }
 
 /** Starts one service and waits until it logs that it is listening. */
 export async function startService(options: StartServiceOptions): Promise<ServiceProcess> {
   const host = options.host ?? "127.0.0.1";
+  const { signal } = options;
+  if (signal?.aborted) throw startAborted(options.name, signal.reason);
   const child = spawn(process.execPath, [serviceEntry(options.name)], {
     env: {
       ...process.env,
@@ -59,6 +64,7 @@ export async function startService(options: StartServiceOptions): Promise<Servic
     child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
   });
 
+  let onAbort = () => {};
   const listening = new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(
@@ -67,6 +73,11 @@ export async function startService(options: StartServiceOptions): Promise<Servic
         ),
       );
     }, options.startTimeoutMs ?? 15_000);
+    onAbort = () => {
+      clearTimeout(timer);
+      reject(startAborted(options.name, signal?.reason));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
     createInterface({ input: child.stdout }).on("line", (line) => {
       lines.push(line);
       options.onLine?.(options.name, line, "stdout");
@@ -93,6 +104,8 @@ export async function startService(options: StartServiceOptions): Promise<Servic
     child.kill("SIGKILL");
     await exited;
     throw error;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
   }
 
   const stop = async (timeoutMs = 15_000) => {
@@ -106,6 +119,10 @@ export async function startService(options: StartServiceOptions): Promise<Servic
     return exited;
   };
   return { name: options.name, port, url: `http://${host}:${port}`, child, lines, exited, stop };
+}
+
+function startAborted(name: StackServiceName, reason: unknown): Error {
+  return new Error(`${name}'s start was aborted`, { cause: reason });
 }
 
 function listeningPort(line: string): number | undefined {
@@ -128,21 +145,30 @@ export interface Stack {
 }
 
 export interface StackOptions {
-  ports?: Partial<Record<ServiceName, number>>;
+  ports?: Partial<Record<StackServiceName, number>>;
   /** Extra environment per service (and for all). */
-  env?: Partial<Record<ServiceName | "all", Record<string, string>>>;
+  env?: Partial<Record<StackServiceName | "all", Record<string, string>>>;
   onLine?: StartServiceOptions["onLine"];
+  /**
+   * Aborting it stops a start under way: startStack checks it before starting each service
+   * (and a service still starting is killed), stops the services already started, and
+   * rejects with an Error saying the start was aborted.
+   */
+  signal?: AbortSignal;
 }
 
 /** Starts stats, then route (pointed at stats), then gateway (pointed at both). */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const { signal } = options;
   const started: ServiceProcess[] = [];
-  const start = async (name: ServiceName, peers: Record<string, string>) => {
+  const start = async (name: StackServiceName, peers: Record<string, string>) => {
+    signal?.throwIfAborted();
     const service = await startService({
       name,
       port: options.ports?.[name] ?? 0,
       env: { ...options.env?.all, ...peers, ...options.env?.[name] },
       onLine: options.onLine,
+      signal,
     });
     started.push(service);
     return service;
@@ -151,6 +177,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const stats = await start("stats", {});
     const route = await start("route", { STATS_URL: stats.url });
     const gateway = await start("gateway", { ROUTE_URL: route.url, STATS_URL: stats.url });
+    // Aborted while the gateway was starting: stop everything rather than return it.
+    signal?.throwIfAborted();
     return {
       gateway,
       route,
@@ -162,6 +190,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     };
   } catch (error) {
     await Promise.all(started.map((service) => service.stop()));
+    if (signal?.aborted) {
+      throw new Error("the stack's start was aborted; the services it had started are stopped", {
+        cause: error,
+      });
+    }
     throw error;
   }
 }
