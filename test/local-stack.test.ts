@@ -1,21 +1,9 @@
 // The local stack's start can be aborted (Ctrl-C during `pnpm start`): it stops what it had
 // started, and nothing is left running.
 import assert from "node:assert/strict";
-import { connect } from "node:net";
 import { describe, test } from "node:test";
 import { startStack } from "@cloudrun-grpc/local-stack";
-
-/** The error code of a TCP connection to 127.0.0.1:`port` (undefined: it connected). */
-function connectError(port: number): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(undefined);
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code));
-  });
-}
+import { connectError } from "./support/grpc.js";
 
 describe("aborting startStack", () => {
   test("after stats is listening stops stats and rejects", { timeout: 60_000 }, async () => {

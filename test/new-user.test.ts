@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { connectError } from "./support/grpc.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 
@@ -21,18 +21,6 @@ function pnpmOnPath(): string {
       "this test needs pnpm on PATH, as the README's commands do (npm install -g pnpm@<packageManager version>)",
     );
   }
-}
-
-/** Resolves true when something accepts connections on 127.0.0.1:port. */
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }
 
 describe("a new user's first command on a fresh clone", () => {
@@ -105,12 +93,12 @@ describe("a new user's first command on a fresh clone", () => {
     );
     assert.equal(ports.length, 3, `three services print where they listen:\n${output}`);
     for (const port of ports)
-      assert.ok(await listening(port), `port ${port} is open while running`);
+      assert.equal(await connectError(port), undefined, `port ${port} is open while running`);
 
     process.kill(-(start.pid as number), "SIGINT");
     await exited;
     assert.match(output, /stopped; nothing left running/);
     for (const port of ports)
-      assert.equal(await listening(port), false, `port ${port} is closed after Ctrl-C`);
+      assert.equal(await connectError(port), "ECONNREFUSED", `port ${port} is closed after Ctrl-C`);
   });
 });

@@ -1,5 +1,6 @@
 // Small promise helpers over grpc-js for the tests.
 import { createRequire } from "node:module";
+import { connect } from "node:net";
 import { dirname, join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
@@ -113,4 +114,16 @@ export async function reflectedServices(target: string): Promise<string[]> {
 
 interface ReflectionResponse {
   list_services_response?: { service: { name: string }[] };
+}
+
+/** The error code of a TCP connection to 127.0.0.1:`port` (undefined: it connected). */
+export function connectError(port: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(undefined);
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code));
+  });
 }
