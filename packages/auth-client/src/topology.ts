@@ -1,0 +1,97 @@
+// The call graph, from infra/topology.json: for each service, its identity (service account
+// id) and who may invoke it: other services of the topology (`invoked_by`) and identities from
+// outside it (`external_invokers`, IAM member strings such as "user:ana@example.com"; set for
+// the gateway). Terraform reads the same file for service accounts and run.invoker bindings.
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+
+const serviceName = z.string().regex(/^[a-z][a-z0-9-]*$/, "must be a lowercase service name");
+
+export const topologySchema = z
+  .object({
+    services: z.record(
+      serviceName,
+      z.object({
+        // GCP service account ids: 6 to 30 lowercase letters, digits and hyphens.
+        service_account_id: z
+          .string()
+          .regex(
+            /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/,
+            "must be a valid service account id (6-30 of a-z, 0-9, -)",
+          ),
+        invoked_by: z.array(serviceName),
+        external_invokers: z.array(
+          z
+            .string()
+            .regex(
+              /^(user|serviceAccount|group|domain):.+$/,
+              "must be an IAM member such as user:ana@example.com",
+            ),
+        ),
+      }),
+    ),
+  })
+  .superRefine((topology, ctx) => {
+    for (const [name, service] of Object.entries(topology.services)) {
+      for (const caller of service.invoked_by) {
+        if (!(caller in topology.services)) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["services", name, "invoked_by"],
+            message: `unknown service ${JSON.stringify(caller)}`,
+          });
+        }
+        if (caller === name) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["services", name, "invoked_by"],
+            message: "a service does not invoke itself",
+          });
+        }
+      }
+    }
+  });
+
+export type Topology = z.infer<typeof topologySchema>;
+
+export const topologyPath = new URL("../../../infra/topology.json", import.meta.url);
+
+export function loadTopology(path: string | URL = topologyPath): Topology {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new Error(`${String(path)}: cannot read the topology: ${(error as Error).message}`);
+  }
+  const parsed = topologySchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${String(path)}: ${issue?.path.join(".")}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
+/** `<id>@<project>.iam.gserviceaccount.com`, as GCP names a service account. */
+export function serviceAccountEmail(accountId: string, projectId: string): string {
+  return `${accountId}@${projectId}.iam.gserviceaccount.com`;
+}
+
+/** Every caller → callee edge of the topology, sorted, as "caller→callee". */
+export function topologyEdges(topology: Topology): string[] {
+  return Object.entries(topology.services)
+    .flatMap(([callee, service]) => service.invoked_by.map((caller) => `${caller}→${callee}`))
+    .sort();
+}
+
+/** The emails of the services allowed to invoke `service`, in the given project. */
+export function allowedInvokerEmails(
+  topology: Topology,
+  service: string,
+  projectId: string,
+): string[] {
+  const entry = topology.services[service];
+  if (!entry) throw new Error(`the topology has no service ${JSON.stringify(service)}`);
+  return entry.invoked_by.map((caller) =>
+    serviceAccountEmail(topology.services[caller]?.service_account_id as string, projectId),
+  );
+}
