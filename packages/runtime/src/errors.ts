@@ -46,6 +46,7 @@ export function fromPeer(peerName: string, error: unknown): StatusError {
  * without internal details.
  */
 export function handlerStatus(logger: Logger, method: string, error: unknown) {
-  if (!(error instanceof StatusError)) logger.error({ err: error, method }, "handler failed");
-  return toStatus(error);
+  if (error instanceof StatusError) return { code: error.code, details: error.details };
+  logger.error({ err: error, method }, "handler failed");
+  return { code: grpc.status.INTERNAL, details: "internal error" };
 }

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { fromPeer, invalidArgument, StatusError, toStatus } from "../src/errors.js";
+import { fromPeer, handlerStatus, invalidArgument, StatusError, toStatus } from "../src/errors.js";
+import { createLogger } from "../src/logger.js";
 
 describe("StatusError", () => {
   test("carries its code and details", () => {
@@ -78,5 +79,30 @@ describe("fromPeer", () => {
     assert.equal(error.code, grpc.status.INTERNAL);
     assert.equal(error.details, "route: internal error");
     assert.ok(!error.message.includes("internals"));
+  });
+});
+
+describe("handlerStatus", () => {
+  const logger = createLogger("test", "silent");
+
+  test("a StatusError is a deliberate answer and passes as it is", () => {
+    assert.deepEqual(
+      handlerStatus(logger, "M", new StatusError(grpc.status.NOT_FOUND, "no such thing")),
+      { code: grpc.status.NOT_FOUND, details: "no such thing" },
+    );
+  });
+
+  test("anything else is a bug: INTERNAL, with nothing internal in the details", () => {
+    const internal = { code: grpc.status.INTERNAL, details: "internal error" };
+    assert.deepEqual(handlerStatus(logger, "M", new Error("secret path /etc/x")), internal);
+    // Even a raw error that carries a gRPC code: only StatusError is a deliberate answer.
+    assert.deepEqual(
+      handlerStatus(
+        logger,
+        "M",
+        Object.assign(new Error("x"), { code: grpc.status.NOT_FOUND, details: "raw" }),
+      ),
+      internal,
+    );
   });
 });

@@ -97,14 +97,18 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
       });
       call.on("end", () => {
         if (finished) return;
+        // Past the deadline the client gets DEADLINE_EXCEEDED, not a summary: not a route.
+        // (A client's cancel can reach us as a normal end of the stream before 'cancelled';
+        // see the README's known limits.)
+        if (call.cancelled || deadlinePassed(call.getDeadline())) {
+          finish(
+            new StatusError(grpc.status.DEADLINE_EXCEEDED, "the route ended after its deadline"),
+          );
+          return;
+        }
         const summary = recorder.summary();
         finish(null, summary);
-        // A call past its deadline got DEADLINE_EXCEEDED, not this summary: not a route.
-        // (A client's cancel can also reach us as a normal end of the stream first; see
-        // the README's known limits.)
-        if (!call.cancelled && !deadlinePassed(call.getDeadline())) {
-          report({ caller: unauthenticatedCaller, routeRecorded: { summary } });
-        }
+        report({ caller: unauthenticatedCaller, routeRecorded: { summary } });
       });
       call.on("error", (error) => finish(error));
     },

@@ -6,9 +6,9 @@
 // retried batch once. When the queue is full the oldest events are dropped (and counted in
 // a warning): memory stays bounded if stats stays down. At shutdown the queue is flushed for
 // as long as the grace period allows; what is still unsent then is logged as lost.
-// A batch that stats rejects as INVALID_ARGUMENT is not retried as it is: it is halved until
-// the bad event is alone, and that one event is dropped with an error log, so one bad event
-// never holds up the others.
+// A batch that stats rejects as INVALID_ARGUMENT names the bad event (`events[i]…`): that
+// one event is dropped with an error log and the rest is sent again at once, so one bad event
+// never holds up the others. A rejection that names no event is retried like any failure.
 import { randomUUID } from "node:crypto";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
 import type { Logger } from "@cloudrun-grpc/runtime";
@@ -36,17 +36,14 @@ export class StatsReporter {
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private dropped = 0;
-  // Shrinks while isolating an event stats rejects; back to maxBatch after a success.
-  private batchLimit: number;
+  private rejected = 0;
   private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly client: StatsServiceClient,
     private readonly logger: Logger,
     private readonly options: ReporterOptions = defaultReporterOptions,
-  ) {
-    this.batchLimit = options.maxBatch;
-  }
+  ) {}
 
   /** Queues an event with a fresh id; never throws, never waits. */
   report(event: NewEvent): void {
@@ -89,7 +86,7 @@ export class StatsReporter {
       for (const wake of this.idleWaiters.splice(0)) wake();
       return;
     }
-    const batch = this.queue.slice(0, this.batchLimit);
+    const batch = this.queue.slice(0, this.options.maxBatch);
     this.sending = true;
     try {
       this.client.RecordEvents(
@@ -105,8 +102,8 @@ export class StatsReporter {
 
   private sent(batch: stats.Event[], error: Error | null): void {
     this.sending = false;
-    if (error && (error as Partial<grpc.ServiceError>).code === grpc.status.INVALID_ARGUMENT) {
-      this.isolateRejected(batch, error);
+    if (error && this.dropRejectedEvent(batch, error)) {
+      this.sendNext();
       return;
     }
     if (error) {
@@ -127,7 +124,6 @@ export class StatsReporter {
     }
     if (this.failures > 0) this.logger.info({ after: this.failures }, "stats reachable again");
     this.failures = 0;
-    this.batchLimit = this.options.maxBatch;
     // Events queued meanwhile stay behind the batch. The batch may have lost its oldest
     // events to a full queue meanwhile, so remove what is left of it by id.
     const sentIds = new Set(batch.map((event) => event.id));
@@ -135,17 +131,22 @@ export class StatsReporter {
     this.sendNext();
   }
 
-  private isolateRejected(batch: stats.Event[], error: Error): void {
-    if (batch.length > 1) {
-      this.batchLimit = Math.ceil(batch.length / 2);
-    } else {
-      const [rejected] = batch;
-      this.queue = this.queue.filter((event) => event !== rejected);
+  /** Drops the event an INVALID_ARGUMENT names; false when it names none of this batch. */
+  private dropRejectedEvent(batch: stats.Event[], error: Error): boolean {
+    const { code, details } = error as Partial<grpc.ServiceError>;
+    if (code !== grpc.status.INVALID_ARGUMENT) return false;
+    const index = Number(/^events\[(\d+)\]/.exec(details ?? "")?.[1]);
+    const rejected = batch[index];
+    const at = rejected ? this.queue.indexOf(rejected) : -1;
+    if (at < 0) return false;
+    this.queue.splice(at, 1);
+    this.rejected += 1;
+    if (this.rejected === 1 || this.rejected % 100 === 0) {
       this.logger.error(
-        { err: error, eventId: rejected?.id },
+        { err: error, eventId: rejected?.id, rejected: this.rejected },
         "stats rejected a report as invalid: dropping it",
       );
     }
-    this.sendNext();
+    return true;
   }
 }

@@ -34,14 +34,17 @@ class FakeStats {
     callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
   ): void {
     const events = request.events ?? [];
-    const invalid = events.some((event) => event.caller === this.rejectCaller);
+    const badIndex = events.findIndex((event) => event.caller === this.rejectCaller);
+    const invalid = badIndex >= 0;
     const call: Call = { events, failed: this.failing || invalid };
     this.calls.push(call);
     setImmediate(() => {
       if (invalid) {
-        const error = Object.assign(new Error("3 INVALID_ARGUMENT: bad event"), {
+        // As stats says it: the bad event's index first.
+        const details = `events[${badIndex}].caller is not allowed`;
+        const error = Object.assign(new Error(`3 INVALID_ARGUMENT: ${details}`), {
           code: grpc.status.INVALID_ARGUMENT,
-          details: "bad event",
+          details,
           metadata: new grpc.Metadata(),
         });
         callback(error);
@@ -218,7 +221,40 @@ describe("StatsReporter", () => {
       fake.delivered.map((delivered) => delivered.caller),
       names.filter((name) => name !== "bad"),
     );
-    // Every batch that held the bad event was rejected, never retried unchanged forever.
-    assert.ok(fake.calls.length < 20, `${fake.calls.length} calls`);
+    // One rejected call for the bad event, then the rest goes out.
+    assert.equal(fake.calls.filter((call) => call.failed).length, 1);
+  });
+
+  test("an INVALID_ARGUMENT that names no event is retried like any failure, nothing dropped", async () => {
+    let vagueRejections = 2;
+    const calls: stats.Event[][] = [];
+    const client = {
+      RecordEvents(
+        request: stats.RecordEventsRequest,
+        _options: grpc.CallOptions,
+        callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
+      ) {
+        calls.push(request.events ?? []);
+        setImmediate(() => {
+          if (vagueRejections-- > 0) {
+            callback(
+              Object.assign(new Error("3 INVALID_ARGUMENT: nope"), {
+                code: grpc.status.INVALID_ARGUMENT,
+                details: "nope",
+                metadata: new grpc.Metadata(),
+              }),
+            );
+          } else callback(null, { accepted: request.events?.length ?? 0, duplicates: 0 });
+        });
+      },
+    } as unknown as StatsServiceClient;
+    const reporter = new StatsReporter(client, logger, options);
+    for (const name of ["a", "b", "c"]) reporter.report(event(name));
+    assert.equal(await reporter.flush(5_000), 0);
+    assert.deepEqual(
+      calls.at(-1)?.map((sent) => sent.caller),
+      ["a", "b", "c"],
+    );
+    assert.equal(calls.length, 3);
   });
 });

@@ -134,6 +134,31 @@ describe("MemoryStatsStore", () => {
     assert.deepEqual(entry, { location: a, name: "New Mill", lookups: 4 });
   });
 
+  test("namedOnly lists only named locations, however many unnamed ones are looked up more", async () => {
+    const store = new MemoryStatsStore();
+    const unnamed = Array.from({ length: 20 }, (_, index) => ({
+      latitude: index,
+      longitude: index,
+    }));
+    await store.record(unnamed.flatMap((point) => [lookup(point), lookup(point)]));
+    await store.record([lookup(b, "Old Mill")]);
+    const { snapshot, lookupsWithin } = await store.snapshot({
+      topN: 5,
+      namedOnly: true,
+      within: {
+        minLatitude: -900_000_000,
+        maxLatitude: 900_000_000,
+        minLongitude: -1_800_000_000,
+        maxLongitude: 1_800_000_000,
+      },
+    });
+    assert.deepEqual(snapshot.topFeatures, [{ location: b, name: "Old Mill", lookups: 1 }]);
+    assert.equal(lookupsWithin, 41, "unnamed look-ups still count in the area total");
+    const all = await store.snapshot({ topN: 5 });
+    assert.equal(all.snapshot.topFeatures.length, 5);
+    assert.ok(all.snapshot.topFeatures.every((entry) => entry.name === ""));
+  });
+
   test("within filters the top features and counts lookupsWithin, edges included", async () => {
     const store = new MemoryStatsStore();
     await store.record([lookup(a), lookup(b), lookup(b), lookup(c), lookup(c), lookup(c)]);
