@@ -29,6 +29,15 @@ export interface LocalTokenAuthority {
   metadataHosts: Record<string, string>;
   /** Tokens minted so far, by `${email} ${audience}`. */
   mintedTokens: Map<string, number>;
+  /**
+   * Signs any claims with the authority's current key: for tests of what a verifier must
+   * refuse (odd lifetimes, wrong issuers). `kid` overrides the key id in the header.
+   */
+  sign(claims: Record<string, unknown>, header?: { kid?: string }): Promise<string>;
+  /** Starts signing with a new key (published next to the old one), as key rotation does. */
+  rotateKey(): Promise<void>;
+  /** How many times the JWKS was fetched. */
+  jwksFetches(): number;
   close(): Promise<void>;
 }
 
@@ -51,15 +60,26 @@ export async function startLocalTokenAuthority(
 ): Promise<LocalTokenAuthority> {
   const host = options.host ?? "127.0.0.1";
   const lifetime = options.tokenLifetimeSeconds ?? 3600;
-  const { privateKey, publicKey } = await generateKeyPair("RS256");
-  const kid = randomUUID();
-  const jwk: JWK = { ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" };
+  const published: JWK[] = [];
+  let signing: {
+    kid: string;
+    privateKey: Awaited<ReturnType<typeof generateKeyPair>>["privateKey"];
+  };
+  const newKey = async () => {
+    const { privateKey, publicKey } = await generateKeyPair("RS256");
+    const kid = randomUUID();
+    published.push({ ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" });
+    signing = { kid, privateKey };
+  };
+  await newKey();
   const mintedTokens = new Map<string, number>();
   const servers: Server[] = [];
+  let jwksFetches = 0;
 
   const keysServer = createServer((request, response) => {
     if (request.method === "GET" && request.url === "/jwks") {
-      reply(response, 200, JSON.stringify({ keys: [jwk] }), "application/json");
+      jwksFetches += 1;
+      reply(response, 200, JSON.stringify({ keys: published }), "application/json");
     } else reply(response, 404, "not found");
   });
   servers.push(keysServer);
@@ -70,13 +90,13 @@ export async function startLocalTokenAuthority(
     mintedTokens.set(key, (mintedTokens.get(key) ?? 0) + 1);
     const now = Math.floor(Date.now() / 1000);
     return new SignJWT({ email, email_verified: true, azp: email })
-      .setProtectedHeader({ alg: "RS256", kid, typ: "JWT" })
+      .setProtectedHeader({ alg: "RS256", kid: signing.kid, typ: "JWT" })
       .setIssuer(issuer)
       .setSubject(email)
       .setAudience(audience)
       .setIssuedAt(now)
       .setExpirationTime(now + lifetime)
-      .sign(privateKey);
+      .sign(signing.privateKey);
   }
 
   function metadataHandler(email: string) {
@@ -121,6 +141,12 @@ export async function startLocalTokenAuthority(
     jwksUrl: `${issuer}/jwks`,
     metadataHosts,
     mintedTokens,
+    sign: (claims, header) =>
+      new SignJWT(claims)
+        .setProtectedHeader({ alg: "RS256", kid: header?.kid ?? signing.kid, typ: "JWT" })
+        .sign(signing.privateKey),
+    rotateKey: newKey,
+    jwksFetches: () => jwksFetches,
     close: async () => {
       await Promise.all(
         servers.map(

@@ -1,0 +1,184 @@
+// Incoming: checks a Google ID token (or one from the local token authority, the same way)
+// and says who the caller is, or why not. RS256 only, against the issuer's published keys
+// (fetched once, cached, fetched again when a token names an unknown key), audience compared
+// exactly, issuer from an allow-list, expiry and issue time with a small skew, and a bounded
+// lifetime. Tokens already verified are remembered until they expire, so a caller that sends
+// the same token on every call pays for one signature check, not one per call.
+import {
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  type JWTPayload,
+  errors as joseErrors,
+  jwtVerify,
+} from "jose";
+
+/** Google's ID tokens: either spelling of the issuer, one key set. */
+export const googleIssuers: Record<string, string> = {
+  "https://accounts.google.com": "https://www.googleapis.com/oauth2/v3/certs",
+  "accounts.google.com": "https://www.googleapis.com/oauth2/v3/certs",
+};
+
+export interface VerifierOptions {
+  /** The service's own URL(s): a token's `aud` must equal one of them exactly. */
+  audiences: string[];
+  /** Allowed issuer → the URL of its JWKS. */
+  issuers: Record<string, string>;
+  /** Tolerance for `exp` and `iat`, in seconds. */
+  clockSkewSeconds?: number;
+  /** Longest accepted `exp - iat`; Google's ID tokens live one hour. */
+  maxLifetimeSeconds?: number;
+  /** Longer tokens are refused before any parsing. */
+  maxTokenBytes?: number;
+  /** How many verified tokens to remember. */
+  cacheSize?: number;
+  /** Least time between two fetches of a key set for an unknown key id, in ms. */
+  keyRefetchCooldownMs?: number;
+}
+
+export interface VerifiedCaller {
+  email: string;
+  /** When the token expires (ms since the epoch). */
+  expiresAt: number;
+}
+
+/** Why a token was not accepted; the message names the check and never contains the token. */
+export class TokenRejected extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = "TokenRejected";
+  }
+}
+
+export class IdTokenVerifier {
+  private readonly keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+  private readonly verified = new Map<string, VerifiedCaller>();
+  private readonly skew: number;
+  private readonly maxLifetime: number;
+  private readonly maxTokenBytes: number;
+  private readonly cacheSize: number;
+  /** Signature checks made so far (tokens not found among those already verified). */
+  signatureChecks = 0;
+
+  constructor(private readonly options: VerifierOptions) {
+    if (options.audiences.length === 0) throw new Error("a verifier needs at least one audience");
+    if (Object.keys(options.issuers).length === 0)
+      throw new Error("a verifier needs at least one issuer");
+    this.skew = options.clockSkewSeconds ?? 30;
+    this.maxLifetime = options.maxLifetimeSeconds ?? 24 * 3600;
+    this.maxTokenBytes = options.maxTokenBytes ?? 16 * 1024;
+    this.cacheSize = options.cacheSize ?? 10_000;
+    for (const [issuer, jwksUrl] of Object.entries(options.issuers)) {
+      this.keySets.set(
+        issuer,
+        createRemoteJWKSet(new URL(jwksUrl), {
+          cooldownDuration: options.keyRefetchCooldownMs ?? 30_000,
+          timeoutDuration: 5_000,
+        }),
+      );
+    }
+  }
+
+  /** The verified caller, or a TokenRejected saying which check failed. */
+  async verify(token: string): Promise<VerifiedCaller> {
+    const known = this.verified.get(token);
+    if (known) {
+      if (known.expiresAt + this.skew * 1000 > Date.now()) return known;
+      this.verified.delete(token);
+    }
+    const caller = await this.check(token);
+    this.remember(token, caller);
+    return caller;
+  }
+
+  private async check(token: string): Promise<VerifiedCaller> {
+    this.signatureChecks += 1;
+    if (token.length > this.maxTokenBytes) {
+      throw new TokenRejected(`token is longer than ${this.maxTokenBytes} bytes`);
+    }
+    if (token.split(".").length !== 3)
+      throw new TokenRejected("token is not a JWT (an access token?)");
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new TokenRejected("token header is malformed");
+    }
+    if (alg !== "RS256")
+      throw new TokenRejected(`token algorithm ${JSON.stringify(alg)} is not RS256`);
+
+    const issuer = unverifiedIssuer(token);
+    const keySet = issuer === undefined ? undefined : this.keySets.get(issuer);
+    if (!keySet) throw new TokenRejected("token issuer is not allowed");
+
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, keySet, {
+        algorithms: ["RS256"],
+        issuer,
+        audience: this.options.audiences,
+        clockTolerance: this.skew,
+        maxTokenAge: this.maxLifetime,
+        requiredClaims: ["exp", "iat"],
+      }));
+    } catch (error) {
+      throw new TokenRejected(describeJoseError(error));
+    }
+    const {
+      exp,
+      iat,
+      email,
+      email_verified: emailVerified,
+    } = payload as JWTPayload & {
+      email?: unknown;
+      email_verified?: unknown;
+    };
+    if (typeof exp !== "number" || typeof iat !== "number" || exp - iat > this.maxLifetime) {
+      throw new TokenRejected(`token lifetime is over ${this.maxLifetime} s`);
+    }
+    if (typeof email !== "string" || email === "")
+      throw new TokenRejected("token has no email claim");
+    if (emailVerified !== true) throw new TokenRejected("token email is not verified");
+    return { email, expiresAt: exp * 1000 };
+  }
+
+  private remember(token: string, caller: VerifiedCaller): void {
+    if (this.verified.size >= this.cacheSize) {
+      // Oldest first: Map keeps insertion order.
+      const oldest = this.verified.keys().next().value;
+      if (oldest !== undefined) this.verified.delete(oldest);
+    }
+    this.verified.set(token, caller);
+  }
+}
+
+function unverifiedIssuer(token: string): string | undefined {
+  try {
+    const payload = JSON.parse(
+      Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8"),
+    );
+    return typeof payload?.iss === "string" ? payload.iss : undefined;
+  } catch {
+    throw new TokenRejected("token payload is malformed");
+  }
+}
+
+function describeJoseError(error: unknown): string {
+  if (error instanceof joseErrors.JWTExpired) return "token has expired";
+  if (error instanceof joseErrors.JWTClaimValidationFailed) {
+    if (error.claim === "aud") return "token audience is not this service";
+    if (error.claim === "iat") return "token issue time is in the future or too old";
+    if (error.claim === "nbf") return "token is not valid yet";
+    return `token claim ${JSON.stringify(error.claim)} failed: ${error.reason}`;
+  }
+  if (error instanceof joseErrors.JWKSNoMatchingKey) return "token key id is unknown to the issuer";
+  if (error instanceof joseErrors.JWSSignatureVerificationFailed)
+    return "token signature is invalid";
+  // A failed fetch of the key set is not a JOSE error (fetch throws its own): fail closed.
+  if (error instanceof joseErrors.JWKSTimeout || !(error instanceof joseErrors.JOSEError)) {
+    return "issuer keys are unreachable";
+  }
+  if (error instanceof joseErrors.JWKSInvalid) return "issuer keys are unreachable or invalid";
+  if (error instanceof joseErrors.JWSInvalid || error instanceof joseErrors.JWTInvalid)
+    return "token is malformed";
+  return "token is invalid";
+}

@@ -1,0 +1,173 @@
+// Every way a token can be wrong is refused, with a message that names the check and never
+// the token; a good token costs one signature check however often it comes.
+import assert from "node:assert/strict";
+import { createPublicKey, generateKeyPairSync, randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, test } from "node:test";
+import { SignJWT } from "jose";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/local-authority.js";
+import { IdTokenVerifier, TokenRejected } from "../src/verify.js";
+
+const email = "gateway-svc@local-project.iam.gserviceaccount.com";
+const audience = "http://127.0.0.1:50052";
+
+describe("IdTokenVerifier", () => {
+  let authority: LocalTokenAuthority;
+  let verifier: IdTokenVerifier;
+  const now = () => Math.floor(Date.now() / 1000);
+  /** Claims of a good token (each one distinct); each case changes one thing. */
+  const good = () => ({
+    jti: randomUUID(),
+    iss: authority.issuer,
+    aud: audience,
+    email,
+    email_verified: true,
+    sub: email,
+    iat: now(),
+    exp: now() + 3600,
+  });
+
+  before(async () => {
+    authority = await startLocalTokenAuthority({ identities: { gateway: email } });
+    verifier = new IdTokenVerifier({
+      audiences: [audience],
+      issuers: { [authority.issuer]: authority.jwksUrl },
+      keyRefetchCooldownMs: 0,
+    });
+  });
+  after(async () => {
+    await authority?.close();
+  });
+
+  async function rejected(token: string, reason: RegExp) {
+    await assert.rejects(verifier.verify(token), (error: unknown) => {
+      assert.ok(error instanceof TokenRejected, `a TokenRejected, got ${String(error)}`);
+      assert.match(error.message, reason);
+      assert.ok(!error.message.includes(token.slice(0, 20)), "the message never echoes the token");
+      return true;
+    });
+  }
+
+  test("a good token gives the caller's email and expiry", async () => {
+    const claims = good();
+    const caller = await verifier.verify(await authority.sign(claims));
+    assert.deepEqual(caller, { email, expiresAt: claims.exp * 1000 });
+  });
+
+  test("the same token again costs no signature check", async () => {
+    const token = await authority.sign(good());
+    const before = verifier.signatureChecks;
+    for (let index = 0; index < 1000; index += 1) await verifier.verify(token);
+    assert.equal(verifier.signatureChecks - before, 1);
+  });
+
+  test("garbage, access tokens and oversized tokens are refused before any crypto", async () => {
+    await rejected("garbage", /not a JWT/);
+    await rejected("ya29.a0AfH6SMB-not-an-id-token", /not a JWT/);
+    await rejected("a.b.c", /header is malformed/);
+    await rejected(`${"x".repeat(17 * 1024)}.y.z`, /longer than 16384 bytes/);
+  });
+
+  test("audiences are compared exactly", async () => {
+    await rejected(
+      await authority.sign({ ...good(), aud: "http://127.0.0.1:9999" }),
+      /audience is not this service/,
+    );
+    await rejected(
+      await authority.sign({ ...good(), aud: `${audience}/` }),
+      /audience is not this service/,
+    );
+    await rejected(
+      await authority.sign({ ...good(), aud: audience.replace("http:", "https:") }),
+      /audience/,
+    );
+  });
+
+  test("expired, not yet valid, issued in the future, no exp, too long a life: refused", async () => {
+    await rejected(
+      await authority.sign({ ...good(), iat: now() - 7200, exp: now() - 3600 }),
+      /expired/,
+    );
+    await rejected(await authority.sign({ ...good(), nbf: now() + 600 }), /not valid yet/);
+    await rejected(
+      await authority.sign({ ...good(), iat: now() + 600, exp: now() + 4200 }),
+      /issue time/,
+    );
+    const { exp: _exp, ...noExp } = good();
+    await rejected(await authority.sign(noExp), /"exp"/);
+    await rejected(
+      await authority.sign({ ...good(), exp: now() + 25 * 3600 }),
+      /lifetime is over 86400 s/,
+    );
+  });
+
+  test("wrong issuer, no email, unverified email: refused", async () => {
+    await rejected(
+      await authority.sign({ ...good(), iss: "https://accounts.google.com" }),
+      /issuer is not allowed/,
+    );
+    const { email: _email, ...noEmail } = good();
+    await rejected(await authority.sign(noEmail), /no email claim/);
+    await rejected(
+      await authority.sign({ ...good(), email_verified: false }),
+      /email is not verified/,
+    );
+  });
+
+  test("forged tokens are refused: other key, tampered payload, alg none, HS256 with the public key", async () => {
+    const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const currentKid = JSON.parse(
+      Buffer.from((await authority.sign(good())).split(".")[0] as string, "base64url").toString(),
+    ).kid;
+    const otherKey = await new SignJWT(good())
+      .setProtectedHeader({ alg: "RS256", kid: currentKid })
+      .sign(privateKey);
+    await rejected(otherKey, /signature is invalid/);
+
+    const [header, , signature] = (await authority.sign(good())).split(".");
+    const tampered = Buffer.from(
+      JSON.stringify({ ...good(), email: "admin@example.com" }),
+    ).toString("base64url");
+    await rejected(`${header}.${tampered}.${signature}`, /signature is invalid/);
+
+    const none = Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url");
+    await rejected(
+      `${none}.${Buffer.from(JSON.stringify(good())).toString("base64url")}.`,
+      /algorithm "none" is not RS256/,
+    );
+
+    const jwks = (await (await fetch(authority.jwksUrl)).json()) as { keys: object[] };
+    const publicPem = createPublicKey({ key: jwks.keys[0] as never, format: "jwk" }).export({
+      type: "spki",
+      format: "pem",
+    });
+    const hs256 = await new SignJWT(good())
+      .setProtectedHeader({ alg: "HS256" })
+      .sign(new TextEncoder().encode(String(publicPem)));
+    await rejected(hs256, /algorithm "HS256" is not RS256/);
+  });
+
+  test("an unknown key id is looked up again (rotation works), and refused if still unknown", async () => {
+    await authority.rotateKey();
+    const fetchesBefore = authority.jwksFetches();
+    assert.equal((await verifier.verify(await authority.sign(good()))).email, email);
+    assert.equal(authority.jwksFetches(), fetchesBefore + 1, "the key set was fetched again once");
+    await rejected(await authority.sign(good(), { kid: "no-such-key" }), /key id is unknown/);
+  });
+
+  test("when the issuer's keys cannot be fetched, every token is refused (fail closed)", async () => {
+    const dead = createServer((_request, response) => response.destroy());
+    await new Promise<void>((resolve) => dead.listen(0, "127.0.0.1", resolve));
+    const port = (dead.address() as AddressInfo).port;
+    const closedVerifier = new IdTokenVerifier({
+      audiences: [audience],
+      issuers: { [authority.issuer]: `http://127.0.0.1:${port}/jwks` },
+    });
+    await assert.rejects(
+      closedVerifier.verify(await authority.sign(good())),
+      /issuer keys are unreachable/,
+    );
+    await new Promise((resolve) => dead.close(resolve));
+  });
+});
