@@ -1,0 +1,4 @@
+export * from "./interceptors.js";
+export * from "./tokens.js";
+export * from "./topology.js";
+export * from "./verify.js";

@@ -1,0 +1,27 @@
+// The ID token travels as gRPC metadata set by a client interceptor, not as call credentials:
+// grpc-js refuses call credentials on insecure channels, and the local stack is h2c.
+import * as grpc from "@grpc/grpc-js";
+import type { IdTokenSource } from "./tokens.js";
+
+/** Adds `authorization: Bearer <ID token for the peer>` to every call; fails fast without one. */
+export function idTokenInterceptor(source: IdTokenSource): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        source.token().then(
+          (token) => {
+            metadata.set("authorization", `Bearer ${token}`);
+            next(metadata, listener);
+          },
+          (error: Error) => {
+            // Never started: nothing reaches the peer; the caller gets the reason at once.
+            listener.onReceiveStatus({
+              code: grpc.status.UNAUTHENTICATED,
+              details: `no ID token for ${source.audience}: ${error.message}`,
+              metadata: new grpc.Metadata(),
+            });
+          },
+        );
+      },
+    });
+}
