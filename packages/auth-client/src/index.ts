@@ -1,4 +1,5 @@
 export * from "./interceptors.js";
+export * from "./server-auth.js";
 export * from "./tokens.js";
 export * from "./topology.js";
 export * from "./verify.js";
