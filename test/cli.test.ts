@@ -2,17 +2,20 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
-import { connectGateway, point, recordRoute, routeChat } from "@cloudrun-grpc/cli";
+import { point, recordRoute, routeChat } from "@cloudrun-grpc/cli";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import * as grpc from "@grpc/grpc-js";
+import { stackGatewayClient } from "./support/grpc.js";
 
 const cliEntry = new URL("../packages/cli/dist/main.js", import.meta.url).pathname;
 
+// The CLI gets its ID token as a user's would: google-auth-library asks the metadata server,
+// here the stack's local token authority, as the local client identity.
+let cliEnv: Record<string, string> = { PATH: process.env.PATH ?? "" };
+
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cliEntry, ...args], {
-      env: { PATH: process.env.PATH ?? "" },
-    });
+    const child = spawn(process.execPath, [cliEntry, ...args], { env: cliEnv });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
@@ -36,6 +39,7 @@ describe("the routeguide CLI", () => {
       },
     });
     gateway = ["--gateway", stack.gateway.url, "--timeout", "20"];
+    cliEnv = { ...cliEnv, GCE_METADATA_HOST: stack.auth?.authority.metadataHosts.client as string };
   });
   after(async () => {
     await stack?.stop();
@@ -169,7 +173,7 @@ describe("the routeguide CLI", () => {
     const unhandled: unknown[] = [];
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on("unhandledRejection", onUnhandled);
-    const client = connectGateway(stack.gateway.url);
+    const client = await stackGatewayClient(stack);
     try {
       const lines: string[] = [];
       const ctx = { client, out: (line: string) => lines.push(line), timeoutMs: 20_000 };

@@ -10,10 +10,9 @@
 import assert from "node:assert/strict";
 import type { ClientHttp2Stream, IncomingHttpHeaders } from "node:http2";
 import { after, before, describe, test } from "node:test";
-import { connectGateway } from "@cloudrun-grpc/cli";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import type { gateway } from "@cloudrun-grpc/proto";
-import { deadline, healthStatus, targetOf, unary } from "./support/grpc.js";
+import { deadline, healthStatus, stackGatewayClient, targetOf, unary } from "./support/grpc.js";
 import {
   cpuSeconds,
   encodeRouteChatRequest,
@@ -146,7 +145,11 @@ describe("flow control through the gateway", () => {
     bounded,
     async () => {
       const before = resident();
-      const call = openRawCall(stack.gateway.url, routeChat);
+      const call = openRawCall(
+        stack.gateway.url,
+        routeChat,
+        await stack.auth?.tokenFor("client", stack.gateway.url),
+      );
       let headers: IncomingHttpHeaders | undefined;
       call.stream.on("response", (received) => {
         headers = received;
@@ -209,7 +212,7 @@ describe("flow control through the gateway", () => {
       // The system gets over it: every service is serving and a normal call works.
       for (const service of stack.services)
         assert.equal(await healthStatus(targetOf(service.url), ""), "SERVING", service.name);
-      const client = connectGateway(stack.gateway.url);
+      const client = await stackGatewayClient(stack);
       try {
         const response = await unary<gateway.GetFeatureResponse__Output>((done) =>
           client.GetFeature({ point: { latitude: 1, longitude: 1 } }, deadline(), done),
@@ -233,7 +236,11 @@ describe("flow control through the gateway", () => {
     let expected = 0;
     for (let index = 0; index < notes; index += 1) expected += Math.floor(index / locations);
 
-    const call = openRawCall(stack.gateway.url, routeChat);
+    const call = openRawCall(
+      stack.gateway.url,
+      routeChat,
+      await stack.auth?.tokenFor("client", stack.gateway.url),
+    );
     try {
       const writer: Writer = { accepted: 0, written: 0 };
       await writeUntilHeldBack(call.stream, writer, notes, makeNote);

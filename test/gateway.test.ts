@@ -4,7 +4,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { connectGateway } from "@cloudrun-grpc/cli";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient, gateway, routeguide } from "@cloudrun-grpc/proto";
 import { serviceNames } from "@cloudrun-grpc/proto";
@@ -17,6 +16,7 @@ import {
   failure,
   healthStatus,
   reflectedServices,
+  stackGatewayClient,
   targetOf,
   unary,
 } from "./support/grpc.js";
@@ -61,7 +61,7 @@ describe("gateway → route → stats, end to end", () => {
 
   before(async () => {
     stack = await startStack({ env: { stats: { STATS_WATCH_COALESCE_MS: "200" } } });
-    client = connectGateway(stack.gateway.url);
+    client = await stackGatewayClient(stack);
   });
   after(async () => {
     client?.close();
@@ -299,7 +299,11 @@ describe("gateway → route → stats, end to end", () => {
     );
     assert.deepEqual(snapshot.topFeatures, top);
     assert.deepEqual(snapshot.callers, [
-      { caller: "", routesRecorded: expected.routes.length, featureLookups: totalLookups },
+      {
+        caller: stack.auth?.emails.gateway as string,
+        routesRecorded: expected.routes.length,
+        featureLookups: totalLookups,
+      },
     ]);
 
     const topThree = await unary<gateway.GetStatsResponse__Output>((done) =>

@@ -1,11 +1,18 @@
 // Oversized input gets a clear status, never a crash or a hang, and the service stays healthy.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { connectGateway } from "@cloudrun-grpc/cli";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient, gateway } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { collect, deadline, failure, healthStatus, targetOf, unary } from "./support/grpc.js";
+import {
+  collect,
+  deadline,
+  failure,
+  healthStatus,
+  stackGatewayClient,
+  targetOf,
+  unary,
+} from "./support/grpc.js";
 
 const here = { latitude: 1, longitude: 1 };
 
@@ -15,7 +22,7 @@ describe("limits on one call's size and work", () => {
 
   before(async () => {
     stack = await startStack({ env: { route: { ROUTE_MAX_POINTS: "50", CHAT_MAX_NOTES: "20" } } });
-    client = connectGateway(stack.gateway.url);
+    client = await stackGatewayClient(stack);
   });
   after(async () => {
     client?.close();

@@ -2,7 +2,6 @@
 // new calls, lets the calls in flight finish, and exits 0.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { connectGateway } from "@cloudrun-grpc/cli";
 import { startService, startStack } from "@cloudrun-grpc/local-stack";
 import {
   createRouteGuideClient,
@@ -11,7 +10,15 @@ import {
   type stats,
 } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { collect, deadline, eventually, failure, targetOf, unary } from "./support/grpc.js";
+import {
+  collect,
+  deadline,
+  eventually,
+  failure,
+  stackGatewayClient,
+  targetOf,
+  unary,
+} from "./support/grpc.js";
 
 const here = { latitude: 1, longitude: 1 };
 
@@ -87,7 +94,7 @@ describe("graceful shutdown on SIGTERM", () => {
 
   test("gateway ends WatchStats streams it passes through with UNAVAILABLE, then exits 0", async () => {
     const stack = await startStack({ env: { gateway: { SHUTDOWN_GRACE_MS: "30000" } } });
-    const client = connectGateway(stack.gateway.url);
+    const client = await stackGatewayClient(stack);
     try {
       const watch = client.WatchStats({ topN: 1 });
       const ended = new Promise<grpc.StatusObject>((resolve) => watch.on("status", resolve));

@@ -23,7 +23,7 @@ describe("stats down", () => {
       env: { ROUTE_URL: route.url, STATS_URL: firstStats.url },
     });
     running.push(gatewayService);
-    const client = connectGateway(gatewayService.url);
+    const client = connectGateway(gatewayService.url, { kind: "none" });
     try {
       firstStats.child.kill("SIGKILL");
       await firstStats.exited;

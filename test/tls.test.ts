@@ -44,7 +44,7 @@ describe("peers over https:// (TLS on a Cloud Run-like front end)", () => {
       env: { ROUTE_URL: routeUrl, STATS_URL: stats.url, ...env },
     });
     started.push(service);
-    const client = connectGateway(service.url);
+    const client = connectGateway(service.url, { kind: "none" });
     clients.push(client);
     return client;
   }
@@ -99,6 +99,8 @@ describe("peers over https:// (TLS on a Cloud Run-like front end)", () => {
             process.execPath,
             [
               cli,
+              // This stack runs without auth; the TLS path is what is tested here.
+              "--no-token",
               "--gateway",
               `https://localhost:${gatewayProxy.port}`,
               "--timeout",

@@ -2,6 +2,9 @@
 import { createRequire } from "node:module";
 import { connect } from "node:net";
 import { dirname, join } from "node:path";
+import { connectGateway } from "@cloudrun-grpc/cli";
+import type { Stack } from "@cloudrun-grpc/local-stack";
+import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { service as healthServiceDefinition } from "grpc-health-check";
@@ -126,4 +129,11 @@ export function connectError(port: number): Promise<string | undefined> {
     });
     socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code));
   });
+}
+
+/** A gateway client of a stack started with auth: the local client identity's ID token. */
+export async function stackGatewayClient(stack: Stack): Promise<GatewayServiceClient> {
+  if (!stack.auth) return connectGateway(stack.gateway.url, { kind: "none" });
+  const token = await stack.auth.tokenFor("client", stack.gateway.url);
+  return connectGateway(stack.gateway.url, { kind: "token", token });
 }

@@ -88,7 +88,7 @@ export interface RawCall {
  * response stream is left paused: nothing is read until the caller resumes it (a 'data'
  * listener alone does not, once a stream is paused).
  */
-export function openRawCall(url: string, path: string): RawCall {
+export function openRawCall(url: string, path: string, token?: string): RawCall {
   const session = http2.connect(url);
   session.on("error", () => {});
   const stream = session.request({
@@ -96,6 +96,7 @@ export function openRawCall(url: string, path: string): RawCall {
     ":path": path,
     "content-type": "application/grpc",
     te: "trailers",
+    ...(token ? { authorization: `Bearer ${token}` } : {}),
   });
   stream.on("error", () => {});
   stream.pause();

@@ -1,3 +1,4 @@
+export * from "./config.js";
 export * from "./interceptors.js";
 export * from "./server-auth.js";
 export * from "./tokens.js";

@@ -1,10 +1,20 @@
 // The ID token travels as gRPC metadata set by a client interceptor, not as call credentials:
 // grpc-js refuses call credentials on insecure channels, and the local stack is h2c.
 import * as grpc from "@grpc/grpc-js";
-import type { IdTokenSource } from "./tokens.js";
+
+/** Where a client's tokens come from: an IdTokenSource, or a fixed token (CLI --token). */
+export interface TokenProvider {
+  audience: string;
+  token(): Promise<string>;
+}
+
+/** A token given from outside, e.g. `gcloud auth print-identity-token`. */
+export function fixedToken(audience: string, token: string): TokenProvider {
+  return { audience, token: async () => token };
+}
 
 /** Adds `authorization: Bearer <ID token for the peer>` to every call; fails fast without one. */
-export function idTokenInterceptor(source: IdTokenSource): grpc.Interceptor {
+export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
   return (options, nextCall) =>
     new grpc.InterceptingCall(nextCall(options), {
       start(metadata, listener, next) {

@@ -282,6 +282,7 @@ export async function demo(ctx: CommandContext) {
   ctx.out("== GetFeature (unary)");
   await getFeature(ctx, first);
   await getFeature(ctx, point(0, 0));
+  const before = await getStats({ ...ctx, out: () => {} }, 1);
   ctx.out("== RecordRoute (client streaming), 1000 points");
   await recordRoute(ctx, makeRoute(features, 1000));
   ctx.out("== RouteChat (bidi streaming)");
@@ -293,6 +294,13 @@ export async function demo(ctx: CommandContext) {
   ctx.out("== DescribeArea (gateway asks route and stats at once)");
   await describeArea(ctx, demoRegion, 3);
   ctx.out("== GetStats (unary)");
+  // route reports to stats off the client's path: wait (a little) until the route shows.
+  const recorded = (before?.routesRecorded ?? 0) + 1;
+  for (let tries = 0; tries < 50; tries += 1) {
+    const now = await getStats({ ...ctx, out: () => {} }, 1);
+    if ((now?.routesRecorded ?? 0) >= recorded) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   await getStats(ctx, 3);
   ctx.out("== WatchStats (server streaming), first update");
   await watchStats(ctx, 3, 1);

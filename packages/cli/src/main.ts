@@ -26,6 +26,9 @@ const usage = `usage: routeguide [--gateway URL] [--timeout SECONDS] <command> [
   --gateway URL      the gateway, e.g. http://127.0.0.1:8080 or https://gateway-xyz.a.run.app
                      (default: $GATEWAY_URL, else http://127.0.0.1:8080)
   --timeout SECONDS  deadline of each call, a whole number from 1 to 86400 (default 30)
+  --token TOKEN      the ID token to send (default: one for the gateway's URL from Application
+                     Default Credentials via google-auth-library; $ROUTEGUIDE_TOKEN works too)
+  --no-token         send no token (a stack running with AUTH_MODE=off)
 
 commands (coordinates in decimal degrees: latitude -90 to 90, longitude -180 to 180):
   get-feature LAT LNG                    the feature at a point
@@ -54,6 +57,8 @@ function parse() {
     allowPositionals: true,
     options: {
       gateway: { type: "string" },
+      token: { type: "string" },
+      "no-token": { type: "boolean" },
       timeout: { type: "string", default: "30" },
       top: { type: "string", default: "10" },
       points: { type: "string", default: "1000" },
@@ -106,7 +111,11 @@ if (!command) fail("a command is required");
 const gatewayUrl = values.gateway ?? process.env.GATEWAY_URL ?? "http://127.0.0.1:8080";
 let client: ReturnType<typeof connectGateway>;
 try {
-  client = connectGateway(gatewayUrl);
+  const token = values.token ?? process.env.ROUTEGUIDE_TOKEN;
+  client = connectGateway(
+    gatewayUrl,
+    values["no-token"] ? { kind: "none" } : token ? { kind: "token", token } : { kind: "adc" },
+  );
 } catch (error) {
   fail(`--gateway ${(error as Error).message}`);
 }

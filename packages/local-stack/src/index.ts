@@ -1,1 +1,2 @@
+export * from "./local-auth.js";
 export * from "./stack.js";

@@ -106,6 +106,12 @@ print(`route    listening on ${stack.route.url}`);
 print(`gateway  listening on ${stack.gateway.url}`);
 print("");
 
+// The demo calls the gateway as the local client identity, with an ID token that
+// google-auth-library gets from the local token authority (the metadata protocol).
+const clientMetadataHost = stack.auth?.authority.metadataHosts.client ?? "";
+process.env.GCE_METADATA_HOST = clientMetadataHost;
+print(`auth     ID tokens from the local token authority, issuer ${stack.auth?.authority.issuer}`);
+print("");
 const client = connectGateway(stack.gateway.url);
 try {
   await demo({ client, out: print, timeoutMs: 30_000 });
@@ -120,6 +126,13 @@ client.close();
 
 print("");
 print("The stack is running. Call it with the CLI, for example:");
-print(`  pnpm cli --gateway ${stack.gateway.url} get-stats`);
-print(`  pnpm cli --gateway ${stack.gateway.url} describe-area 40 -75 41 -74 --top 5`);
+print(
+  `  GCE_METADATA_HOST=${clientMetadataHost} pnpm cli --gateway ${stack.gateway.url} get-stats`,
+);
+print(
+  `  GCE_METADATA_HOST=${clientMetadataHost} pnpm cli --gateway ${stack.gateway.url} describe-area 40 -75 41 -74 --top 5`,
+);
+print(
+  "(GCE_METADATA_HOST points google-auth-library at the local token authority, as the local client.)",
+);
 print("Press Ctrl-C to stop.");

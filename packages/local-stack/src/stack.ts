@@ -3,8 +3,10 @@
 // `pnpm start` and the integration suite both start the system through here.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createRequire } from "node:module";
+import { type AddressInfo, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
+import { type StackAuth, startStackAuth } from "./local-auth.js";
 
 /** A service of the stack (not to be confused with the gRPC service names of the protos). */
 export type StackServiceName = "gateway" | "route" | "stats";
@@ -54,6 +56,8 @@ export async function startService(options: StartServiceOptions): Promise<Servic
       ...process.env,
       PORT: String(options.port ?? 0),
       HOST: host,
+      // Auth is off unless the caller configures it (startStack does).
+      AUTH_MODE: "off",
       ...options.env,
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -140,6 +144,8 @@ export interface Stack {
   route: ServiceProcess;
   stats: ServiceProcess;
   services: ServiceProcess[];
+  /** The identities, tokens and authority of the stack; absent when started with `auth: false`. */
+  auth: StackAuth | undefined;
   /** Stops all three (gateway first, so no new work reaches the others) and waits for them. */
   stop(): Promise<void>;
 }
@@ -149,6 +155,8 @@ export interface StackOptions {
   /** Extra environment per service (and for all). */
   env?: Partial<Record<StackServiceName | "all", Record<string, string>>>;
   onLine?: StartServiceOptions["onLine"];
+  /** Service-to-service auth with ID tokens from a local token authority (default true). */
+  auth?: boolean;
   /**
    * Aborting it stops a start under way: startStack checks it before starting each service
    * (and a service still starting is killed), stops the services already started, and
@@ -161,12 +169,20 @@ export interface StackOptions {
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { signal } = options;
   const started: ServiceProcess[] = [];
+  const auth = options.auth === false ? undefined : await startStackAuth();
   const start = async (name: StackServiceName, peers: Record<string, string>) => {
     signal?.throwIfAborted();
+    // With auth, a service must know its own URL (the audience) before it starts.
+    const port = options.ports?.[name] || (auth ? await freePort() : 0);
     const service = await startService({
       name,
-      port: options.ports?.[name] ?? 0,
-      env: { ...options.env?.all, ...peers, ...options.env?.[name] },
+      port,
+      env: {
+        ...auth?.envFor(name, `http://127.0.0.1:${port}`),
+        ...options.env?.all,
+        ...peers,
+        ...options.env?.[name],
+      },
       onLine: options.onLine,
       signal,
     });
@@ -184,12 +200,15 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       route,
       stats,
       services: [gateway, route, stats],
+      auth,
       async stop() {
         for (const service of [gateway, route, stats]) await service.stop();
+        await auth?.close();
       },
     };
   } catch (error) {
     await Promise.all(started.map((service) => service.stop()));
+    await auth?.close();
     if (signal?.aborted) {
       throw new Error("the stack's start was aborted; the services it had started are stopped", {
         cause: error,
@@ -197,4 +216,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     }
     throw error;
   }
+}
+
+/** A port free right now on 127.0.0.1 (for services that must know their URL before start). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 }

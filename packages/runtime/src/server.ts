@@ -91,6 +91,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
 export interface ServiceSetup {
   // biome-ignore lint/suspicious/noExplicitAny: each registration carries its own typed handlers
   services: ServiceRegistration<any>[];
+  /** Server interceptors, e.g. the auth check, run for every call before its handler. */
+  interceptors?: grpc.ServerInterceptor[];
   onDrain?: () => void;
   /**
    * After the server has closed: flush what must not be lost, close clients. Gets what is
@@ -124,6 +126,7 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
       shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
       services: service.services,
       onDrain: service.onDrain,
+      serverOptions: { interceptors: service.interceptors ?? [] },
     });
   } catch (error) {
     logger.fatal({ err: error }, "failed to start");

@@ -1,10 +1,14 @@
+import { authEnv, checkAuthConfig } from "@cloudrun-grpc/auth-client";
 import { peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 
-export const gatewayConfigSchema = z.object({
-  ...serverEnv,
-  ROUTE_URL: peerUrlVar("the route service"),
-  STATS_URL: peerUrlVar("the stats service"),
-});
+export const gatewayConfigSchema = z
+  .object({
+    ...serverEnv,
+    ...authEnv,
+    ROUTE_URL: peerUrlVar("the route service"),
+    STATS_URL: peerUrlVar("the stats service"),
+  })
+  .superRefine(checkAuthConfig);
 
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;

@@ -1,13 +1,17 @@
+import { authEnv, checkAuthConfig } from "@cloudrun-grpc/auth-client";
 import { integerVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 
-export const routeConfigSchema = z.object({
-  ...serverEnv,
-  STATS_URL: peerUrlVar("the stats service"),
-  // Bounds on one call's work: past them the call ends with RESOURCE_EXHAUSTED.
-  ROUTE_MAX_POINTS: integerVar(100_000, 1, 10_000_000),
-  // Each note is answered with the earlier notes at its place, so answers grow with notes².
-  CHAT_MAX_NOTES: integerVar(1_000, 1, 100_000),
-});
+export const routeConfigSchema = z
+  .object({
+    ...serverEnv,
+    ...authEnv,
+    STATS_URL: peerUrlVar("the stats service"),
+    // Bounds on one call's work: past them the call ends with RESOURCE_EXHAUSTED.
+    ROUTE_MAX_POINTS: integerVar(100_000, 1, 10_000_000),
+    // Each note is answered with the earlier notes at its place, so answers grow with notes².
+    CHAT_MAX_NOTES: integerVar(1_000, 1, 100_000),
+  })
+  .superRefine(checkAuthConfig);
 
 export type RouteConfig = z.infer<typeof routeConfigSchema>;

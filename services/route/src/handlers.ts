@@ -1,5 +1,6 @@
 // The four RouteGuide calls. Each validates what it reads (grpc-js decodes missing fields
 // as defaults and never rejects a message itself) and answers with a precise status.
+import { verifiedCaller } from "@cloudrun-grpc/auth-client";
 import type { RouteGuideServiceHandlers, routeguide } from "@cloudrun-grpc/proto";
 import {
   endWithError,
@@ -34,10 +35,6 @@ export interface RouteDependencies {
   limits: RouteLimits;
 }
 
-// The identity of whoever called route. Until calls carry verified ID tokens this is empty,
-// which the stats contract defines as "not authenticated".
-const unauthenticatedCaller = "";
-
 export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHandlers {
   const { features, report, logger, limits } = deps;
 
@@ -50,7 +47,7 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         const found = features.at(point);
         const feature = { name: found?.name ?? "", location: point };
         callback(null, { feature });
-        report({ caller: unauthenticatedCaller, featureLookedUp: { feature } });
+        report({ caller: verifiedCaller(call.metadata), featureLookedUp: { feature } });
       } catch (error) {
         callback(failed("GetFeature", error));
       }
@@ -108,7 +105,7 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         }
         const summary = recorder.summary();
         finish(null, summary);
-        report({ caller: unauthenticatedCaller, routeRecorded: { summary } });
+        report({ caller: verifiedCaller(call.metadata), routeRecorded: { summary } });
       });
       call.on("error", (error) => finish(error));
     },

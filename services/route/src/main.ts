@@ -1,4 +1,5 @@
 // route: the RouteGuide service. Reports what it did to stats, off the client's path.
+import { serviceAuth } from "@cloudrun-grpc/auth-client";
 import { createStatsClient, routeGuideService } from "@cloudrun-grpc/proto";
 import { connectPeer, runService } from "@cloudrun-grpc/runtime";
 import { routeConfigSchema } from "./config.js";
@@ -8,7 +9,10 @@ import { StatsReporter } from "./stats-reporter.js";
 
 await runService("route", routeConfigSchema, (config, logger) => {
   const features = FeatureIndex.load();
-  const stats = connectPeer(config.STATS_URL, createStatsClient);
+  const auth = serviceAuth(config);
+  const stats = connectPeer(config.STATS_URL, createStatsClient, {
+    interceptors: auth.clientInterceptors(config.STATS_URL.url),
+  });
   const reporter = new StatsReporter(stats, logger);
   logger.info({ features: features.features.length, stats: config.STATS_URL.url }, "peers");
   const handlers = routeGuideHandlers({
@@ -19,6 +23,7 @@ await runService("route", routeConfigSchema, (config, logger) => {
   });
   return {
     services: [routeGuideService(handlers)],
+    interceptors: auth.serverInterceptors,
     afterShutdown: async (remainingMs) => {
       // Calls are over; the last reports get the rest of the grace period to reach stats.
       const lost = await reporter.flush(remainingMs);

@@ -1,0 +1,98 @@
+// How a service is told about auth, from its environment (parsed with its other settings):
+//   AUTH_MODE              verify (default): every call needs a verified ID token of an allowed
+//                          invoker, and outgoing calls carry this service's own ID tokens;
+//                          off: neither (explicit, for benchmarks and experiments; never deploy).
+//   AUTH_AUDIENCES         this service's own URL(s), comma-separated: a token's aud must equal one.
+//   AUTH_ALLOWED_INVOKERS  emails allowed to call it, comma-separated (from infra/topology.json).
+//   AUTH_ISSUER, AUTH_JWKS_URL   the token issuer and its keys; default: Google.
+import type * as grpc from "@grpc/grpc-js";
+import { z } from "zod";
+import { idTokenInterceptor } from "./interceptors.js";
+import { serverAuthInterceptor } from "./server-auth.js";
+import { IdTokenSources } from "./tokens.js";
+import { googleIssuers, IdTokenVerifier } from "./verify.js";
+
+const list = z
+  .string()
+  .optional()
+  .transform((raw) =>
+    (raw ?? "")
+      .split(",")
+      .map((item) => item.trim())
+      .filter((item) => item !== ""),
+  );
+
+export const authEnv = {
+  AUTH_MODE: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const mode = raw === undefined || raw.trim() === "" ? "verify" : raw.trim();
+      if (mode === "verify" || mode === "off") return mode;
+      ctx.addIssue({
+        code: "custom",
+        message: `must be verify or off, got ${JSON.stringify(raw)}`,
+      });
+      return z.NEVER;
+    }),
+  AUTH_AUDIENCES: list,
+  AUTH_ALLOWED_INVOKERS: list,
+  AUTH_ISSUER: z.string().optional(),
+  AUTH_JWKS_URL: z.string().optional(),
+};
+
+export interface AuthConfig {
+  AUTH_MODE: "verify" | "off";
+  AUTH_AUDIENCES: string[];
+  AUTH_ALLOWED_INVOKERS: string[];
+  AUTH_ISSUER?: string | undefined;
+  AUTH_JWKS_URL?: string | undefined;
+}
+
+/** Cross-field checks for a schema that includes `authEnv` (use with `.superRefine`). */
+export function checkAuthConfig(config: AuthConfig, ctx: z.RefinementCtx): void {
+  if (config.AUTH_MODE === "off") return;
+  if (config.AUTH_AUDIENCES.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["AUTH_AUDIENCES"],
+      message:
+        "is required with AUTH_MODE=verify: this service's own URL(s), e.g. https://route-xyz.a.run.app",
+    });
+  }
+  if ((config.AUTH_ISSUER === undefined) !== (config.AUTH_JWKS_URL === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: [config.AUTH_ISSUER === undefined ? "AUTH_ISSUER" : "AUTH_JWKS_URL"],
+      message: "AUTH_ISSUER and AUTH_JWKS_URL go together (leave both unset for Google)",
+    });
+  }
+}
+
+export interface ServiceAuth {
+  /** For the service's own server. */
+  serverInterceptors: grpc.ServerInterceptor[];
+  /** For a client of the peer at `peerUrl` (the token's audience). */
+  clientInterceptors(peerUrl: string): grpc.Interceptor[];
+}
+
+export function serviceAuth(config: AuthConfig): ServiceAuth {
+  if (config.AUTH_MODE === "off") return { serverInterceptors: [], clientInterceptors: () => [] };
+  const issuers =
+    config.AUTH_ISSUER && config.AUTH_JWKS_URL
+      ? { [config.AUTH_ISSUER]: config.AUTH_JWKS_URL }
+      : googleIssuers;
+  const verifier = new IdTokenVerifier({ audiences: config.AUTH_AUDIENCES, issuers });
+  const sources = new IdTokenSources();
+  return {
+    serverInterceptors: [
+      serverAuthInterceptor({ verifier, allowedInvokers: config.AUTH_ALLOWED_INVOKERS }),
+    ],
+    clientInterceptors: (peerUrl) => {
+      const source = sources.forAudience(peerUrl);
+      // Fetch the first token now, not on the first call; a failure shows on the calls.
+      source.token().catch(() => {});
+      return [idTokenInterceptor(source)];
+    },
+  };
+}

@@ -1,0 +1,70 @@
+// Auth for the local stack, as on Cloud Run: one identity per service from infra/topology.json
+// (plus a local client identity that may call the gateway), ID tokens from the local token
+// authority through each service's GCE_METADATA_HOST, and each service told its own URL
+// (the audience), the issuer, and its allowed invokers.
+import {
+  allowedInvokerEmails,
+  loadTopology,
+  serviceAccountEmail,
+} from "@cloudrun-grpc/auth-client";
+import {
+  type LocalTokenAuthority,
+  startLocalTokenAuthority,
+} from "@cloudrun-grpc/auth-client/local-authority";
+
+export type Identity = "gateway" | "route" | "stats" | "client";
+
+/** The project id in the local identities' emails. */
+export const localProject = "local-project";
+
+export interface StackAuth {
+  authority: LocalTokenAuthority;
+  /** Each identity's service account email. */
+  emails: Record<Identity, string>;
+  /** The auth environment of a service listening at `url`. */
+  envFor(service: Exclude<Identity, "client">, url: string): Record<string, string>;
+  /** An ID token for `identity` with `audience`, asked of the authority as the metadata protocol does. */
+  tokenFor(identity: Identity, audience: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function startStackAuth(): Promise<StackAuth> {
+  const topology = loadTopology();
+  const accountOf = (service: string) => {
+    const id = topology.services[service]?.service_account_id;
+    if (!id) throw new Error(`infra/topology.json has no service ${JSON.stringify(service)}`);
+    return serviceAccountEmail(id, localProject);
+  };
+  const emails: Record<Identity, string> = {
+    gateway: accountOf("gateway"),
+    route: accountOf("route"),
+    stats: accountOf("stats"),
+    client: serviceAccountEmail("local-client", localProject),
+  };
+  const authority = await startLocalTokenAuthority({ identities: emails });
+  return {
+    authority,
+    emails,
+    envFor(service, url) {
+      const invokers = allowedInvokerEmails(topology, service, localProject);
+      // The gateway's external invokers: locally, the local client identity.
+      if (service === "gateway") invokers.push(emails.client);
+      return {
+        AUTH_MODE: "verify",
+        AUTH_AUDIENCES: url,
+        AUTH_ALLOWED_INVOKERS: invokers.join(","),
+        AUTH_ISSUER: authority.issuer,
+        AUTH_JWKS_URL: authority.jwksUrl,
+        GCE_METADATA_HOST: authority.metadataHosts[service] as string,
+      };
+    },
+    async tokenFor(identity, audience) {
+      const host = authority.metadataHosts[identity];
+      const url = `http://${host}/computeMetadata/v1/instance/service-accounts/default/identity?format=full&audience=${encodeURIComponent(audience)}`;
+      const response = await fetch(url, { headers: { "Metadata-Flavor": "Google" } });
+      if (!response.ok) throw new Error(`the local token authority answered ${response.status}`);
+      return response.text();
+    },
+    close: () => authority.close(),
+  };
+}

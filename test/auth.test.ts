@@ -1,0 +1,180 @@
+// Service-to-service auth on real processes: every edge of infra/topology.json is allowed,
+// every other caller is refused, bad tokens are refused, and tokens are fetched once.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { type Stack, type StackServiceName, startStack } from "@cloudrun-grpc/local-stack";
+import {
+  createGatewayClient,
+  createRouteGuideClient,
+  createStatsClient,
+} from "@cloudrun-grpc/proto";
+import * as grpc from "@grpc/grpc-js";
+import {
+  deadline,
+  failure,
+  healthStatus,
+  stackGatewayClient,
+  targetOf,
+  unary,
+} from "./support/grpc.js";
+
+type Caller = "gateway" | "route" | "stats" | "client";
+const here = { latitude: 1, longitude: 1 };
+
+describe("invoker-scoped auth across the services", () => {
+  let stack: Stack;
+  before(async () => {
+    stack = await startStack();
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  const auth = () => {
+    if (!stack.auth) throw new Error("the stack runs without auth");
+    return stack.auth;
+  };
+  const bearer = (token: string) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${token}`);
+    return metadata;
+  };
+  /** Calls `callee` directly: stats' GetStats, or route's or the gateway's GetFeature. */
+  async function callDirect(
+    callee: StackServiceName,
+    metadata: grpc.Metadata,
+  ): Promise<grpc.ServiceError | undefined> {
+    const target = targetOf(stack[callee].url);
+    const credentials = grpc.credentials.createInsecure();
+    const clients: grpc.Client[] = [];
+    const ask = (): Promise<unknown> => {
+      if (callee === "stats") {
+        const client = createStatsClient(target, credentials);
+        clients.push(client);
+        return unary((done) => client.GetStats({ topN: 1 }, metadata, deadline(), done));
+      }
+      const client =
+        callee === "route"
+          ? createRouteGuideClient(target, credentials)
+          : createGatewayClient(target, credentials);
+      clients.push(client);
+      return unary((done) => client.GetFeature({ point: here }, metadata, deadline(), done));
+    };
+    try {
+      await ask();
+      return undefined;
+    } catch (error) {
+      return error as grpc.ServiceError;
+    } finally {
+      for (const client of clients) client.close();
+    }
+  }
+  const tokenFrom = (caller: Caller, callee: StackServiceName) =>
+    auth().tokenFor(caller, stack[callee].url);
+
+  // First in this file: the tokens the tests below ask the authority for count there too.
+  test("1,000 calls through the gateway fetch at most one token per (caller, audience)", async () => {
+    const client = await stackGatewayClient(stack);
+    try {
+      for (let index = 0; index < 1000; index += 1) {
+        await unary((done) => client.GetFeature({ point: here }, deadline(), done));
+      }
+      await unary((done) => client.GetStats({ topN: 1 }, deadline(), done));
+    } finally {
+      client.close();
+    }
+    const minted = auth().authority.mintedTokens;
+    for (const [caller, callee] of [
+      ["gateway", "route"],
+      ["gateway", "stats"],
+      ["route", "stats"],
+    ] as [Caller, StackServiceName][]) {
+      assert.equal(
+        minted.get(`${auth().emails[caller]} ${stack[callee].url}`),
+        1,
+        `${caller} → ${callee}`,
+      );
+    }
+  });
+  test("every edge of the topology is allowed, with the caller's own token for the callee's URL", async () => {
+    for (const [caller, callee] of [
+      ["gateway", "route"],
+      ["gateway", "stats"],
+      ["route", "stats"],
+      ["client", "gateway"],
+    ] as [Caller, StackServiceName][]) {
+      const error = await callDirect(callee, bearer(await tokenFrom(caller, callee)));
+      assert.equal(error, undefined, `${caller} → ${callee}: ${error?.details}`);
+    }
+  });
+
+  test("every other caller gets PERMISSION_DENIED naming itself and the service", async () => {
+    const denied: [Caller, StackServiceName][] = [
+      ["stats", "route"],
+      ["route", "route"],
+      ["client", "route"],
+      ["client", "stats"],
+      ["stats", "stats"],
+      ["route", "gateway"],
+      ["stats", "gateway"],
+      ["gateway", "gateway"],
+    ];
+    for (const [caller, callee] of denied) {
+      const error = await callDirect(callee, bearer(await tokenFrom(caller, callee)));
+      assert.equal(error?.code, grpc.status.PERMISSION_DENIED, `${caller} → ${callee}`);
+      assert.match(error?.details ?? "", new RegExp(`^${auth().emails[caller]} may not call `));
+    }
+  });
+
+  test("no token or a bad token gets UNAUTHENTICATED, and the service stays healthy", async () => {
+    for (const callee of ["route", "stats"] as const) {
+      const now = Math.floor(Date.now() / 1000);
+      const claims = {
+        iss: auth().authority.issuer,
+        email: auth().emails.gateway,
+        email_verified: true,
+        iat: now,
+        exp: now + 3600,
+      };
+      const cases: [grpc.Metadata, RegExp][] = [
+        [new grpc.Metadata(), /^missing authorization/],
+        [bearer("garbage"), /not a JWT/],
+        [
+          bearer(await tokenFrom("gateway", callee === "route" ? "stats" : "route")),
+          /audience is not this service/,
+        ],
+        [
+          bearer(await auth().authority.sign({ ...claims, aud: `${stack[callee].url}/` })),
+          /audience is not this service/,
+        ],
+        [
+          bearer(
+            await auth().authority.sign({
+              ...claims,
+              aud: stack[callee].url,
+              iat: now - 7200,
+              exp: now - 3600,
+            }),
+          ),
+          /expired/,
+        ],
+        [
+          bearer(
+            await auth().authority.sign({
+              ...claims,
+              aud: stack[callee].url,
+              iss: "https://accounts.google.com",
+            }),
+          ),
+          /issuer is not allowed/,
+        ],
+      ];
+      for (const [metadata, details] of cases) {
+        const error = await callDirect(callee, metadata);
+        assert.equal(error?.code, grpc.status.UNAUTHENTICATED, `${callee}: ${details}`);
+        assert.match(error?.details ?? "", details);
+      }
+      assert.equal(await healthStatus(targetOf(stack[callee].url), ""), "SERVING");
+    }
+  });
+});
