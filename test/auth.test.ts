@@ -136,38 +136,42 @@ describe("invoker-scoped auth across the services", () => {
         iat: now,
         exp: now + 3600,
       };
+      const aud = stack[callee].url;
+      const good = { ...claims, aud };
+      const signed = (extra: Record<string, unknown>, header?: { kid?: string }) =>
+        auth().authority.sign({ ...good, ...extra }, header);
+      const [header, payload, signature] = (await signed({})).split(".");
+      const tampered = Buffer.from(
+        JSON.stringify({
+          ...JSON.parse(Buffer.from(payload as string, "base64url").toString()),
+          email: auth().emails.stats,
+        }),
+      ).toString("base64url");
+      const unsigned = `${Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url")}.${payload}.`;
+      const { exp: _exp, ...noExp } = good;
       const cases: [grpc.Metadata, RegExp][] = [
         [new grpc.Metadata(), /^missing authorization/],
         [bearer("garbage"), /not a JWT/],
+        [bearer("ya29.an-access-token-not-an-id-token"), /not a JWT/],
+        [bearer(`${"x".repeat(20_000)}.y.z`), /longer than 16384 bytes/],
         [
           bearer(await tokenFrom("gateway", callee === "route" ? "stats" : "route")),
           /audience is not this service/,
         ],
+        [bearer(await signed({ aud: `${aud}/` })), /audience is not this service/],
         [
-          bearer(await auth().authority.sign({ ...claims, aud: `${stack[callee].url}/` })),
+          bearer(await signed({ aud: aud.replace("http:", "https:") })),
           /audience is not this service/,
         ],
-        [
-          bearer(
-            await auth().authority.sign({
-              ...claims,
-              aud: stack[callee].url,
-              iat: now - 7200,
-              exp: now - 3600,
-            }),
-          ),
-          /expired/,
-        ],
-        [
-          bearer(
-            await auth().authority.sign({
-              ...claims,
-              aud: stack[callee].url,
-              iss: "https://accounts.google.com",
-            }),
-          ),
-          /issuer is not allowed/,
-        ],
+        [bearer(await signed({ iat: now - 7200, exp: now - 3600 })), /expired/],
+        [bearer(await signed({ nbf: now + 600 })), /not valid yet/],
+        [bearer(await signed({ iat: now + 600, exp: now + 4200 })), /issue time/],
+        [bearer(await auth().authority.sign(noExp)), /"exp"/],
+        [bearer(await signed({ exp: now + 25 * 3600 })), /lifetime is over/],
+        [bearer(await signed({ iss: "https://accounts.google.com" })), /issuer is not allowed/],
+        [bearer(await signed({}, { kid: "no-such-key" })), /key id is unknown/],
+        [bearer(`${header}.${tampered}.${signature}`), /signature is invalid/],
+        [bearer(unsigned), /algorithm "none" is not RS256/],
       ];
       for (const [metadata, details] of cases) {
         const error = await callDirect(callee, metadata);
