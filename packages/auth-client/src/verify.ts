@@ -95,8 +95,14 @@ export class IdTokenVerifier {
     if (token.length > this.maxTokenBytes) {
       throw new TokenRejected(`token is longer than ${this.maxTokenBytes} bytes`);
     }
-    if (token.split(".").length !== 3)
-      throw new TokenRejected("token is not a JWT (an access token?)");
+    const parts = token.split(".");
+    if (parts.length !== 3) throw new TokenRejected("token is not a JWT (an access token?)");
+    if (parts[2] === "SIGNATURE_REMOVED_BY_GOOGLE") {
+      // What Cloud Run passes on after checking the token itself: never trusted here.
+      throw new TokenRejected(
+        "token signature was removed by Cloud Run's front end (send the token in X-Serverless-Authorization too)",
+      );
+    }
     let alg: string | undefined;
     try {
       alg = decodeProtectedHeader(token).alg;

@@ -36,7 +36,12 @@ describe("ID tokens for outgoing calls", () => {
     server = new grpc.Server();
     server.addService(echoService, {
       Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
-        callback(null, Buffer.from(String(call.metadata.get("authorization")[0] ?? ""))),
+        callback(
+          null,
+          Buffer.from(
+            `${call.metadata.get("authorization")[0] ?? ""}|${call.metadata.get("x-serverless-authorization")[0] ?? ""}`,
+          ),
+        ),
     });
     port = await new Promise((resolve, reject) =>
       server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) =>
@@ -84,7 +89,7 @@ describe("ID tokens for outgoing calls", () => {
     assert.notEqual(sources.forAudience("http://a"), sources.forAudience("http://b"));
   });
 
-  test("the interceptor sends the token as authorization: Bearer over h2c", async () => {
+  test("the interceptor sends the token as Bearer in both auth headers, over h2c", async () => {
     const audience = `http://127.0.0.1:${port}`;
     const source = new IdTokenSource(audience, { auth: new GoogleAuth() });
     const Client = grpc.makeGenericClientConstructor(echoService, "Echo");
@@ -99,7 +104,12 @@ describe("ID tokens for outgoing calls", () => {
       ),
     );
     client.close();
-    assert.equal(received, `Bearer ${await source.token()}`);
+    const bearer = `Bearer ${await source.token()}`;
+    assert.equal(
+      received,
+      `${bearer}|${bearer}`,
+      "the token in Authorization and X-Serverless-Authorization",
+    );
   });
 
   test("without credentials the call fails at once with UNAUTHENTICATED saying why", async () => {

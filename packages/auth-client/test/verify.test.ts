@@ -69,6 +69,14 @@ describe("IdTokenVerifier", () => {
     await rejected(`${"x".repeat(17 * 1024)}.y.z`, /longer than 16384 bytes/);
   });
 
+  test("a token whose signature Cloud Run removed is refused, saying so", async () => {
+    const [header, payload] = (await authority.sign(good())).split(".");
+    await rejected(
+      `${header}.${payload}.SIGNATURE_REMOVED_BY_GOOGLE`,
+      /signature was removed by Cloud Run's front end/,
+    );
+  });
+
   test("audiences are compared exactly", async () => {
     await rejected(
       await authority.sign({ ...good(), aud: "http://127.0.0.1:9999" }),
