@@ -9,14 +9,7 @@ import {
   createStatsClient,
 } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import {
-  deadline,
-  failure,
-  healthStatus,
-  stackGatewayClient,
-  targetOf,
-  unary,
-} from "./support/grpc.js";
+import { deadline, healthStatus, stackGatewayClient, targetOf, unary } from "./support/grpc.js";
 
 type Caller = "gateway" | "route" | "stats" | "client";
 const here = { latitude: 1, longitude: 1 };

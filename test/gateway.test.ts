@@ -83,10 +83,33 @@ describe("gateway → route → stats, end to end", () => {
     }
   });
 
-  test("each service lists its own service through server reflection", async () => {
-    assert.deepEqual(await reflectedServices(targetOf(stack.gateway.url)), [serviceNames.gateway]);
-    assert.deepEqual(await reflectedServices(targetOf(stack.route.url)), [serviceNames.routeGuide]);
-    assert.deepEqual(await reflectedServices(targetOf(stack.stats.url)), [serviceNames.stats]);
+  test("each service lists its own service through server reflection, to an allowed caller only", async () => {
+    const auth = stack.auth;
+    assert.ok(auth, "the stack runs with auth");
+    const bearer = async (caller: "client" | "gateway", url: string) => {
+      const metadata = new grpc.Metadata();
+      metadata.set("authorization", `Bearer ${await auth.tokenFor(caller, url)}`);
+      return metadata;
+    };
+    const { gateway: gatewayService, route, stats } = stack;
+    assert.deepEqual(
+      await reflectedServices(
+        targetOf(gatewayService.url),
+        await bearer("client", gatewayService.url),
+      ),
+      [serviceNames.gateway],
+    );
+    assert.deepEqual(
+      await reflectedServices(targetOf(route.url), await bearer("gateway", route.url)),
+      [serviceNames.routeGuide],
+    );
+    assert.deepEqual(
+      await reflectedServices(targetOf(stats.url), await bearer("gateway", stats.url)),
+      [serviceNames.stats],
+    );
+    // Reflection shows the whole API: without a token it is refused like any call.
+    const refused = await failure(reflectedServices(targetOf(route.url)));
+    assert.equal(refused.code, grpc.status.UNAUTHENTICATED);
   });
 
   test("GetFeature returns the named feature at a point, or an unnamed one", async () => {

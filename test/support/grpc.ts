@@ -90,7 +90,10 @@ const reflectionProto = join(
 );
 
 /** The services a server lists through grpc.reflection.v1 (what grpcurl asks). */
-export async function reflectedServices(target: string): Promise<string[]> {
+export async function reflectedServices(
+  target: string,
+  metadata = new grpc.Metadata(),
+): Promise<string[]> {
   const definition = loadSync(reflectionProto, { keepCase: true });
   const ServerReflection = grpc.makeGenericClientConstructor(
     definition["grpc.reflection.v1.ServerReflection"] as grpc.ServiceDefinition,
@@ -101,11 +104,12 @@ export async function reflectedServices(target: string): Promise<string[]> {
     grpc.credentials.createInsecure(),
   ) as unknown as grpc.Client & {
     ServerReflectionInfo: (
+      metadata: grpc.Metadata,
       options: grpc.CallOptions,
     ) => grpc.ClientDuplexStream<object, ReflectionResponse>;
   };
   try {
-    const stream = client.ServerReflectionInfo(deadline());
+    const stream = client.ServerReflectionInfo(metadata, deadline());
     stream.write({ list_services: "" });
     stream.end();
     const [response] = await collect(stream);

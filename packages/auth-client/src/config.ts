@@ -52,6 +52,19 @@ export interface AuthConfig {
 /** Cross-field checks for a schema that includes `authEnv` (use with `.superRefine`). */
 export function checkAuthConfig(config: AuthConfig, ctx: z.RefinementCtx): void {
   if (config.AUTH_MODE === "off") return;
+  for (const audience of config.AUTH_AUDIENCES) {
+    let origin: string | undefined;
+    try {
+      origin = new URL(audience).origin;
+    } catch {}
+    if (origin !== audience) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["AUTH_AUDIENCES"],
+        message: `must be URLs as callers name them, scheme://host[:port] without a trailing /, got ${JSON.stringify(audience)}`,
+      });
+    }
+  }
   if (config.AUTH_AUDIENCES.length === 0) {
     ctx.addIssue({
       code: "custom",
@@ -76,8 +89,22 @@ export interface ServiceAuth {
   clientInterceptors(peerUrl: string): grpc.Interceptor[];
 }
 
-export function serviceAuth(config: AuthConfig): ServiceAuth {
-  if (config.AUTH_MODE === "off") return { serverInterceptors: [], clientInterceptors: () => [] };
+/** Just what serviceAuth says at start (a pino logger fits). */
+export interface AuthLogger {
+  warn(details: object, message: string): void;
+}
+
+export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAuth {
+  if (config.AUTH_MODE === "off") {
+    logger?.warn({ authMode: "off" }, "AUTH_MODE=off: calls are not checked and carry no tokens");
+    return { serverInterceptors: [], clientInterceptors: () => [] };
+  }
+  if (config.AUTH_ALLOWED_INVOKERS.length === 0) {
+    logger?.warn(
+      {},
+      "AUTH_ALLOWED_INVOKERS is empty: every call but health checks will be refused",
+    );
+  }
   const issuers =
     config.AUTH_ISSUER && config.AUTH_JWKS_URL
       ? { [config.AUTH_ISSUER]: config.AUTH_JWKS_URL }

@@ -19,26 +19,72 @@ export function fixedToken(audience: string, token: string): TokenProvider {
   return { audience, token: async () => token };
 }
 
-/** Adds `authorization: Bearer <ID token for the peer>` to every call; fails fast without one. */
+function remainingMs(deadline: grpc.Deadline | undefined): number {
+  if (deadline === undefined) return Number.POSITIVE_INFINITY;
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return at - Date.now();
+}
+
+/**
+ * Adds the ID token to every call; fails fast without one. While the token is being fetched
+ * the call's deadline and a cancel still end it (grpc-js cannot: the call has not started).
+ */
 export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
-  return (options, nextCall) =>
-    new grpc.InterceptingCall(nextCall(options), {
+  return (options, nextCall) => {
+    const inner = nextCall(options);
+    let started = false;
+    let ended = false;
+    let endPending: ((status: grpc.StatusObject) => void) | undefined;
+    return new grpc.InterceptingCall(inner, {
       start(metadata, listener, next) {
+        let timer: NodeJS.Timeout | undefined;
+        endPending = (status) => {
+          if (started || ended) return;
+          ended = true;
+          clearTimeout(timer);
+          listener.onReceiveStatus(status);
+        };
+        const left = remainingMs(options.deadline);
+        if (Number.isFinite(left)) {
+          timer = setTimeout(
+            () =>
+              endPending?.({
+                code: grpc.status.DEADLINE_EXCEEDED,
+                details: `deadline exceeded while getting an ID token for ${source.audience}`,
+                metadata: new grpc.Metadata(),
+              }),
+            Math.max(0, left),
+          );
+        }
         source.token().then(
           (token) => {
+            clearTimeout(timer);
+            if (ended) return;
+            started = true;
             metadata.set("authorization", `Bearer ${token}`);
             metadata.set("x-serverless-authorization", `Bearer ${token}`);
             next(metadata, listener);
           },
           (error: Error) => {
-            // Never started: nothing reaches the peer; the caller gets the reason at once.
-            listener.onReceiveStatus({
+            const details = `no ID token for ${source.audience}: ${error.message}`;
+            endPending?.({
               code: grpc.status.UNAUTHENTICATED,
-              details: `no ID token for ${source.audience}: ${error.message}`,
+              details,
               metadata: new grpc.Metadata(),
             });
+            // End the call grpc-js created, so nothing of it stays behind.
+            inner.cancelWithStatus(grpc.status.UNAUTHENTICATED, details);
           },
         );
       },
+      cancel(next) {
+        endPending?.({
+          code: grpc.status.CANCELLED,
+          details: "Cancelled on client",
+          metadata: new grpc.Metadata(),
+        });
+        next();
+      },
     });
+  };
 }

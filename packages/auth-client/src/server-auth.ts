@@ -2,16 +2,21 @@
 // interceptor): a verified ID token from an allowed invoker, or the call ends before any
 // handler runs. No, malformed or invalid token → UNAUTHENTICATED; valid token from an identity
 // that may not call this service → PERMISSION_DENIED. The details say which check failed and
-// never contain the token. Health checks and reflection need no token (Cloud Run's probes
-// carry none). The verified email reaches handlers in the call's metadata (`verifiedCaller`).
+// never contain the token. Only health checks need no token (Cloud Run's probes carry none);
+// reflection shows the whole API, so it needs a token like any call. The verified email
+// reaches handlers in the call's metadata (`verifiedCaller`).
 import * as grpc from "@grpc/grpc-js";
 import { type IdTokenVerifier, TokenRejected } from "./verify.js";
 
 /** Metadata key carrying the verified caller to handlers; a client's own value is replaced. */
 export const verifiedCallerKey = "x-verified-caller";
 
-/** Paths that answer without a token: health (probes) and server reflection. */
-export const unauthenticatedPaths = ["/grpc.health.v1.Health/", "/grpc.reflection."];
+/** The only paths that answer without a token: grpc.health.v1 (Cloud Run's probes). */
+export const unauthenticatedPaths = new Set([
+  "/grpc.health.v1.Health/Check",
+  "/grpc.health.v1.Health/Watch",
+  "/grpc.health.v1.Health/List",
+]);
 
 export interface ServerAuthOptions {
   verifier: IdTokenVerifier;
@@ -57,7 +62,7 @@ export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerIn
         next({
           onReceiveMetadata(metadata, accept) {
             metadata.remove(verifiedCallerKey);
-            if (unauthenticatedPaths.some((prefix) => method.path.startsWith(prefix))) {
+            if (unauthenticatedPaths.has(method.path)) {
               accept(metadata);
               return;
             }

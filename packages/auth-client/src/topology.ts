@@ -20,12 +20,13 @@ export const topologySchema = z
             "must be a valid service account id (6-30 of a-z, 0-9, -)",
           ),
         invoked_by: z.array(serviceName),
+        // Only members a service can also check itself, by the email in the token.
         external_invokers: z.array(
           z
             .string()
             .regex(
-              /^(user|serviceAccount|group|domain):.+$/,
-              "must be an IAM member such as user:ana@example.com",
+              /^(user|serviceAccount):[^\s@]+@[^\s@]+$/,
+              "must be user:<email> or serviceAccount:<email> (groups and domains cannot be checked in the container)",
             ),
         ),
       }),
@@ -83,7 +84,10 @@ export function topologyEdges(topology: Topology): string[] {
     .sort();
 }
 
-/** The emails of the services allowed to invoke `service`, in the given project. */
+/**
+ * The emails allowed to invoke `service`: its callers' service accounts in the given project,
+ * then its external invokers (their IAM member prefix dropped).
+ */
 export function allowedInvokerEmails(
   topology: Topology,
   service: string,
@@ -91,7 +95,10 @@ export function allowedInvokerEmails(
 ): string[] {
   const entry = topology.services[service];
   if (!entry) throw new Error(`the topology has no service ${JSON.stringify(service)}`);
-  return entry.invoked_by.map((caller) =>
-    serviceAccountEmail(topology.services[caller]?.service_account_id as string, projectId),
-  );
+  return [
+    ...entry.invoked_by.map((caller) =>
+      serviceAccountEmail(topology.services[caller]?.service_account_id as string, projectId),
+    ),
+    ...entry.external_invokers.map((member) => member.slice(member.indexOf(":") + 1)),
+  ];
 }

@@ -5,8 +5,10 @@
 // lifetime. Tokens already verified are remembered until they expire, so a caller that sends
 // the same token on every call pays for one signature check, not one per call.
 import {
-  createRemoteJWKSet,
+  createLocalJWKSet,
   decodeProtectedHeader,
+  type JSONWebKeySet,
+  type JWSHeaderParameters,
   type JWTPayload,
   errors as joseErrors,
   jwtVerify,
@@ -50,8 +52,10 @@ export class TokenRejected extends Error {
 }
 
 export class IdTokenVerifier {
-  private readonly keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+  private readonly keySets = new Map<string, IssuerKeys>();
   private readonly verified = new Map<string, VerifiedCaller>();
+  // Concurrent first checks of one token share one signature check.
+  private readonly checking = new Map<string, Promise<VerifiedCaller>>();
   private readonly skew: number;
   private readonly maxLifetime: number;
   private readonly maxTokenBytes: number;
@@ -70,10 +74,7 @@ export class IdTokenVerifier {
     for (const [issuer, jwksUrl] of Object.entries(options.issuers)) {
       this.keySets.set(
         issuer,
-        createRemoteJWKSet(new URL(jwksUrl), {
-          cooldownDuration: options.keyRefetchCooldownMs ?? 30_000,
-          timeoutDuration: 5_000,
-        }),
+        new IssuerKeys(new URL(jwksUrl), options.keyRefetchCooldownMs ?? 30_000),
       );
     }
   }
@@ -85,7 +86,12 @@ export class IdTokenVerifier {
       if (known.expiresAt + this.skew * 1000 > Date.now()) return known;
       this.verified.delete(token);
     }
-    const caller = await this.check(token);
+    let pending = this.checking.get(token);
+    if (!pending) {
+      pending = this.check(token).finally(() => this.checking.delete(token));
+      this.checking.set(token, pending);
+    }
+    const caller = await pending;
     this.remember(token, caller);
     return caller;
   }
@@ -118,7 +124,7 @@ export class IdTokenVerifier {
 
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, keySet, {
+      ({ payload } = await jwtVerify(token, (header) => keySet.keyFor(header), {
         algorithms: ["RS256"],
         issuer,
         audience: this.options.audiences,
@@ -179,12 +185,67 @@ function describeJoseError(error: unknown): string {
   if (error instanceof joseErrors.JWKSNoMatchingKey) return "token key id is unknown to the issuer";
   if (error instanceof joseErrors.JWSSignatureVerificationFailed)
     return "token signature is invalid";
-  // A failed fetch of the key set is not a JOSE error (fetch throws its own): fail closed.
-  if (error instanceof joseErrors.JWKSTimeout || !(error instanceof joseErrors.JOSEError)) {
-    return "issuer keys are unreachable";
-  }
-  if (error instanceof joseErrors.JWKSInvalid) return "issuer keys are unreachable or invalid";
+  if (error instanceof KeysUnavailable) return "issuer keys are unreachable";
   if (error instanceof joseErrors.JWSInvalid || error instanceof joseErrors.JWTInvalid)
     return "token is malformed";
   return "token is invalid";
+}
+
+/** The issuer's keys could not be had (fetch failed, timed out, or answered nonsense). */
+class KeysUnavailable extends Error {}
+
+/**
+ * One issuer's published keys. Fetched on first use, again every 10 minutes and when a token
+ * names an unknown key id, but at most once per `cooldownMs` (so tokens with made-up key ids
+ * cannot make us hammer the issuer). When a refresh fails, the keys already held stay in use
+ * for up to a day; with none held, every token is refused (fail closed).
+ */
+class IssuerKeys {
+  private keys: ReturnType<typeof createLocalJWKSet> | undefined;
+  private fetchedAt = 0;
+  private lastAttempt = Number.NEGATIVE_INFINITY;
+  private inflight: Promise<void> | undefined;
+  private static readonly freshForMs = 10 * 60_000;
+  private static readonly usableForMs = 24 * 3600_000;
+
+  constructor(
+    private readonly url: URL,
+    private readonly cooldownMs: number,
+  ) {}
+
+  async keyFor(header: JWSHeaderParameters) {
+    const now = Date.now();
+    if (!this.keys || now - this.fetchedAt > IssuerKeys.freshForMs) await this.refresh();
+    if (!this.keys || Date.now() - this.fetchedAt > IssuerKeys.usableForMs) {
+      throw new KeysUnavailable("no usable keys");
+    }
+    try {
+      return await this.keys(header);
+    } catch (error) {
+      if (!(error instanceof joseErrors.JWKSNoMatchingKey)) throw error;
+      await this.refresh();
+      return this.keys(header);
+    }
+  }
+
+  /** Fetches the key set unless one was tried within the cooldown; failures keep what we had. */
+  private refresh(): Promise<void> {
+    if (Date.now() - this.lastAttempt < this.cooldownMs) return this.inflight ?? Promise.resolve();
+    this.lastAttempt = Date.now();
+    this.inflight ??= (async () => {
+      try {
+        const response = await fetch(this.url, { signal: AbortSignal.timeout(5_000) });
+        if (!response.ok) return;
+        const jwks = (await response.json()) as JSONWebKeySet;
+        if (!Array.isArray(jwks?.keys)) return;
+        this.keys = createLocalJWKSet(jwks);
+        this.fetchedAt = Date.now();
+      } catch {
+        // Unreachable or not JSON: keep the keys we have (if any).
+      } finally {
+        this.inflight = undefined;
+      }
+    })();
+    return this.inflight;
+  }
 }

@@ -83,6 +83,29 @@ describe("ID tokens for outgoing calls", () => {
     assert.equal(minted(), 2);
   });
 
+  test("a fetch that hangs fails after its timeout, and the next call tries again", async () => {
+    let attempts = 0;
+    const source = new IdTokenSource("http://127.0.0.1:4444", {
+      fetchTimeoutMs: 50,
+      provider: async () => ({
+        fetchIdToken: () => {
+          attempts += 1;
+          return new Promise<string>(() => {});
+        },
+      }),
+    });
+    await assert.rejects(source.token(), /no ID token within 50 ms/);
+    await assert.rejects(
+      source.token(),
+      /no ID token within 50 ms/,
+      "fails at once right after a failure",
+    );
+    assert.equal(attempts, 1);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    await assert.rejects(source.token(), /no ID token within 50 ms/);
+    assert.equal(attempts, 2);
+  });
+
   test("one source per audience", () => {
     const sources = new IdTokenSources({ auth: new GoogleAuth() });
     assert.equal(sources.forAudience("http://a"), sources.forAudience("http://a"));
@@ -113,12 +136,11 @@ describe("ID tokens for outgoing calls", () => {
   });
 
   test("without credentials the call fails at once with UNAUTHENTICATED saying why", async () => {
-    const noCredentials = {
-      getClient: async () => {
+    const source = new IdTokenSource("http://127.0.0.1:3333", {
+      provider: async () => {
         throw new Error("Could not load the default credentials");
       },
-    } as unknown as GoogleAuth;
-    const source = new IdTokenSource("http://127.0.0.1:3333", { auth: noCredentials });
+    });
     const Client = grpc.makeGenericClientConstructor(echoService, "Echo");
     const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
       interceptors: [idTokenInterceptor(source)],
@@ -136,5 +158,49 @@ describe("ID tokens for outgoing calls", () => {
       error.details,
       "no ID token for http://127.0.0.1:3333: Could not load the default credentials",
     );
+  });
+});
+
+describe("the client interceptor while a token is on its way", () => {
+  const echo: grpc.ServiceDefinition = {
+    Echo: {
+      path: "/test.Echo/Echo",
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: (value: Buffer) => value,
+      requestDeserialize: (bytes: Buffer) => bytes,
+      responseSerialize: (value: Buffer) => value,
+      responseDeserialize: (bytes: Buffer) => bytes,
+    },
+  };
+  const never = { audience: "http://slow", token: () => new Promise<string>(() => {}) };
+  const Client = grpc.makeGenericClientConstructor(echo, "Echo");
+  // Nothing listens there: the call must end before any connection matters.
+  const client = new Client("127.0.0.1:9", grpc.credentials.createInsecure(), {
+    interceptors: [idTokenInterceptor(never)],
+  }) as unknown as grpc.Client & {
+    Echo: (
+      request: Buffer,
+      options: grpc.CallOptions,
+      callback: grpc.requestCallback<Buffer>,
+    ) => grpc.ClientUnaryCall;
+  };
+  after(() => client.close());
+
+  test("the deadline still ends the call, with DEADLINE_EXCEEDED", async () => {
+    const error = await new Promise<grpc.ServiceError | null>((resolve) =>
+      client.Echo(Buffer.alloc(0), { deadline: Date.now() + 100 }, (failure) => resolve(failure)),
+    );
+    assert.equal(error?.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.match(error?.details ?? "", /while getting an ID token for http:\/\/slow/);
+  });
+
+  test("a cancel still ends the call, with CANCELLED", async () => {
+    let call: grpc.ClientUnaryCall | undefined;
+    const error = await new Promise<grpc.ServiceError | null>((resolve) => {
+      call = client.Echo(Buffer.alloc(0), {}, (failure) => resolve(failure));
+      setTimeout(() => call?.cancel(), 20);
+    });
+    assert.equal(error?.code, grpc.status.CANCELLED);
   });
 });

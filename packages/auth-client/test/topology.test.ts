@@ -28,6 +28,33 @@ describe("topology", () => {
     assert.throws(() => allowedInvokerEmails(topology, "nope", "my-project"), /no service "nope"/);
   });
 
+  test("external invokers are allowed by their email; groups and domains are refused", () => {
+    const path = topologyFile({
+      services: {
+        gateway: {
+          ...service([], "gateway-svc"),
+          external_invokers: [
+            "user:ana@example.com",
+            "serviceAccount:ci@p.iam.gserviceaccount.com",
+          ],
+        },
+      },
+    });
+    assert.deepEqual(allowedInvokerEmails(loadTopology(path), "gateway", "p"), [
+      "ana@example.com",
+      "ci@p.iam.gserviceaccount.com",
+    ]);
+    const group = topologyFile({
+      services: {
+        gateway: { ...service([], "gateway-svc"), external_invokers: ["group:devs@example.com"] },
+      },
+    });
+    assert.throws(
+      () => loadTopology(group),
+      /groups and domains cannot be checked in the container/,
+    );
+  });
+
   test("a bad topology is refused with the file and the field named", () => {
     const cases: [unknown, RegExp][] = [
       [
@@ -46,7 +73,7 @@ describe("topology", () => {
         {
           services: { a: { ...service([], "a-service"), external_invokers: ["ana@example.com"] } },
         },
-        /external_invokers\.0: must be an IAM member/,
+        /external_invokers\.0: must be user:<email> or serviceAccount:<email>/,
       ],
     ];
     for (const [content, message] of cases) {

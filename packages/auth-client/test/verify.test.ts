@@ -164,6 +164,26 @@ describe("IdTokenVerifier", () => {
     await rejected(await authority.sign(good(), { kid: "no-such-key" }), /key id is unknown/);
   });
 
+  test("made-up key ids cannot make the verifier hammer the issuer: one refetch per cooldown", async () => {
+    const patient = new IdTokenVerifier({
+      audiences: [audience],
+      issuers: { [authority.issuer]: authority.jwksUrl },
+      keyRefetchCooldownMs: 60_000,
+    });
+    assert.equal((await patient.verify(await authority.sign(good()))).email, email);
+    const fetches = authority.jwksFetches();
+    for (let index = 0; index < 50; index += 1) {
+      await assert.rejects(
+        patient.verify(await authority.sign(good(), { kid: `made-up-${index}` })),
+        /key id is unknown/,
+      );
+    }
+    assert.ok(
+      authority.jwksFetches() - fetches <= 1,
+      `${authority.jwksFetches() - fetches} fetches`,
+    );
+  });
+
   test("when the issuer's keys cannot be fetched, every token is refused (fail closed)", async () => {
     const dead = createServer((_request, response) => response.destroy());
     await new Promise<void>((resolve) => dead.listen(0, "127.0.0.1", resolve));

@@ -27,7 +27,13 @@ export function createLogger(service: string, level: string): Logger {
       level: (label) => ({ severity: severityByLevel[label] ?? "DEFAULT" }),
     },
     redact: {
-      paths: ["authorization", "*.authorization", "metadata.authorization"],
+      paths: [
+        "authorization",
+        "*.authorization",
+        "metadata.authorization",
+        '["x-serverless-authorization"]',
+        '*["x-serverless-authorization"]',
+      ],
       censor: "[redacted]",
     },
   });

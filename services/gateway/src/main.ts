@@ -6,7 +6,7 @@ import { gatewayConfigSchema } from "./config.js";
 import { gatewayHandlers } from "./handlers.js";
 
 await runService("gateway", gatewayConfigSchema, (config, logger) => {
-  const auth = serviceAuth(config);
+  const auth = serviceAuth(config, logger);
   const route = connectPeer(config.ROUTE_URL, createRouteGuideClient, {
     interceptors: auth.clientInterceptors(config.ROUTE_URL.url),
   });

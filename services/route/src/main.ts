@@ -9,7 +9,7 @@ import { StatsReporter } from "./stats-reporter.js";
 
 await runService("route", routeConfigSchema, (config, logger) => {
   const features = FeatureIndex.load();
-  const auth = serviceAuth(config);
+  const auth = serviceAuth(config, logger);
   const stats = connectPeer(config.STATS_URL, createStatsClient, {
     interceptors: auth.clientInterceptors(config.STATS_URL.url),
   });

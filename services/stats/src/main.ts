@@ -11,7 +11,7 @@ await runService("stats", statsConfigSchema, (config, logger) => {
   const stats = statsHandlers({ store, logger, watchCoalesceMs: config.STATS_WATCH_COALESCE_MS });
   return {
     services: [statsService(stats.handlers)],
-    interceptors: serviceAuth(config).serverInterceptors,
+    interceptors: serviceAuth(config, logger).serverInterceptors,
     onDrain: () => stats.endWatches(),
   };
 });
