@@ -162,19 +162,8 @@ describe("ID tokens for outgoing calls", () => {
 });
 
 describe("the client interceptor while a token is on its way", () => {
-  const echo: grpc.ServiceDefinition = {
-    Echo: {
-      path: "/test.Echo/Echo",
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: (value: Buffer) => value,
-      requestDeserialize: (bytes: Buffer) => bytes,
-      responseSerialize: (value: Buffer) => value,
-      responseDeserialize: (bytes: Buffer) => bytes,
-    },
-  };
   const never = { audience: "http://slow", token: () => new Promise<string>(() => {}) };
-  const Client = grpc.makeGenericClientConstructor(echo, "Echo");
+  const Client = grpc.makeGenericClientConstructor(echoService, "Echo");
   // Nothing listens there: the call must end before any connection matters.
   const client = new Client("127.0.0.1:9", grpc.credentials.createInsecure(), {
     interceptors: [idTokenInterceptor(never)],
