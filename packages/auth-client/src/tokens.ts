@@ -64,21 +64,31 @@ export class IdTokenSource {
     this.provider = options.provider ?? (() => defaultProvider(auth));
   }
 
+  /**
+   * The cached token while it is valid (starting a refresh behind it when it is close to
+   * expiry), or undefined when a fetch is needed. Synchronous: the per-call fast path.
+   */
+  cached(): string | undefined {
+    const now = Date.now();
+    if (!this.current || this.current.expiresAt - 10_000 <= now) return undefined;
+    if (
+      this.current.expiresAt - this.refreshBeforeMs <= now &&
+      now - this.lastRefreshAttempt >= minRefreshIntervalMs
+    ) {
+      // Still valid for a while: use it, refresh behind the call (not on every call).
+      this.lastRefreshAttempt = now;
+      this.fetch().catch(() => {});
+    }
+    return this.current.token;
+  }
+
   /** A valid token: the cached one, or a fresh one when it is about to expire. */
   async token(): Promise<string> {
-    const now = Date.now();
-    if (this.current && this.current.expiresAt - this.refreshBeforeMs > now)
-      return this.current.token;
-    if (this.current && this.current.expiresAt - 10_000 > now) {
-      // Still valid for a while: use it, refresh behind the call (not on every call).
-      if (now - this.lastRefreshAttempt >= minRefreshIntervalMs) {
-        this.lastRefreshAttempt = now;
-        this.fetch().catch(() => {});
-      }
-      return this.current.token;
-    }
-    if (this.lastFailure && now - this.lastFailure.at < retryAfterFailureMs)
+    const cached = this.cached();
+    if (cached) return cached;
+    if (this.lastFailure && Date.now() - this.lastFailure.at < retryAfterFailureMs) {
       throw this.lastFailure.error;
+    }
     return this.fetch();
   }
 
