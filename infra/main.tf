@@ -1,0 +1,146 @@
+# The three services of infra/topology.json on Cloud Run, each with its own service account.
+# Who may call whom is written out per module below and must equal the topology:
+# test/infra.test.ts parses this file and fails when the two differ.
+
+locals {
+  topology = jsondecode(file("${path.module}/topology.json")).services
+
+  image_base = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+
+  # Callers of internal-ingress services send everything through the VPC: only then do their
+  # calls count as internal (see network.tf).
+  vpc_egress = {
+    network    = google_compute_network.services.id
+    subnetwork = google_compute_subnetwork.services.id
+  }
+
+  common_labels = { app = "routeguide" }
+}
+
+resource "google_project_service" "apis" {
+  for_each = toset([
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "compute.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "run.googleapis.com",
+  ])
+
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
+resource "google_artifact_registry_repository" "images" {
+  project       = var.project_id
+  location      = var.region
+  repository_id = var.repository_id
+  format        = "DOCKER"
+  description   = "Images of the routeguide services"
+  labels        = local.common_labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# An identity for people and CI to call the gateway as, by impersonation (no keys):
+# the smoke call of scripts/deploy.sh and the deployed test suite use it.
+resource "google_service_account" "client" {
+  project      = var.project_id
+  account_id   = "routeguide-client"
+  display_name = "routeguide client"
+  description  = "Calls the gateway: smoke tests and the deployed integration suite mint ID tokens as it."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account_iam_member" "client_token_creators" {
+  for_each = toset(var.client_token_creators)
+
+  service_account_id = google_service_account.client.name
+  role               = "roles/iam.serviceAccountOpenIdTokenCreator"
+  member             = each.value
+}
+
+module "stats" {
+  source = "./modules/grpc-service"
+
+  project_id          = var.project_id
+  region              = var.region
+  name                = "stats"
+  service_account_id  = local.topology.stats.service_account_id
+  image               = "${local.image_base}/stats:${var.image_tag}"
+  health_service      = "stats.v1.StatsService"
+  ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  max_instances       = var.max_instances
+  labels              = local.common_labels
+  deletion_protection = var.deletion_protection
+  env                 = { LOG_LEVEL = var.log_level }
+
+  invokers = {
+    gateway = module.gateway.service_account_member
+    route   = module.route.service_account_member
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+module "route" {
+  source = "./modules/grpc-service"
+
+  project_id          = var.project_id
+  region              = var.region
+  name                = "route"
+  service_account_id  = local.topology.route.service_account_id
+  image               = "${local.image_base}/route:${var.image_tag}"
+  health_service      = "routeguide.v1.RouteGuideService"
+  ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  max_instances       = var.max_instances
+  labels              = local.common_labels
+  deletion_protection = var.deletion_protection
+  env                 = { LOG_LEVEL = var.log_level }
+  vpc_egress          = local.vpc_egress
+  # route sends its reports to stats off the request path: it needs CPU between requests.
+  cpu_always_allocated = true
+
+  peers = {
+    STATS_URL = module.stats.url
+  }
+
+  invokers = {
+    gateway = module.gateway.service_account_member
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+module "gateway" {
+  source = "./modules/grpc-service"
+
+  project_id          = var.project_id
+  region              = var.region
+  name                = "gateway"
+  service_account_id  = local.topology.gateway.service_account_id
+  image               = "${local.image_base}/gateway:${var.image_tag}"
+  health_service      = "gateway.v1.GatewayService"
+  ingress             = "INGRESS_TRAFFIC_ALL"
+  min_instances       = var.gateway_min_instances
+  max_instances       = var.max_instances
+  labels              = local.common_labels
+  deletion_protection = var.deletion_protection
+  env                 = { LOG_LEVEL = var.log_level }
+  vpc_egress          = local.vpc_egress
+
+  peers = {
+    ROUTE_URL = module.route.url
+    STATS_URL = module.stats.url
+  }
+
+  # The gateway is the entry point: only identities from outside the topology call it.
+  invokers = merge(
+    { for member in concat(local.topology.gateway.external_invokers, var.gateway_invokers) : member => member },
+    { client = "serviceAccount:${google_service_account.client.email}" },
+  )
+
+  depends_on = [google_project_service.apis]
+}

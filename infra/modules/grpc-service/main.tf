@@ -1,0 +1,120 @@
+# One gRPC service on Cloud Run: its own service account, the Cloud Run service (HTTP/2 end to
+# end, gRPC health probes) and the run.invoker bindings of exactly the identities that may call it.
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  # Cloud Run's deterministic URL. The service's own environment needs it (the audience its
+  # callers' tokens carry), and an attribute of the service resource cannot feed its own env.
+  url = "https://${var.name}-${data.google_project.this.number}.${var.region}.run.app"
+
+  # The emails in the invokers' ID tokens: the in-container check of every call.
+  invoker_emails = [for member in values(var.invokers) : split(":", member)[1]]
+
+  container_env = merge(var.env, var.peers, {
+    AUTH_MODE             = "verify"
+    AUTH_AUDIENCES        = local.url
+    AUTH_ALLOWED_INVOKERS = join(",", local.invoker_emails)
+  })
+
+  labels = merge(var.labels, { service = var.name, managed-by = "terraform" })
+}
+
+resource "google_service_account" "this" {
+  project      = var.project_id
+  account_id   = var.service_account_id
+  display_name = "Cloud Run service ${var.name}"
+  description  = "Identity of the ${var.name} service: the ID tokens it sends to the services it calls."
+}
+
+resource "google_cloud_run_v2_service" "this" {
+  project             = var.project_id
+  location            = var.region
+  name                = var.name
+  ingress             = var.ingress
+  labels              = local.labels
+  deletion_protection = var.deletion_protection
+
+  template {
+    service_account                  = google_service_account.this.email
+    timeout                          = "${var.request_timeout_seconds}s"
+    max_instance_request_concurrency = var.max_concurrency
+    labels                           = local.labels
+
+    scaling {
+      min_instance_count = var.min_instances
+      max_instance_count = var.max_instances
+    }
+
+    dynamic "vpc_access" {
+      for_each = var.vpc_egress == null ? [] : [var.vpc_egress]
+      content {
+        egress = "ALL_TRAFFIC"
+        network_interfaces {
+          network    = vpc_access.value.network
+          subnetwork = vpc_access.value.subnetwork
+        }
+      }
+    }
+
+    containers {
+      image = var.image
+
+      # Naming the port h2c makes Cloud Run speak HTTP/2 cleartext to the container: gRPC end to end.
+      ports {
+        name           = "h2c"
+        container_port = var.container_port
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        cpu_idle          = !var.cpu_always_allocated
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = local.container_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      startup_probe {
+        initial_delay_seconds = 0
+        period_seconds        = 2
+        timeout_seconds       = 1
+        failure_threshold     = 30
+        grpc {
+          port    = var.container_port
+          service = var.health_service
+        }
+      }
+
+      liveness_probe {
+        period_seconds    = 10
+        timeout_seconds   = 2
+        failure_threshold = 3
+        grpc {
+          port    = var.container_port
+          service = var.health_service
+        }
+      }
+    }
+  }
+}
+
+resource "google_cloud_run_v2_service_iam_member" "invoker" {
+  for_each = var.invokers
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.this.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}

@@ -1,0 +1,175 @@
+variable "project_id" {
+  description = "Project the service runs in."
+  type        = string
+}
+
+variable "region" {
+  description = "Cloud Run region, e.g. europe-west1."
+  type        = string
+}
+
+variable "name" {
+  description = "Cloud Run service name; also part of its URL (https://<name>-<project number>.<region>.run.app)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$", var.name))
+    error_message = "name must be 1-49 lowercase letters, digits or hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+variable "service_account_id" {
+  description = "Account id of the service's own, dedicated service account (its identity when it calls other services)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.service_account_id))
+    error_message = "service_account_id must be 6-30 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "image" {
+  description = "Container image, e.g. europe-west1-docker.pkg.dev/<project>/<repository>/route:<tag>."
+  type        = string
+
+  validation {
+    condition     = length(trimspace(var.image)) > 0
+    error_message = "image must not be empty."
+  }
+}
+
+variable "health_service" {
+  description = "grpc.health.v1 service name the startup and liveness probes ask for. It must be a name the service registers with its health implementation (an unregistered name is NOT_FOUND, and the probe fails)."
+  type        = string
+}
+
+variable "container_port" {
+  description = "Port the container listens on; Cloud Run passes it as $PORT."
+  type        = number
+  default     = 8080
+}
+
+variable "ingress" {
+  description = "Who may reach the service at the network level: INGRESS_TRAFFIC_ALL (the gateway) or INGRESS_TRAFFIC_INTERNAL_ONLY (services only other services of the project call)."
+  type        = string
+
+  validation {
+    condition     = contains(["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], var.ingress)
+    error_message = "ingress must be INGRESS_TRAFFIC_ALL, INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+variable "invokers" {
+  description = "Who may call the service: a label => IAM member (serviceAccount:<email> or user:<email>). Each gets roles/run.invoker on this service, and the same emails become the service's own allow-list (AUTH_ALLOWED_INVOKERS), checked against every verified token. Labels must be known at plan time; members may not be."
+  type        = map(string)
+
+  validation {
+    condition     = alltrue([for member in values(var.invokers) : can(regex("^(serviceAccount|user):[^@[:space:]]+@[^@[:space:]]+$", member))])
+    error_message = "invokers must be serviceAccount:<email> or user:<email>: the service checks callers by the email in their ID token, so groups, domains, allUsers and allAuthenticatedUsers cannot be used."
+  }
+}
+
+variable "peers" {
+  description = "Environment variable => URL of each service this one calls (e.g. STATS_URL => the stats module's url output). The URL is also the audience of the ID tokens this service sends there."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for key, url in var.peers : can(regex("^[A-Z][A-Z0-9_]*_URL$", key)) && can(regex("^https://", url))])
+    error_message = "peers must map NAME_URL environment variables to https:// URLs."
+  }
+}
+
+variable "env" {
+  description = "More environment variables for the container (limits, log level, ...). PORT is set by Cloud Run, AUTH_* by this module: neither may be set here."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for key in keys(var.env) : key != "PORT" && !startswith(key, "AUTH_")])
+    error_message = "env must not set PORT (Cloud Run sets it) or AUTH_* (derived from the service URL and invokers)."
+  }
+}
+
+variable "vpc_egress" {
+  description = "Send all of the service's outgoing traffic through this VPC subnet (Direct VPC egress). Required on callers of internal-ingress services: only calls that leave through the VPC count as internal. null: no VPC."
+  type = object({
+    network    = string
+    subnetwork = string
+  })
+  default = null
+}
+
+variable "min_instances" {
+  description = "Instances kept warm (0 allows scale to zero and cold starts)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.min_instances >= 0
+    error_message = "min_instances must be 0 or more."
+  }
+}
+
+variable "max_instances" {
+  description = "Upper bound on instances (cost and downstream load)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_instances >= 1 && var.max_instances <= 1000
+    error_message = "max_instances must be between 1 and 1000."
+  }
+}
+
+variable "max_concurrency" {
+  description = "Concurrent requests per instance. Every open gRPC stream holds one for its whole life."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.max_concurrency >= 1 && var.max_concurrency <= 1000
+    error_message = "max_concurrency must be between 1 and 1000."
+  }
+}
+
+variable "request_timeout_seconds" {
+  description = "Cloud Run ends any request, streams included, after this long (at most 3600 s)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.request_timeout_seconds >= 1 && var.request_timeout_seconds <= 3600
+    error_message = "request_timeout_seconds must be between 1 and 3600."
+  }
+}
+
+variable "cpu" {
+  description = "CPU limit per instance, e.g. \"1\" or \"2\"."
+  type        = string
+  default     = "1"
+}
+
+variable "memory" {
+  description = "Memory limit per instance, e.g. \"512Mi\"."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "cpu_always_allocated" {
+  description = "Keep CPU allocated between requests (instance-based billing). Needed when the service works off the request path, as route does when it sends its reports to stats."
+  type        = bool
+  default     = false
+}
+
+variable "labels" {
+  description = "Labels on the service and its revisions."
+  type        = map(string)
+  default     = {}
+}
+
+variable "deletion_protection" {
+  description = "Refuse terraform destroy of the service."
+  type        = bool
+  default     = true
+}

@@ -1,0 +1,113 @@
+variable "project_id" {
+  description = "Google Cloud project to deploy into."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a project id (6-30 lowercase letters, digits or hyphens), not its name or number."
+  }
+}
+
+variable "region" {
+  description = "Region of the Cloud Run services, the image repository and the subnet."
+  type        = string
+  default     = "europe-west1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a region such as europe-west1 (not a zone)."
+  }
+}
+
+variable "image_tag" {
+  description = "Tag of the three images to deploy, as pushed by scripts/deploy.sh (the git commit). Never latest: a tag names exactly what was built and tested."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
+    error_message = "image_tag must be a Docker tag (letters, digits, _ . -, up to 128) and not latest."
+  }
+}
+
+variable "repository_id" {
+  description = "Artifact Registry repository that holds the images."
+  type        = string
+  default     = "routeguide"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", var.repository_id))
+    error_message = "repository_id must be lowercase letters, digits and hyphens."
+  }
+}
+
+variable "gateway_invokers" {
+  description = "Who else may call the gateway: IAM members user:<email> or serviceAccount:<email> (groups and domains cannot be checked inside the service). Added to infra/topology.json's external_invokers of the gateway."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.gateway_invokers : can(regex("^(serviceAccount|user):[^@[:space:]]+@[^@[:space:]]+$", member))])
+    error_message = "gateway_invokers must be user:<email> or serviceAccount:<email> members; never allUsers or allAuthenticatedUsers."
+  }
+}
+
+variable "client_token_creators" {
+  description = "Members allowed to mint ID tokens as the routeguide-client service account (roles/iam.serviceAccountOpenIdTokenCreator): the deployer, CI. That account may call the gateway; the smoke call and the deployed test suite use it."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.client_token_creators : can(regex("^(user|serviceAccount|group):[^@[:space:]]+@[^@[:space:]]+$", member))])
+    error_message = "client_token_creators must be user:, serviceAccount: or group: members."
+  }
+}
+
+variable "subnet_cidr" {
+  description = "Range of the subnet the callers' Direct VPC egress uses (at least a /26; a /24 leaves room to scale)."
+  type        = string
+  default     = "10.8.0.0/24"
+
+  validation {
+    condition     = can(cidrhost(var.subnet_cidr, 0)) && tonumber(split("/", var.subnet_cidr)[1]) <= 26
+    error_message = "subnet_cidr must be an IPv4 range of size /26 or larger, e.g. 10.8.0.0/24."
+  }
+}
+
+variable "max_instances" {
+  description = "Upper bound on instances per service."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_instances >= 1 && var.max_instances <= 1000
+    error_message = "max_instances must be between 1 and 1000."
+  }
+}
+
+variable "gateway_min_instances" {
+  description = "Gateway instances kept warm (0: scale to zero, with cold starts on the first call)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.gateway_min_instances >= 0
+    error_message = "gateway_min_instances must be 0 or more."
+  }
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of every service."
+  type        = string
+  default     = "info"
+
+  validation {
+    condition     = contains(["fatal", "error", "warn", "info", "debug", "trace"], var.log_level)
+    error_message = "log_level must be one of fatal, error, warn, info, debug, trace."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the Cloud Run services from terraform destroy (set false for throwaway stacks)."
+  type        = bool
+  default     = true
+}

@@ -1,0 +1,374 @@
+// infra/ is checked by parsing it: there is no provider registry or cloud here, so `terraform
+// plan` cannot run. The checks are the ones that decide whether a deployment works and is safe:
+// HTTP/2 end to end, probes the services answer, one identity per service, invoker bindings
+// equal to infra/topology.json, no public invoker on internal services, peer URLs from module
+// outputs, and no variable declared but unused or used but undeclared.
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { parse } from "@cdktf/hcl2json";
+import { loadTopology } from "@cloudrun-grpc/auth-client/topology";
+import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
+import { serviceNames } from "@cloudrun-grpc/proto";
+import type * as grpc from "@grpc/grpc-js";
+import { failure, healthStatus } from "./support/grpc.js";
+
+const infra = fileURLToPath(new URL("../infra", import.meta.url));
+const moduleDir = join(infra, "modules", "grpc-service");
+const topology = loadTopology().services;
+
+// hcl2json's shape: every block is a list of bodies; attributes are values, and any expression
+// that is not a plain literal is a "${...}" string.
+type Body = Record<string, unknown>;
+
+interface TerraformDir {
+  files: Record<string, string>;
+  config: Record<string, Record<string, Body[] | Record<string, Body[]>>>;
+}
+
+async function loadDir(dir: string): Promise<TerraformDir> {
+  const files: Record<string, string> = {};
+  const config: TerraformDir["config"] = {};
+  for (const name of readdirSync(dir).filter((file) => file.endsWith(".tf"))) {
+    files[name] = readFileSync(join(dir, name), "utf8");
+    const parsed = (await parse(name, files[name])) as TerraformDir["config"];
+    for (const [kind, blocks] of Object.entries(parsed)) {
+      config[kind] ??= {};
+      for (const [key, value] of Object.entries(blocks)) {
+        assert.ok(!(key in config[kind]), `${kind} "${key}" is declared twice in ${dir}`);
+        config[kind][key] = value;
+      }
+    }
+  }
+  return { files, config };
+}
+
+/** The single body of a block such as `module "route"`. */
+function block(dir: TerraformDir, kind: string, name: string): Body {
+  const bodies = dir.config[kind]?.[name] as Body[] | undefined;
+  assert.ok(bodies, `no ${kind} "${name}"`);
+  assert.equal(bodies.length, 1);
+  return bodies[0] as Body;
+}
+
+/** `resource "<type>" "<name>"`. */
+function resource(dir: TerraformDir, type: string, name: string): Body {
+  const bodies = (dir.config.resource?.[type] as Record<string, Body[]> | undefined)?.[name];
+  assert.ok(bodies, `no resource ${type}.${name}`);
+  return bodies[0] as Body;
+}
+
+/** A nested block by path, e.g. nested(service, "template", "containers"). */
+function nested(body: Body, ...path: string[]): Body {
+  let current = body;
+  for (const key of path) {
+    const value = current[key];
+    assert.ok(Array.isArray(value) && value.length === 1, `expected one ${key} block`);
+    current = value[0] as Body;
+  }
+  return current;
+}
+
+/** How hcl2json writes an expression attribute: "${<expression>}". */
+const expr = (expression: string) => `$\{${expression}}`;
+
+const withoutComments = (text: string) => text.replace(/^\s*(#|\/\/).*$/gm, "");
+
+/** The services each service calls, from the topology. */
+function callees(service: string): string[] {
+  return Object.entries(topology)
+    .filter(([, callee]) => callee.invoked_by.includes(service))
+    .map(([name]) => name)
+    .sort();
+}
+
+let root: TerraformDir;
+let module_: TerraformDir;
+before(async () => {
+  root = await loadDir(infra);
+  module_ = await loadDir(moduleDir);
+});
+
+describe("infra: the grpc-service module", () => {
+  test("runs the container with HTTP/2 end to end: one port, named h2c", () => {
+    const container = nested(
+      resource(module_, "google_cloud_run_v2_service", "this"),
+      "template",
+      "containers",
+    );
+    assert.deepEqual(container.ports, [
+      { name: "h2c", container_port: expr("var.container_port") },
+    ]);
+  });
+
+  test("probes startup and liveness over grpc.health.v1, on the container port, for var.health_service", () => {
+    const container = nested(
+      resource(module_, "google_cloud_run_v2_service", "this"),
+      "template",
+      "containers",
+    );
+    for (const probe of ["startup_probe", "liveness_probe"]) {
+      assert.deepEqual(
+        nested(container, probe, "grpc"),
+        { port: expr("var.container_port"), service: expr("var.health_service") },
+        `${probe} must be a gRPC probe`,
+      );
+    }
+  });
+
+  test("runs as its own service account, never the default compute account", () => {
+    const template = nested(resource(module_, "google_cloud_run_v2_service", "this"), "template");
+    assert.equal(template.service_account, expr("google_service_account.this.email"));
+    resource(module_, "google_service_account", "this");
+    for (const [file, text] of Object.entries(module_.files)) {
+      assert.doesNotMatch(text, /compute@developer/, `${file} names the default compute account`);
+    }
+  });
+
+  test("grants run.invoker to exactly var.invokers, and allows the same emails in the container", () => {
+    const binding = resource(module_, "google_cloud_run_v2_service_iam_member", "invoker");
+    assert.equal(binding.for_each, expr("var.invokers"));
+    assert.equal(binding.role, "roles/run.invoker");
+    assert.equal(binding.member, expr("each.value"));
+    // Blocks without labels (locals, terraform) are lists of bodies, merged here by index.
+    const locals = Object.assign({}, ...Object.values(module_.config.locals ?? {})) as Body;
+    assert.match(String(locals.invoker_emails), /values\(var\.invokers\)/);
+    assert.match(
+      String(locals.container_env),
+      /AUTH_ALLOWED_INVOKERS\s*=\s*join\(",", local\.invoker_emails\)/,
+    );
+    assert.match(String(locals.container_env), /AUTH_AUDIENCES\s*=\s*local\.url/);
+    assert.match(String(locals.container_env), /AUTH_MODE\s*=\s*"verify"/);
+  });
+
+  test("sets the request timeout from a variable that defaults to Cloud Run's maximum, 3600 s", () => {
+    const template = nested(resource(module_, "google_cloud_run_v2_service", "this"), "template");
+    assert.equal(template.timeout, `${expr("var.request_timeout_seconds")}s`);
+    assert.equal(block(module_, "variable", "request_timeout_seconds").default, 3600);
+  });
+
+  test("sends all egress through the VPC when given one (callers of internal services)", () => {
+    const template = nested(resource(module_, "google_cloud_run_v2_service", "this"), "template");
+    const vpc = (template.dynamic as Record<string, Body[]>).vpc_access?.[0] as Body;
+    assert.ok(vpc, "no dynamic vpc_access block");
+    assert.equal(nested(vpc, "content").egress, "ALL_TRAFFIC");
+  });
+});
+
+describe("infra: the root, against infra/topology.json", () => {
+  test("instantiates the module once per topology service, with the topology's service account", () => {
+    const modules = root.config.module as Record<string, Body[]>;
+    assert.deepEqual(Object.keys(modules).sort(), Object.keys(topology).sort());
+    for (const name of Object.keys(topology)) {
+      const call = block(root, "module", name);
+      assert.equal(call.source, "./modules/grpc-service", `module ${name}`);
+      assert.equal(call.name, name, `module ${name}: Cloud Run service name`);
+      assert.equal(
+        call.service_account_id,
+        expr(`local.topology.${name}.service_account_id`),
+        `module ${name} must take its service account id from the topology`,
+      );
+    }
+  });
+
+  test("grants run.invoker on each internal service to exactly its topology callers' service accounts", () => {
+    for (const [name, service] of Object.entries(topology)) {
+      if (service.invoked_by.length === 0) continue;
+      assert.deepEqual(
+        service.external_invokers,
+        [],
+        `${name}: external invokers of an internal service are not wired in main.tf`,
+      );
+      const expected = Object.fromEntries(
+        service.invoked_by.map((caller) => [
+          caller,
+          expr(`module.${caller}.service_account_member`),
+        ]),
+      );
+      assert.deepEqual(
+        block(root, "module", name).invokers,
+        expected,
+        `module ${name}: invokers must be exactly ${service.invoked_by.join(", ")} (infra/topology.json)`,
+      );
+    }
+  });
+
+  test("internal services take internal ingress only; the entry point has no topology caller", () => {
+    for (const [name, service] of Object.entries(topology)) {
+      const internal = service.invoked_by.length > 0 && service.external_invokers.length === 0;
+      assert.equal(
+        block(root, "module", name).ingress,
+        internal ? "INGRESS_TRAFFIC_INTERNAL_ONLY" : "INGRESS_TRAFFIC_ALL",
+        `module ${name}: ingress`,
+      );
+    }
+    const gatewayInvokers = String(block(root, "module", "gateway").invokers);
+    assert.doesNotMatch(gatewayInvokers, /module\./, "no topology service calls the gateway");
+    assert.match(gatewayInvokers, /local\.topology\.gateway\.external_invokers/);
+    assert.match(gatewayInvokers, /var\.gateway_invokers/);
+  });
+
+  test("no public invoker anywhere: no allUsers or allAuthenticatedUsers member", () => {
+    for (const dir of [root, module_]) {
+      for (const [file, text] of Object.entries(dir.files)) {
+        const code = withoutComments(text)
+          .split("\n")
+          .filter((line) => !/error_message|description/.test(line))
+          .join("\n");
+        assert.doesNotMatch(code, /allUsers|allAuthenticatedUsers/, `${file}`);
+      }
+    }
+  });
+
+  test("wires each caller's peer URLs from the callee modules' url outputs, and nothing else", () => {
+    for (const name of Object.keys(topology)) {
+      const expected = Object.fromEntries(
+        callees(name).map((callee) => [
+          `${callee.toUpperCase()}_URL`,
+          expr(`module.${callee}.url`),
+        ]),
+      );
+      const peers = block(root, "module", name).peers ?? {};
+      assert.deepEqual(peers, expected, `module ${name}: peers`);
+    }
+  });
+
+  test("callers send all egress through the VPC subnet, which has Private Google Access", () => {
+    for (const name of Object.keys(topology)) {
+      const call = block(root, "module", name);
+      if (callees(name).length > 0) {
+        assert.equal(
+          call.vpc_egress,
+          expr("local.vpc_egress"),
+          `module ${name} calls internal services`,
+        );
+      }
+    }
+    assert.equal(
+      resource(root, "google_compute_subnetwork", "services").private_ip_google_access,
+      true,
+    );
+  });
+
+  test("outputs name only outputs the module declares", () => {
+    const declared = Object.keys(module_.config.output ?? {});
+    for (const [file, text] of Object.entries(root.files)) {
+      for (const [, , output] of withoutComments(text).matchAll(/module\.(\w+)\.(\w+)/g)) {
+        assert.ok(
+          declared.includes(output as string),
+          `${file}: module output ${output} is not declared`,
+        );
+      }
+    }
+  });
+});
+
+describe("infra: variables", () => {
+  for (const [label, dir] of [
+    ["root", () => root],
+    ["module", () => module_],
+  ] as const) {
+    test(`${label}: every variable used is declared, and every declared one is used`, () => {
+      const terraform = dir();
+      const declared = Object.keys(terraform.config.variable ?? {}).sort();
+      const used = new Set<string>();
+      for (const text of Object.values(terraform.files)) {
+        for (const [, name] of withoutComments(text).matchAll(/\bvar\.(\w+)/g))
+          used.add(name as string);
+      }
+      assert.deepEqual([...used].sort(), declared);
+    });
+  }
+
+  test("each module call passes only variables the module declares, and all it requires", () => {
+    const variables = module_.config.variable as Record<string, Body[]>;
+    const required = Object.entries(variables)
+      .filter(([, [body]]) => !("default" in (body as Body)))
+      .map(([name]) => name);
+    const meta = new Set(["source", "depends_on", "providers", "count", "for_each"]);
+    for (const name of Object.keys(topology)) {
+      const inputs = Object.keys(block(root, "module", name)).filter((key) => !meta.has(key));
+      for (const input of inputs)
+        assert.ok(input in variables, `module ${name}: unknown input ${input}`);
+      for (const input of required)
+        assert.ok(inputs.includes(input), `module ${name}: missing ${input}`);
+    }
+  });
+
+  test("terraform.tfvars.example sets only declared variables, and every required one but image_tag", async () => {
+    const example = (await parse(
+      "terraform.tfvars.example",
+      readFileSync(join(infra, "terraform.tfvars.example"), "utf8"),
+    )) as Body;
+    const variables = root.config.variable as Record<string, Body[]>;
+    for (const key of Object.keys(example)) assert.ok(key in variables, `unknown variable ${key}`);
+    const required = Object.entries(variables)
+      .filter(([, [body]]) => !("default" in (body as Body)))
+      .map(([name]) => name);
+    assert.deepEqual(
+      required.filter((name) => !(name in example)),
+      ["image_tag"],
+      "scripts/deploy.sh passes image_tag; the example must set the other required variables",
+    );
+  });
+
+  test("the google provider is pinned to a major version in the root and the module", () => {
+    for (const dir of [root, module_]) {
+      const terraform = dir.config.terraform as unknown as Body[];
+      const providers = nested(terraform[0] as Body, "required_providers");
+      const google = providers.google as Body;
+      assert.equal(google.source, "hashicorp/google");
+      assert.match(String(google.version), /^~> \d+\.\d+$/);
+    }
+  });
+});
+
+describe("infra: formatting", () => {
+  test("is formatted as terraform fmt leaves it", (t) => {
+    const found = spawnSync("terraform", ["version"], { stdio: "ignore" });
+    if (found.error) {
+      t.skip("terraform is not on PATH here: install it to check formatting");
+      return;
+    }
+    try {
+      execFileSync("terraform", ["fmt", "-check", "-recursive", "-diff", infra], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+    } catch (error) {
+      assert.fail(
+        `terraform fmt -check failed; run terraform fmt -recursive infra:\n${String((error as { stdout?: Buffer }).stdout)}`,
+      );
+    }
+  });
+});
+
+describe("infra: the probes against the running services", () => {
+  let stack: Stack;
+  before(async () => {
+    stack = await startStack({ auth: false });
+  });
+  after(() => stack?.stop());
+
+  test("each module's health_service is a name its service answers SERVING for", async () => {
+    const expected = {
+      gateway: serviceNames.gateway,
+      route: serviceNames.routeGuide,
+      stats: serviceNames.stats,
+    };
+    for (const name of ["gateway", "route", "stats"] as const) {
+      const probed = String(block(root, "module", name).health_service);
+      assert.equal(probed, expected[name], `module ${name}: health_service`);
+      assert.equal(await healthStatus(`127.0.0.1:${stack[name].port}`, probed), "SERVING", name);
+    }
+  });
+
+  test("a name the service did not register is NOT_FOUND, so a wrong probe name would fail", async () => {
+    const error = await failure(
+      healthStatus(`127.0.0.1:${stack.route.port}`, "routeguide.RouteGuide"),
+    );
+    assert.equal((error as grpc.ServiceError).code, 5);
+  });
+});
