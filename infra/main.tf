@@ -72,10 +72,13 @@ module "stats" {
   image               = "${local.image_base}/stats:${var.image_tag}"
   health_service      = "stats.v1.StatsService"
   ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  max_instances       = var.max_instances
   labels              = local.common_labels
   deletion_protection = var.deletion_protection
   env                 = { LOG_LEVEL = var.log_level }
+  # The aggregates live in one process's memory: a second instance would hold a part of them.
+  # One instance, kept warm, until stats keeps them in PostgreSQL.
+  min_instances = 1
+  max_instances = 1
 
   invokers = {
     gateway = module.gateway.service_account_member
@@ -143,4 +146,29 @@ module "gateway" {
   )
 
   depends_on = [google_project_service.apis]
+}
+
+# Cloud Build runs as this account (not a default one): it may push to the repository and write
+# build logs, nothing else.
+resource "google_service_account" "builder" {
+  project      = var.project_id
+  account_id   = "routeguide-builder"
+  display_name = "routeguide image builder"
+  description  = "Builds and pushes the service images (scripts/deploy.sh, infra/cloudbuild.yaml)."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_artifact_registry_repository_iam_member" "builder_writes_images" {
+  project    = var.project_id
+  location   = var.region
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.builder.email}"
+}
+
+resource "google_project_iam_member" "builder_writes_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.builder.email}"
 }

@@ -31,3 +31,8 @@ output "image_repository" {
   description = "Where scripts/deploy.sh pushes the images."
   value       = local.image_base
 }
+
+output "builder_service_account" {
+  description = "The account Cloud Build runs as (gcloud builds submit --service-account)."
+  value       = google_service_account.builder.id
+}
