@@ -1,71 +1,107 @@
-// What a container will run: each service's production bundle, made by the same script the
-// images use, in a folder outside the workspace, started with only PORT and its env. It must
-// serve health and answer a real call, so no file it needs is left behind in the workspace.
+// What a container will run: each service's production bundle, built exactly as its image
+// builds it. No Docker engine runs here, so the build stage of services/<service>/Dockerfile is
+// replayed (test/support/image-build.ts): the repository copied through .dockerignore, then the
+// stage's own steps in order, with /app mapped to a temporary folder outside the workspace.
+// Each bundle then starts as the image starts it (its CMD and ENV, with only PORT, HOST and the
+// service's own env besides), and must serve health and answer a real call: so neither the
+// Dockerfile, nor .dockerignore, nor the bundle script may leave out a file the service needs.
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { after, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { after, before, describe, test } from "node:test";
 import { createRouteGuideClient, createStatsClient, serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
+import type { Cmd, Env } from "dockerfile-ast";
+import {
+  finalStage,
+  readDockerfile,
+  repoRoot,
+  type Service,
+  services,
+} from "./support/dockerfile.js";
 import { deadline, healthStatus, unary } from "./support/grpc.js";
+import { copyContext, replayBuildStage } from "./support/image-build.js";
 
-const script = fileURLToPath(new URL("../scripts/bundle-service.sh", import.meta.url));
-const folders: string[] = [];
+let work = "";
+const bundles = new Map<Service, string>();
 
-function bundle(service: string): string {
-  const folder = mkdtempSync(join(tmpdir(), `bundle-${service}-`));
-  folders.push(folder);
-  try {
-    execFileSync("bash", [script, service, join(folder, "app")], {
-      stdio: ["ignore", "ignore", "pipe"],
-      timeout: 120_000,
-    });
-  } catch (error) {
-    throw new Error(
-      `bundling ${service} failed (needs pnpm on PATH): ${String((error as { stderr?: Buffer }).stderr ?? error)}`,
-    );
-  }
-  return join(folder, "app");
-}
-
-/** Starts `node dist/main.js` in the bundle with only PATH, PORT and `env`; resolves its port. */
-function start(app: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, ["dist/main.js"], {
+/** Starts a bundle as its image's final stage would: its CMD, its ENV, in its /app. */
+function start(service: Service, env: Record<string, string>) {
+  const app = bundles.get(service);
+  assert.ok(app, `no bundle for ${service}: the image build replay failed (see above)`);
+  const stage = finalStage(readDockerfile(service));
+  const imageEnv = Object.fromEntries(
+    stage.instructions
+      .filter((instruction) => instruction.getKeyword() === "ENV")
+      .flatMap((instruction) => (instruction as Env).getProperties())
+      .map((property) => [property.getName(), property.getValue() ?? ""]),
+  );
+  const cmd = stage.instructions.find((instruction) => instruction.getKeyword() === "CMD") as
+    | Cmd
+    | undefined;
+  const [program, ...args] = cmd?.getJSONStrings().map((word) => word.getJSONValue()) ?? [];
+  // The image's node is the base image's; here it is the one running the tests.
+  assert.equal(program, "node", `services/${service}/Dockerfile: CMD must start node`);
+  const child = spawn(process.execPath, args, {
     cwd: app,
-    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...env },
+    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...imageEnv, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  let stderr = "";
-  child.stderr.on("data", (chunk) => (stderr += chunk));
+  // Its logs (JSON lines on stdout) and stderr, to say why it stopped if it does.
+  let output = "";
+  child.stderr.on("data", (chunk) => (output += chunk));
   const port = new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout }).on("line", (line) => {
+      output += `${line}\n`;
       if (line.includes('"listening"')) resolve((JSON.parse(line) as { port: number }).port);
     });
-    child.once("exit", (code) => reject(new Error(`exited ${code} before listening: ${stderr}`)));
+    child.once("close", (code) =>
+      reject(new Error(`${service}'s bundle exited ${code} before listening:\n${output}`)),
+    );
   });
   return { child, port };
 }
 
-describe("production bundles, as the containers run them", () => {
+describe("production bundles, built and started as the images build and start them", () => {
   const children: ReturnType<typeof start>["child"][] = [];
+  before(
+    async () => {
+      work = mkdtempSync(join(tmpdir(), "image-builds-"));
+      const context = join(work, "context");
+      copyContext(repoRoot, context);
+      // Each image's build runs from scratch in its own root, as a docker build does, so one
+      // image's build cannot lend files to another's. Only turbo's cache is shared, so the
+      // packages the services have in common compile once: a cache hit restores the outputs
+      // turbo.json declares, and if it declares too few, a bundle misses files and this test
+      // fails (as a developer's cached build would).
+      for (const service of services) {
+        const app = await replayBuildStage(readDockerfile(service), service, {
+          context,
+          root: join(work, service),
+          env: { TURBO_CACHE_DIR: join(work, "turbo-cache") },
+        });
+        bundles.set(service, app);
+      }
+    },
+    { timeout: 240_000 },
+  );
   after(() => {
     for (const child of children) child.kill("SIGKILL");
-    for (const folder of folders) rmSync(folder, { recursive: true, force: true });
+    if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  test("stats and route bundles start outside the workspace, serve health and answer calls", {
-    timeout: 300_000,
+  test("the stats and route images' bundles start outside the workspace, serve health and answer calls", {
+    timeout: 60_000,
   }, async () => {
-    const stats = start(bundle("stats"), { AUTH_MODE: "off" });
+    const stats = start("stats", { AUTH_MODE: "off" });
     children.push(stats.child);
     const statsPort = await stats.port;
     assert.equal(await healthStatus(`127.0.0.1:${statsPort}`, serviceNames.stats), "SERVING");
 
-    const route = start(bundle("route"), {
+    const route = start("route", {
       AUTH_MODE: "off",
       STATS_URL: `http://127.0.0.1:${statsPort}`,
     });
@@ -104,10 +140,10 @@ describe("production bundles, as the containers run them", () => {
     }
   });
 
-  test("the gateway bundle starts outside the workspace and serves health", {
-    timeout: 300_000,
+  test("the gateway image's bundle starts outside the workspace and serves health", {
+    timeout: 60_000,
   }, async () => {
-    const gateway = start(bundle("gateway"), {
+    const gateway = start("gateway", {
       AUTH_MODE: "off",
       ROUTE_URL: "http://127.0.0.1:1",
       STATS_URL: "http://127.0.0.1:1",
