@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import { connectGateway } from "@cloudrun-grpc/cli";
 import type { Stack } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
+import type { ClientFactory } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { service as healthServiceDefinition } from "grpc-health-check";
@@ -38,23 +39,35 @@ export async function failure(promise: Promise<unknown>): Promise<grpc.ServiceEr
 
 export const deadline = (ms = 10_000): grpc.CallOptions => ({ deadline: Date.now() + ms });
 
+/**
+ * How a helper below reaches a server: a `host:port` (h2c, no token, as on loopback), or a
+ * function that makes the client itself (e.g. a test target's, with TLS and an ID token).
+ */
+export type Connect = <Client extends grpc.Client>(factory: ClientFactory<Client>) => Client;
+
+function connectWith(where: string | Connect): Connect {
+  if (typeof where !== "string") return where;
+  return (factory) => factory(where, grpc.credentials.createInsecure());
+}
+
 const HealthClient = grpc.makeGenericClientConstructor(
   healthServiceDefinition as unknown as grpc.ServiceDefinition,
   "Health",
 );
+type HealthClient = grpc.Client & {
+  Check: (
+    request: { service: string },
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<{ status: string }>,
+  ) => void;
+};
 
 /** grpc.health.v1.Health/Check, as Cloud Run's probe asks it. */
-export async function healthStatus(target: string, service: string): Promise<string> {
-  const client = new HealthClient(
-    target,
-    grpc.credentials.createInsecure(),
-  ) as unknown as grpc.Client & {
-    Check: (
-      request: { service: string },
-      options: grpc.CallOptions,
-      callback: grpc.requestCallback<{ status: string }>,
-    ) => void;
-  };
+export async function healthStatus(where: string | Connect, service: string): Promise<string> {
+  const client = connectWith(where)(
+    (target, credentials, options) =>
+      new HealthClient(target, credentials, options) as unknown as HealthClient,
+  );
   try {
     const response = await unary<{ status: string }>((done) =>
       client.Check({ service }, deadline(), done),
@@ -89,9 +102,16 @@ const reflectionProto = join(
   "build/proto/grpc/reflection/v1/reflection.proto",
 );
 
+type ReflectionClient = grpc.Client & {
+  ServerReflectionInfo: (
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+  ) => grpc.ClientDuplexStream<object, ReflectionResponse>;
+};
+
 /** The services a server lists through grpc.reflection.v1 (what grpcurl asks). */
 export async function reflectedServices(
-  target: string,
+  where: string | Connect,
   metadata = new grpc.Metadata(),
 ): Promise<string[]> {
   const definition = loadSync(reflectionProto, { keepCase: true });
@@ -99,15 +119,10 @@ export async function reflectedServices(
     definition["grpc.reflection.v1.ServerReflection"] as grpc.ServiceDefinition,
     "ServerReflection",
   );
-  const client = new ServerReflection(
-    target,
-    grpc.credentials.createInsecure(),
-  ) as unknown as grpc.Client & {
-    ServerReflectionInfo: (
-      metadata: grpc.Metadata,
-      options: grpc.CallOptions,
-    ) => grpc.ClientDuplexStream<object, ReflectionResponse>;
-  };
+  const client = connectWith(where)(
+    (target, credentials, options) =>
+      new ServerReflection(target, credentials, options) as unknown as ReflectionClient,
+  );
   try {
     const stream = client.ServerReflectionInfo(metadata, deadline());
     stream.write({ list_services: "" });
