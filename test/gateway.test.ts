@@ -1,11 +1,15 @@
-// The walking system end to end: gateway, route and stats as three processes on loopback,
-// started as `pnpm start` starts them, driven through every gateway method over real HTTP/2.
-// Stats must then hold exactly what was done.
+// The walking system end to end, driven through every gateway method over real HTTP/2: locally
+// gateway, route and stats as three processes on loopback, started as `pnpm start` starts
+// them; with TEST_TARGET=deployed, the deployed stack (support/target.ts).
+// Stats must then hold exactly what was done. A deployed stack's stats are shared and outlive
+// the run, so they are read before the first call and must then have grown by exactly what was
+// done: this assumes nobody else calls that stack while the suite runs. Locally the stack is
+// new, and what it held before is checked to be nothing.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
-import type { GatewayServiceClient, gateway, routeguide } from "@cloudrun-grpc/proto";
+import { loadTopology } from "@cloudrun-grpc/auth-client";
+import type { GatewayServiceClient, gateway, routeguide, stats } from "@cloudrun-grpc/proto";
 import { serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { distanceMeters } from "../services/route/src/distance.js";
@@ -16,10 +20,16 @@ import {
   failure,
   healthStatus,
   reflectedServices,
-  stackGatewayClient,
   targetOf,
   unary,
 } from "./support/grpc.js";
+import {
+  deployed,
+  type GatewayTarget,
+  internalServices,
+  localOnly,
+  startGatewayTarget,
+} from "./support/target.js";
 
 interface Feature {
   name: string;
@@ -44,9 +54,11 @@ const region = {
   hi: { latitude: 410_000_000, longitude: -740_000_000 },
 };
 
+type Lookup = { name: string; location: Feature["location"]; lookups: number };
+
 // What this file does, so the stats can be checked against it at the end.
 const expected = {
-  lookups: new Map<string, { name: string; location: Feature["location"]; lookups: number }>(),
+  lookups: new Map<string, Lookup>(),
   routes: [] as { pointCount: number; featureCount: number; distanceMeters: number }[],
 };
 function expectLookup(location: Feature["location"], name: string) {
@@ -55,62 +67,125 @@ function expectLookup(location: Feature["location"], name: string) {
   expected.lookups.set(key(location), entry);
 }
 
+/** Most looked-up first, ties by latitude then longitude: stats' own order. */
+const byLookups = (a: Lookup, b: Lookup) =>
+  b.lookups - a.lookups ||
+  a.location.latitude - b.location.latitude ||
+  a.location.longitude - b.location.longitude;
+
+// GetStats lists at most this many locations: what it held before must fit, to be added to.
+const maxTopN = 1000;
+
+/** Every location's look-ups: those stats held before this file, plus this file's. */
+function expectedLookups(before: stats.StatsSnapshot__Output): Lookup[] {
+  const all = new Map<string, Lookup>();
+  for (const entry of before.topFeatures) {
+    const location = entry.location as Feature["location"];
+    all.set(key(location), { name: entry.name, location, lookups: entry.lookups });
+  }
+  for (const [at, ours] of expected.lookups) {
+    const entry = all.get(at) ?? { ...ours, lookups: 0 };
+    all.set(at, { ...entry, lookups: entry.lookups + ours.lookups });
+  }
+  return [...all.values()].sort(byLookups);
+}
+
+const readStats = async (client: GatewayServiceClient) => {
+  const { snapshot } = await unary<gateway.GetStatsResponse__Output>((done) =>
+    client.GetStats({ topN: maxTopN }, deadline(), done),
+  );
+  assert.ok(snapshot, "GetStats returns a snapshot");
+  return snapshot;
+};
+
 describe("gateway → route → stats, end to end", () => {
-  let stack: Stack;
+  let gatewayTarget: GatewayTarget;
   let client: GatewayServiceClient;
+  /** Stats before this file's first counted call. */
+  let baseline: stats.StatsSnapshot__Output;
 
   before(async () => {
-    stack = await startStack({ env: { stats: { STATS_WATCH_COALESCE_MS: "200" } } });
-    client = await stackGatewayClient(stack);
+    gatewayTarget = await startGatewayTarget({
+      env: { stats: { STATS_WATCH_COALESCE_MS: "200" } },
+    });
+    client = gatewayTarget.client();
+    baseline = await readStats(client);
   });
   after(async () => {
-    client?.close();
-    await stack?.stop();
+    await gatewayTarget?.close();
   });
 
-  test("each service answers grpc.health.v1 SERVING for the server and its service name", async () => {
-    const names = {
-      gateway: serviceNames.gateway,
-      route: serviceNames.routeGuide,
-      stats: serviceNames.stats,
-    };
-    for (const service of stack.services) {
-      const target = targetOf(service.url);
-      assert.equal(await healthStatus(target, ""), "SERVING", `${service.name} overall`);
-      assert.equal(await healthStatus(target, names[service.name]), "SERVING", service.name);
-      const unknown = await failure(healthStatus(target, "no.such.Service"));
-      assert.equal(unknown.code, grpc.status.NOT_FOUND);
-    }
-  });
+  test("the gateway answers grpc.health.v1, and lists its service through reflection to a caller with a token only", async () => {
+    const connect = gatewayTarget.connect;
+    assert.equal(await healthStatus(connect, ""), "SERVING");
+    assert.equal(await healthStatus(connect, serviceNames.gateway), "SERVING");
+    const unknown = await failure(healthStatus(connect, "no.such.Service"));
+    assert.equal(unknown.code, grpc.status.NOT_FOUND);
 
-  test("each service lists its own service through server reflection, to an allowed caller only", async () => {
-    const auth = stack.auth;
-    assert.ok(auth, "the stack runs with auth");
-    const bearer = async (caller: "client" | "gateway", url: string) => {
-      const metadata = new grpc.Metadata();
-      metadata.set("authorization", `Bearer ${await auth.tokenFor(caller, url)}`);
-      return metadata;
-    };
-    const { gateway: gatewayService, route, stats } = stack;
-    assert.deepEqual(
-      await reflectedServices(
-        targetOf(gatewayService.url),
-        await bearer("client", gatewayService.url),
-      ),
-      [serviceNames.gateway],
+    assert.deepEqual(await reflectedServices(connect), [serviceNames.gateway]);
+    // Reflection shows the whole API: without a token it is refused like any call (deployed,
+    // by Cloud Run's front end with HTTP 401, which grpc-js reports as UNAUTHENTICATED).
+    const refused = await failure(
+      reflectedServices((factory) => connect(factory, { token: false })),
     );
-    assert.deepEqual(
-      await reflectedServices(targetOf(route.url), await bearer("gateway", route.url)),
-      [serviceNames.routeGuide],
-    );
-    assert.deepEqual(
-      await reflectedServices(targetOf(stats.url), await bearer("gateway", stats.url)),
-      [serviceNames.stats],
-    );
-    // Reflection shows the whole API: without a token it is refused like any call.
-    const refused = await failure(reflectedServices(targetOf(route.url)));
     assert.equal(refused.code, grpc.status.UNAUTHENTICATED);
   });
+
+  test(
+    "each service answers grpc.health.v1 SERVING for the server and its service name, without a token",
+    localOnly(internalServices),
+    async () => {
+      const stack = gatewayTarget.stack;
+      assert.ok(stack, "a local stack");
+      const names = {
+        gateway: serviceNames.gateway,
+        route: serviceNames.routeGuide,
+        stats: serviceNames.stats,
+      };
+      for (const service of stack.services) {
+        const target = targetOf(service.url);
+        assert.equal(await healthStatus(target, ""), "SERVING", `${service.name} overall`);
+        assert.equal(await healthStatus(target, names[service.name]), "SERVING", service.name);
+        const unknown = await failure(healthStatus(target, "no.such.Service"));
+        assert.equal(unknown.code, grpc.status.NOT_FOUND);
+      }
+    },
+  );
+
+  test(
+    "each service lists its own service through server reflection, to an allowed caller only",
+    localOnly(internalServices),
+    async () => {
+      const stack = gatewayTarget.stack;
+      assert.ok(stack, "a local stack");
+      const auth = stack.auth;
+      assert.ok(auth, "the stack runs with auth");
+      const bearer = async (caller: "client" | "gateway", url: string) => {
+        const metadata = new grpc.Metadata();
+        metadata.set("authorization", `Bearer ${await auth.tokenFor(caller, url)}`);
+        return metadata;
+      };
+      const { gateway: gatewayService, route, stats } = stack;
+      assert.deepEqual(
+        await reflectedServices(
+          targetOf(gatewayService.url),
+          await bearer("client", gatewayService.url),
+        ),
+        [serviceNames.gateway],
+      );
+      assert.deepEqual(
+        await reflectedServices(targetOf(route.url), await bearer("gateway", route.url)),
+        [serviceNames.routeGuide],
+      );
+      assert.deepEqual(
+        await reflectedServices(targetOf(stats.url), await bearer("gateway", stats.url)),
+        [serviceNames.stats],
+      );
+      // Reflection shows the whole API: without a token it is refused like any call.
+      const refused = await failure(reflectedServices(targetOf(route.url)));
+      assert.equal(refused.code, grpc.status.UNAUTHENTICATED);
+    },
+  );
 
   test("GetFeature returns the named feature at a point, or an unnamed one", async () => {
     const plan = [0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -282,52 +357,80 @@ describe("gateway → route → stats, end to end", () => {
   });
 
   test("stats hold exactly the look-ups and routes made above", async () => {
+    if (!deployed) {
+      // A new stack: what it held before is nothing, so all it holds now is this file's doing.
+      assert.deepEqual(baseline, {
+        routesRecorded: 0,
+        pointsRecorded: 0,
+        distanceMeters: 0,
+        featuresPassed: 0,
+        elapsedSeconds: 0,
+        featureLookups: 0,
+        topFeatures: [],
+        callers: [],
+        version: 0,
+      });
+    }
+    assert.ok(
+      baseline.topFeatures.length < maxTopN,
+      `stats held ${maxTopN} or more locations before the run, more than GetStats lists: ` +
+        "this check needs them all (a new stats instance starts empty)",
+    );
     const totalLookups = [...expected.lookups.values()].reduce(
       (sum, entry) => sum + entry.lookups,
       0,
     );
-    const read = async () =>
-      (
-        await unary<gateway.GetStatsResponse__Output>((done) =>
-          client.GetStats({ topN: 1000 }, deadline(), done),
-        )
-      ).snapshot;
     const snapshot = await eventually(
-      read,
+      () => readStats(client),
       (value) =>
-        value?.featureLookups === totalLookups && value.routesRecorded === expected.routes.length,
+        value.featureLookups === baseline.featureLookups + totalLookups &&
+        value.routesRecorded === baseline.routesRecorded + expected.routes.length,
     );
-    assert.ok(snapshot);
     const sum = (pick: (route: (typeof expected.routes)[number]) => number) =>
       expected.routes.reduce((total, route) => total + pick(route), 0);
-    assert.equal(snapshot.routesRecorded, expected.routes.length);
+    const grown = (pick: (value: stats.StatsSnapshot__Output) => number) =>
+      pick(snapshot) - pick(baseline);
     assert.equal(
-      snapshot.pointsRecorded,
+      grown((value) => value.routesRecorded),
+      expected.routes.length,
+    );
+    assert.equal(
+      grown((value) => value.pointsRecorded),
       sum((route) => route.pointCount),
     );
     assert.equal(
-      snapshot.distanceMeters,
+      grown((value) => value.distanceMeters),
       sum((route) => route.distanceMeters),
     );
     assert.equal(
-      snapshot.featuresPassed,
+      grown((value) => value.featuresPassed),
       sum((route) => route.featureCount),
     );
-    assert.equal(snapshot.featureLookups, totalLookups);
-    const top = [...expected.lookups.values()].sort(
-      (a, b) =>
-        b.lookups - a.lookups ||
-        a.location.latitude - b.location.latitude ||
-        a.location.longitude - b.location.longitude,
+    assert.equal(
+      grown((value) => value.featureLookups),
+      totalLookups,
     );
+    const top = expectedLookups(baseline);
     assert.deepEqual(snapshot.topFeatures, top);
-    assert.deepEqual(snapshot.callers, [
+
+    // route counts each call for its caller, the gateway's own service account.
+    const gatewayAccount = `${loadTopology().services.gateway?.service_account_id}@`;
+    const gatewayEntries = snapshot.callers.filter((entry) =>
+      entry.caller.startsWith(gatewayAccount),
+    );
+    assert.equal(gatewayEntries.length, 1, `one caller ${gatewayAccount}…`);
+    const gatewayCaller = gatewayEntries[0]?.caller as string;
+    if (gatewayTarget.stack) assert.equal(gatewayCaller, gatewayTarget.stack.auth?.emails.gateway);
+    const was = baseline.callers.find((entry) => entry.caller === gatewayCaller);
+    const callers = [
+      ...baseline.callers.filter((entry) => entry.caller !== gatewayCaller),
       {
-        caller: stack.auth?.emails.gateway as string,
-        routesRecorded: expected.routes.length,
-        featureLookups: totalLookups,
+        caller: gatewayCaller,
+        routesRecorded: (was?.routesRecorded ?? 0) + expected.routes.length,
+        featureLookups: (was?.featureLookups ?? 0) + totalLookups,
       },
-    ]);
+    ].sort((a, b) => (a.caller < b.caller ? -1 : a.caller > b.caller ? 1 : 0));
+    assert.deepEqual(snapshot.callers, callers);
 
     const topThree = await unary<gateway.GetStatsResponse__Output>((done) =>
       client.GetStats({ topN: 3 }, deadline(), done),
@@ -342,16 +445,13 @@ describe("gateway → route → stats, end to end", () => {
       client.DescribeArea({ rectangle: { lo: hi, hi: lo }, topN: 5 }, deadline(), done),
     );
     const inside = features.filter((candidate) => inBox(candidate.location, lo, hi));
-    const looked = [...expected.lookups.values()].filter((entry) => inBox(entry.location, lo, hi));
+    const looked = expectedLookups(baseline).filter((entry) => inBox(entry.location, lo, hi));
     assert.equal(answer.featureCount, inside.length);
     assert.equal(
       answer.lookupsInArea,
       looked.reduce((sum, entry) => sum + entry.lookups, 0),
     );
-    const named = looked
-      .filter((entry) => entry.name !== "")
-      .sort((a, b) => b.lookups - a.lookups || a.location.latitude - b.location.latitude)
-      .slice(0, 5);
+    const named = looked.filter((entry) => entry.name !== "").slice(0, 5);
     assert.deepEqual(
       answer.mostLookedUp,
       named.map((entry) => ({
@@ -359,7 +459,8 @@ describe("gateway → route → stats, end to end", () => {
         lookups: entry.lookups,
       })),
     );
-    assert.equal(answer.mostLookedUp[0]?.feature?.name, feature(0).name);
+    // This file looks up feature #0 the most: on a new stack it leads the area.
+    if (!deployed) assert.equal(answer.mostLookedUp[0]?.feature?.name, feature(0).name);
   });
 
   test("WatchStats sends the current aggregates, then coalesced updates as they change", async () => {
