@@ -1,11 +1,12 @@
 // The CLI against a running stack: every command, readable output, clear errors.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import { point, recordRoute, routeChat } from "@cloudrun-grpc/cli";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import * as grpc from "@grpc/grpc-js";
 import { stackGatewayClient } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
 const cliEntry = new URL("../packages/cli/dist/main.js", import.meta.url).pathname;
 
@@ -24,7 +25,7 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
   });
 }
 
-describe("the routeguide CLI", () => {
+describeLocalOnly("the routeguide CLI", () => {
   let stack: Stack;
   let gateway: string[];
 

@@ -2,8 +2,9 @@
 // variable that names it, and without starting to listen.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { describe, test } from "node:test";
+import { test } from "node:test";
 import { type StackServiceName as ServiceName, serviceEntry } from "@cloudrun-grpc/local-stack";
+import { describeLocalOnly } from "./support/target.js";
 
 function startWith(service: ServiceName, env: Record<string, string>) {
   const result = spawnSync(process.execPath, [serviceEntry(service)], {
@@ -16,7 +17,7 @@ function startWith(service: ServiceName, env: Record<string, string>) {
 
 const peers = { ROUTE_URL: "http://127.0.0.1:1", STATS_URL: "http://127.0.0.1:1" };
 
-describe("bad configuration stops a service with a clear message", () => {
+describeLocalOnly("bad configuration stops a service with a clear message", () => {
   const cases: {
     service: ServiceName;
     env: Record<string, string>;

@@ -9,7 +9,7 @@
 // notes while its answers pile up would have to hold gigabytes.
 import assert from "node:assert/strict";
 import type { ClientHttp2Stream, IncomingHttpHeaders } from "node:http2";
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import type { gateway } from "@cloudrun-grpc/proto";
 import { deadline, healthStatus, stackGatewayClient, targetOf, unary } from "./support/grpc.js";
@@ -21,6 +21,7 @@ import {
   openRawCall,
   residentBytes,
 } from "./support/raw-grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
 const routeChat = "/gateway.v1.GatewayService/RouteChat";
 
@@ -115,7 +116,7 @@ async function writeUntilHeldBack(
   while (writer.accepted < writer.written && !over()) await sleep(100);
 }
 
-describe("flow control through the gateway", () => {
+describeLocalOnly("flow control through the gateway", () => {
   let stack: Stack;
 
   before(async () => {

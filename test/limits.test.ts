@@ -1,6 +1,6 @@
 // Oversized input gets a clear status, never a crash or a hang, and the service stays healthy.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient, gateway } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
@@ -13,10 +13,11 @@ import {
   targetOf,
   unary,
 } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
 const here = { latitude: 1, longitude: 1 };
 
-describe("limits on one call's size and work", () => {
+describeLocalOnly("limits on one call's size and work", () => {
   let stack: Stack;
   let client: GatewayServiceClient;
 

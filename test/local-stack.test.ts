@@ -1,11 +1,12 @@
 // The local stack's start can be aborted (Ctrl-C during `pnpm start`): it stops what it had
 // started, and nothing is left running.
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { test } from "node:test";
 import { startStack } from "@cloudrun-grpc/local-stack";
 import { connectError } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
-describe("aborting startStack", () => {
+describeLocalOnly("aborting startStack", () => {
   test("after stats is listening stops stats and rejects", { timeout: 60_000 }, async () => {
     const aborter = new AbortController();
     let statsPort: number | undefined;

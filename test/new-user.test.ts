@@ -7,9 +7,10 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { connectError } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 
@@ -23,7 +24,7 @@ function pnpmOnPath(): string {
   }
 }
 
-describe("a new user's first command on a fresh clone", () => {
+describeLocalOnly("a new user's first command on a fresh clone", () => {
   let clone: string;
   let start: ChildProcess;
   let output = "";

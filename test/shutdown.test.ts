@@ -1,7 +1,7 @@
 // SIGTERM, as Cloud Run sends it before stopping an instance: the service stops accepting
 // new calls, lets the calls in flight finish, and exits 0.
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { test } from "node:test";
 import { startService, startStack } from "@cloudrun-grpc/local-stack";
 import {
   createRouteGuideClient,
@@ -19,10 +19,11 @@ import {
   targetOf,
   unary,
 } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
 const here = { latitude: 1, longitude: 1 };
 
-describe("graceful shutdown on SIGTERM", () => {
+describeLocalOnly("graceful shutdown on SIGTERM", () => {
   test("route finishes an open RouteChat, refuses new calls, and exits 0", async () => {
     const stats = await startService({ name: "stats" });
     const route = await startService({

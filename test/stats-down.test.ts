@@ -1,13 +1,14 @@
 // A client's call never fails because stats is down: route answers first and keeps its
 // reports queued, retrying until stats is back; then stats counts every one of them once.
 import assert from "node:assert/strict";
-import { after, describe, test } from "node:test";
+import { after, test } from "node:test";
 import { connectGateway } from "@cloudrun-grpc/cli";
 import { type ServiceProcess, startService } from "@cloudrun-grpc/local-stack";
 import type { gateway } from "@cloudrun-grpc/proto";
 import { deadline, eventually, unary } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
-describe("stats down", () => {
+describeLocalOnly("stats down", () => {
   const running: ServiceProcess[] = [];
   after(async () => {
     for (const service of running.reverse()) await service.stop();

@@ -3,12 +3,13 @@
 // the gateway reaches route through it as it would reach https://route-….run.app.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import { connectGateway } from "@cloudrun-grpc/cli";
 import { type ServiceProcess, startService } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient, gateway } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { deadline, failure, unary } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 import {
   makeTestCertificates,
   startTlsProxy,
@@ -18,7 +19,7 @@ import {
 
 const somewhere = { latitude: 400_000_005, longitude: -740_000_005 };
 
-describe("peers over https:// (TLS on a Cloud Run-like front end)", () => {
+describeLocalOnly("peers over https:// (TLS on a Cloud Run-like front end)", () => {
   let certs: TestCertificates;
   let stats: ServiceProcess;
   let route: ServiceProcess;
