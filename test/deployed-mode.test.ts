@@ -187,7 +187,7 @@ describeLocalOnly("pnpm test:deployed", () => {
     assert.match(await run(), /did not print JSON/);
   });
 
-  test("a GATEWAY_URL that is no http(s) origin stops it before any test, with one message", async () => {
+  test("a GATEWAY_URL that is not an http(s) origin stops it before any test, with one message", async () => {
     const result = await testDeployed(childEnv({ GATEWAY_URL: "https://gateway.run.app/v1" }));
     assert.equal(result.code, 2, result.output);
     assert.match(result.output, /^test:deployed: GATEWAY_URL must be an origin without path/m);
