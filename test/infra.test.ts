@@ -15,6 +15,7 @@ import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import { serviceNames } from "@cloudrun-grpc/proto";
 import type * as grpc from "@grpc/grpc-js";
 import { failure, healthStatus } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
 
 const infra = fileURLToPath(new URL("../infra", import.meta.url));
 const moduleDir = join(infra, "modules", "grpc-service");
@@ -345,7 +346,7 @@ describe("infra: formatting", () => {
   });
 });
 
-describe("infra: the probes against the running services", () => {
+describeLocalOnly("infra: the probes against the running services", () => {
   let stack: Stack;
   before(async () => {
     stack = await startStack({ auth: false });
