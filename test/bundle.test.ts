@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { after, before, describe, test } from "node:test";
+import { after, before, test } from "node:test";
 import { createRouteGuideClient, createStatsClient, serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import type { Cmd, Env } from "dockerfile-ast";
@@ -24,6 +24,7 @@ import {
 } from "./support/dockerfile.js";
 import { deadline, healthStatus, unary } from "./support/grpc.js";
 import { copyContext, replayBuildStage } from "./support/image-build.js";
+import { describeLocalOnly } from "./support/target.js";
 
 let work = "";
 const bundles = new Map<Service, string>();
@@ -65,93 +66,99 @@ function start(service: Service, env: Record<string, string>) {
   return { child, port };
 }
 
-describe("production bundles, built and started as the images build and start them", () => {
-  const children: ReturnType<typeof start>["child"][] = [];
-  before(
-    async () => {
-      work = mkdtempSync(join(tmpdir(), "image-builds-"));
-      const context = join(work, "context");
-      copyContext(repoRoot, context);
-      // Each image's build runs from scratch in its own root, as a docker build does, so one
-      // image's build cannot lend files to another's. Only turbo's cache is shared, so the
-      // packages the services have in common compile once: a cache hit restores the outputs
-      // turbo.json declares, and if it declares too few, a bundle misses files and this test
-      // fails (as a developer's cached build would).
-      for (const service of services) {
-        const app = await replayBuildStage(readDockerfile(service), service, {
-          context,
-          root: join(work, service),
-          env: { TURBO_CACHE_DIR: join(work, "turbo-cache") },
-        });
-        bundles.set(service, app);
-      }
-    },
-    { timeout: 240_000 },
-  );
-  after(() => {
-    for (const child of children) child.kill("SIGKILL");
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
-
-  test("the stats and route images' bundles start outside the workspace, serve health and answer calls", {
-    timeout: 60_000,
-  }, async () => {
-    const stats = start("stats", { AUTH_MODE: "off" });
-    children.push(stats.child);
-    const statsPort = await stats.port;
-    assert.equal(await healthStatus(`127.0.0.1:${statsPort}`, serviceNames.stats), "SERVING");
-
-    const route = start("route", {
-      AUTH_MODE: "off",
-      STATS_URL: `http://127.0.0.1:${statsPort}`,
+describeLocalOnly(
+  "production bundles, built and started as the images build and start them",
+  () => {
+    const children: ReturnType<typeof start>["child"][] = [];
+    before(
+      async () => {
+        work = mkdtempSync(join(tmpdir(), "image-builds-"));
+        const context = join(work, "context");
+        copyContext(repoRoot, context);
+        // Each image's build runs from scratch in its own root, as a docker build does, so one
+        // image's build cannot lend files to another's. Only turbo's cache is shared, so the
+        // packages the services have in common compile once: a cache hit restores the outputs
+        // turbo.json declares, and if it declares too few, a bundle misses files and this test
+        // fails (as a developer's cached build would).
+        for (const service of services) {
+          const app = await replayBuildStage(readDockerfile(service), service, {
+            context,
+            root: join(work, service),
+            env: { TURBO_CACHE_DIR: join(work, "turbo-cache") },
+          });
+          bundles.set(service, app);
+        }
+      },
+      { timeout: 240_000 },
+    );
+    after(() => {
+      for (const child of children) child.kill("SIGKILL");
+      if (work) rmSync(work, { recursive: true, force: true });
     });
-    children.push(route.child);
-    const routePort = await route.port;
-    assert.equal(await healthStatus(`127.0.0.1:${routePort}`, serviceNames.routeGuide), "SERVING");
 
-    // A real call: route's bundled feature data and protos are there, and its report reaches stats.
-    const routeClient = createRouteGuideClient(
-      `127.0.0.1:${routePort}`,
-      grpc.credentials.createInsecure(),
-    );
-    const statsClient = createStatsClient(
-      `127.0.0.1:${statsPort}`,
-      grpc.credentials.createInsecure(),
-    );
-    try {
-      const point = { latitude: 402_223_000, longitude: -749_300_000 };
-      const found = await unary<{ feature: { name: string } | null }>((done) =>
-        routeClient.GetFeature({ point }, deadline(), done),
+    test("the stats and route images' bundles start outside the workspace, serve health and answer calls", {
+      timeout: 60_000,
+    }, async () => {
+      const stats = start("stats", { AUTH_MODE: "off" });
+      children.push(stats.child);
+      const statsPort = await stats.port;
+      assert.equal(await healthStatus(`127.0.0.1:${statsPort}`, serviceNames.stats), "SERVING");
+
+      const route = start("route", {
+        AUTH_MODE: "off",
+        STATS_URL: `http://127.0.0.1:${statsPort}`,
+      });
+      children.push(route.child);
+      const routePort = await route.port;
+      assert.equal(
+        await healthStatus(`127.0.0.1:${routePort}`, serviceNames.routeGuide),
+        "SERVING",
       );
-      assert.equal(found.feature?.name, "Red Orchard Market");
-      const giveUpAt = Date.now() + 10_000;
-      let lookups = 0;
-      while (lookups < 1 && Date.now() < giveUpAt) {
-        const { snapshot } = await unary<{ snapshot: { featureLookups: number } | null }>((done) =>
-          statsClient.GetStats({ topN: 1 }, deadline(), done),
-        );
-        lookups = snapshot?.featureLookups ?? 0;
-        if (lookups < 1) await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      assert.equal(lookups, 1);
-    } finally {
-      routeClient.close();
-      statsClient.close();
-    }
-  });
 
-  test("the gateway image's bundle starts outside the workspace and serves health", {
-    timeout: 60_000,
-  }, async () => {
-    const gateway = start("gateway", {
-      AUTH_MODE: "off",
-      ROUTE_URL: "http://127.0.0.1:1",
-      STATS_URL: "http://127.0.0.1:1",
+      // A real call: route's bundled feature data and protos are there, and its report reaches stats.
+      const routeClient = createRouteGuideClient(
+        `127.0.0.1:${routePort}`,
+        grpc.credentials.createInsecure(),
+      );
+      const statsClient = createStatsClient(
+        `127.0.0.1:${statsPort}`,
+        grpc.credentials.createInsecure(),
+      );
+      try {
+        const point = { latitude: 402_223_000, longitude: -749_300_000 };
+        const found = await unary<{ feature: { name: string } | null }>((done) =>
+          routeClient.GetFeature({ point }, deadline(), done),
+        );
+        assert.equal(found.feature?.name, "Red Orchard Market");
+        const giveUpAt = Date.now() + 10_000;
+        let lookups = 0;
+        while (lookups < 1 && Date.now() < giveUpAt) {
+          const { snapshot } = await unary<{ snapshot: { featureLookups: number } | null }>(
+            (done) => statsClient.GetStats({ topN: 1 }, deadline(), done),
+          );
+          lookups = snapshot?.featureLookups ?? 0;
+          if (lookups < 1) await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        assert.equal(lookups, 1);
+      } finally {
+        routeClient.close();
+        statsClient.close();
+      }
     });
-    children.push(gateway.child);
-    assert.equal(
-      await healthStatus(`127.0.0.1:${await gateway.port}`, serviceNames.gateway),
-      "SERVING",
-    );
-  });
-});
+
+    test("the gateway image's bundle starts outside the workspace and serves health", {
+      timeout: 60_000,
+    }, async () => {
+      const gateway = start("gateway", {
+        AUTH_MODE: "off",
+        ROUTE_URL: "http://127.0.0.1:1",
+        STATS_URL: "http://127.0.0.1:1",
+      });
+      children.push(gateway.child);
+      assert.equal(
+        await healthStatus(`127.0.0.1:${await gateway.port}`, serviceNames.gateway),
+        "SERVING",
+      );
+    });
+  },
+);
