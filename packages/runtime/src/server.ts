@@ -8,6 +8,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { z } from "zod";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
+import type { Readiness } from "./readiness.js";
 
 export interface GrpcServerOptions {
   host: string;
@@ -21,6 +22,8 @@ export interface GrpcServerOptions {
   onDrain?: () => void;
   /** Extra grpc-js server options (interceptors, limits). */
   serverOptions?: grpc.ServerOptions;
+  /** When given, the services' own health names follow it (NOT_SERVING while not ready). */
+  readiness?: Readiness;
 }
 
 export interface RunningGrpcServer {
@@ -50,11 +53,22 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const names = options.services.map((service) => service.name);
   for (const service of options.services) server.addService(service.definition, service.handlers);
 
-  // "" is the whole server; each service also answers by its own name (what probes ask for).
+  // "" is the whole server (the process can answer); each service also answers by its own
+  // name, SERVING only while it is ready (what the startup probe asks for).
   const healthNames = ["", ...names];
-  const health = new HealthImplementation(
-    Object.fromEntries(healthNames.map((name) => [name, "SERVING" as const])),
-  );
+  const serviceStatus = (ready: boolean) => (ready ? "SERVING" : "NOT_SERVING");
+  const health = new HealthImplementation({
+    "": "SERVING",
+    ...Object.fromEntries(
+      names.map((name) => [name, serviceStatus(options.readiness?.ready ?? true)]),
+    ),
+  });
+  let draining = false;
+  const unsubscribe = options.readiness?.subscribe((ready) => {
+    if (draining) return;
+    for (const name of names) health.setStatus(name, serviceStatus(ready));
+    logger.info({ ready }, ready ? "ready: serving" : "not ready: health NOT_SERVING");
+  });
   health.addToServer(server);
   new ReflectionService(packageDefinition, { services: names }).addToServer(server);
 
@@ -71,6 +85,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const shutdown = () => {
     closed ??= new Promise<void>((resolve) => {
       logger.info({ graceMs: options.shutdownGraceMs }, "draining");
+      draining = true;
+      unsubscribe?.();
       for (const name of healthNames) health.setStatus(name, "NOT_SERVING");
       options.onDrain?.();
       const deadline = setTimeout(() => {
@@ -94,6 +110,8 @@ export interface ServiceSetup {
   /** Server interceptors, e.g. the auth check, run for every call before its handler. */
   interceptors?: grpc.ServerInterceptor[];
   onDrain?: () => void;
+  /** Whether the service can work now; its health name follows it. Absent: always ready. */
+  readiness?: Readiness;
   /**
    * After the server has closed: flush what must not be lost, close clients. Gets what is
    * left of the grace period (at least 1 s), so the whole stop stays within
@@ -126,6 +144,7 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
       shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
       services: service.services,
       onDrain: service.onDrain,
+      readiness: service.readiness,
       serverOptions: { interceptors: service.interceptors ?? [] },
     });
   } catch (error) {

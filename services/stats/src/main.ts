@@ -1,17 +1,33 @@
 // stats: records what route reports, serves the aggregates to the gateway.
 import { serviceAuth } from "@cloudrun-grpc/auth-client";
 import { statsService } from "@cloudrun-grpc/proto";
-import { runService } from "@cloudrun-grpc/runtime";
+import { Readiness, runService } from "@cloudrun-grpc/runtime";
 import { statsConfigSchema } from "./config.js";
 import { statsHandlers } from "./handlers.js";
-import { MemoryStatsStore } from "./store.js";
+import { SqlStatsStore } from "./sql-store.js";
 
 await runService("stats", statsConfigSchema, (config, logger) => {
-  const store = new MemoryStatsStore();
+  // NOT_SERVING until the database is reachable and migrated: the server starts at once, so
+  // the health check can say so, and the store keeps trying in the background.
+  const readiness = new Readiness(false);
+  const store = new SqlStatsStore({
+    target: config.STATS_DATABASE_URL,
+    database: {
+      poolMax: config.STATS_DATABASE_POOL_MAX,
+      timeoutMs: config.STATS_DATABASE_TIMEOUT_MS,
+      iamUser: config.STATS_DATABASE_IAM_USER,
+    },
+    logger,
+    readiness,
+    eventIdRetentionMs: config.STATS_EVENT_ID_RETENTION_HOURS * 3_600_000,
+  });
+  store.start();
   const stats = statsHandlers({ store, logger, watchCoalesceMs: config.STATS_WATCH_COALESCE_MS });
   return {
     services: [statsService(stats.handlers)],
     interceptors: serviceAuth(config, logger).serverInterceptors,
+    readiness,
     onDrain: () => stats.endWatches(),
+    afterShutdown: () => store.close(),
   };
 });

@@ -1,0 +1,354 @@
+// The stats store in PostgreSQL. Exactly once: a batch inserts its event ids into a ledger and
+// adds what the new ones count to the aggregates in the same transaction, with single-statement
+// upserts (no read-modify-write in JS), so retries and concurrent instances add up exactly.
+// Changes are announced with NOTIFY; every instance LISTENs, so a watch on one instance sees a
+// change made through another. While the database is unreachable the store answers UNAVAILABLE,
+// keeps the service NOT_SERVING and reconnects with backoff.
+import { type Logger, type Readiness, StatusError } from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
+import { and, asc, between, desc, eq, ne, type SQL, sql } from "drizzle-orm";
+import { aggregateEvents } from "./aggregate.js";
+import { type Database, type DatabaseOptions, openDatabase, type StatsDb } from "./db/database.js";
+import { callerCounts, countedEvents, featureLookups, totals } from "./db/schema.js";
+import { type DatabaseTarget, describeTarget } from "./db/target.js";
+import type { Snapshot, SnapshotQuery, StatsEvent, StatsStore } from "./store.js";
+
+export const changeChannel = "stats_changed";
+
+export interface SqlStatsStoreOptions {
+  target: DatabaseTarget;
+  database: Omit<DatabaseOptions, "onConnectionError">;
+  logger: Logger;
+  /** Set while the database is reachable and migrated. */
+  readiness: Readiness;
+  /** How long counted event ids are remembered. */
+  eventIdRetentionMs: number;
+}
+
+const maxReconnectDelayMs = 10_000;
+const pruneEveryMs = 60 * 60 * 1000;
+
+export class SqlStatsStore implements StatsStore {
+  private database: Database | undefined;
+  private lastError = "not connected yet";
+  private stopped = false;
+  private connecting: Promise<void> | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<() => void>();
+  private readonly where: string;
+
+  constructor(private readonly options: SqlStatsStoreOptions) {
+    this.where = describeTarget(options.target);
+  }
+
+  /** Connects (and keeps reconnecting) in the background; readiness says when it can serve. */
+  start(): void {
+    this.connecting ??= this.connect();
+    this.pruneTimer = setInterval(() => void this.pruneCountedIds(), pruneEveryMs);
+    this.pruneTimer.unref();
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.pruneTimer);
+    await this.connecting;
+    const database = this.database;
+    this.database = undefined;
+    await database?.close();
+  }
+
+  async record(events: StatsEvent[]): Promise<{ accepted: number; duplicates: number }> {
+    // The first of several events with one id is the one that counts.
+    const byId = new Map<string, StatsEvent>();
+    for (const event of events) if (!byId.has(event.id)) byId.set(event.id, event);
+    if (byId.size === 0) return { accepted: 0, duplicates: events.length };
+    const ids = [...byId.keys()].sort();
+
+    const accepted = await this.run((db) =>
+      db.transaction(async (tx) => {
+        const inserted = await tx
+          .insert(countedEvents)
+          .values(ids.map((id) => ({ id })))
+          .onConflictDoNothing()
+          .returning({ id: countedEvents.id });
+        if (inserted.length === 0) return 0;
+        const delta = aggregateEvents(inserted.map(({ id }) => byId.get(id) as StatsEvent));
+
+        if (delta.callers.length > 0) {
+          await tx
+            .insert(callerCounts)
+            .values(delta.callers)
+            .onConflictDoUpdate({
+              target: callerCounts.caller,
+              set: {
+                routesRecorded: sql`${callerCounts.routesRecorded} + excluded.routes_recorded`,
+                featureLookups: sql`${callerCounts.featureLookups} + excluded.feature_lookups`,
+              },
+            });
+        }
+        if (delta.lookups.length > 0) {
+          await tx
+            .insert(featureLookups)
+            .values(
+              delta.lookups.map(({ location, name, lookups }) => ({
+                latitude: location.latitude,
+                longitude: location.longitude,
+                name,
+                lookups,
+              })),
+            )
+            .onConflictDoUpdate({
+              target: [featureLookups.latitude, featureLookups.longitude],
+              set: {
+                lookups: sql`${featureLookups.lookups} + excluded.lookups`,
+                // The latest name route gave (its data set may change between deploys).
+                name: sql`case when excluded.name <> '' then excluded.name else ${featureLookups.name} end`,
+              },
+            });
+        }
+        const t = delta.totals;
+        await tx
+          .insert(totals)
+          .values({ id: 1, ...t, version: 1 })
+          .onConflictDoUpdate({
+            target: totals.id,
+            set: {
+              routesRecorded: sql`${totals.routesRecorded} + ${t.routesRecorded}`,
+              pointsRecorded: sql`${totals.pointsRecorded} + ${t.pointsRecorded}`,
+              distanceMeters: sql`${totals.distanceMeters} + ${t.distanceMeters}`,
+              featuresPassed: sql`${totals.featuresPassed} + ${t.featuresPassed}`,
+              elapsedSeconds: sql`${totals.elapsedSeconds} + ${t.elapsedSeconds}`,
+              featureLookups: sql`${totals.featureLookups} + ${t.featureLookups}`,
+              version: sql`${totals.version} + 1`,
+            },
+          });
+        // Delivered at commit, to every instance listening (this one included).
+        await tx.execute(sql`select pg_notify(${changeChannel}, '')`);
+        return inserted.length;
+      }),
+    );
+    return { accepted, duplicates: events.length - accepted };
+  }
+
+  async snapshot(query: SnapshotQuery): Promise<{ snapshot: Snapshot; lookupsWithin: number }> {
+    return this.run((db) =>
+      // One consistent view: the totals, the list and the version belong together.
+      db.transaction(
+        async (tx) => {
+          const within: SQL | undefined = query.within
+            ? and(
+                between(
+                  featureLookups.latitude,
+                  query.within.minLatitude,
+                  query.within.maxLatitude,
+                ),
+                between(
+                  featureLookups.longitude,
+                  query.within.minLongitude,
+                  query.within.maxLongitude,
+                ),
+              )
+            : undefined;
+          const [row] = await tx.select().from(totals).where(eq(totals.id, 1));
+          const top = await tx
+            .select()
+            .from(featureLookups)
+            .where(and(within, query.namedOnly ? ne(featureLookups.name, "") : undefined))
+            .orderBy(
+              desc(featureLookups.lookups),
+              asc(featureLookups.latitude),
+              asc(featureLookups.longitude),
+            )
+            .limit(query.topN);
+          const [sum] = within
+            ? await tx
+                .select({ lookups: sql<string>`coalesce(sum(${featureLookups.lookups}), 0)` })
+                .from(featureLookups)
+                .where(within)
+            : [{ lookups: "0" }];
+          const callers = await tx
+            .select({
+              caller: callerCounts.caller,
+              routesRecorded: callerCounts.routesRecorded,
+              featureLookups: callerCounts.featureLookups,
+            })
+            .from(callerCounts)
+            .orderBy(sql`${callerCounts.caller} collate "C"`);
+          return {
+            snapshot: {
+              routesRecorded: row?.routesRecorded ?? 0,
+              pointsRecorded: row?.pointsRecorded ?? 0,
+              distanceMeters: row?.distanceMeters ?? 0,
+              featuresPassed: row?.featuresPassed ?? 0,
+              elapsedSeconds: row?.elapsedSeconds ?? 0,
+              featureLookups: row?.featureLookups ?? 0,
+              version: row?.version ?? 0,
+              topFeatures: top.map(({ latitude, longitude, name, lookups }) => ({
+                location: { latitude, longitude },
+                name,
+                lookups,
+              })),
+              callers,
+            },
+            // sum() of bigint is numeric, which drivers return as text.
+            lookupsWithin: Number(sum?.lookups ?? 0),
+          };
+        },
+        { isolationLevel: "repeatable read", accessMode: "read only" },
+      ),
+    );
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) listener();
+  }
+
+  /** Runs `work` on the database, turning its failures into gRPC statuses. */
+  private async run<T>(work: (db: StatsDb) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt += 1) {
+      const database = this.database;
+      if (!database) {
+        throw new StatusError(
+          grpc.status.UNAVAILABLE,
+          `stats database unavailable (${this.lastError}): try again`,
+        );
+      }
+      try {
+        return await work(database.db);
+      } catch (error) {
+        const failure = classify(error);
+        // Concurrent batches can deadlock on shared rows; PostgreSQL aborts one: run it again.
+        if (failure === "conflict" && attempt < 5) continue;
+        if (failure === "connection") {
+          this.lost(database, error);
+          throw new StatusError(
+            grpc.status.UNAVAILABLE,
+            `stats database unavailable (${this.lastError}): try again`,
+          );
+        }
+        if (failure === "timeout") {
+          throw new StatusError(
+            grpc.status.UNAVAILABLE,
+            "stats database did not answer in time: try again",
+          );
+        }
+        throw error;
+      }
+    }
+  }
+
+  private async connect(): Promise<void> {
+    let delayMs = 250;
+    while (!this.stopped) {
+      let opened: Database | undefined;
+      try {
+        opened = await openDatabase(this.options.target, {
+          ...this.options.database,
+          onConnectionError: (error) => {
+            if (opened && this.database === opened) this.lost(opened, error);
+          },
+        });
+        await opened.migrate();
+        await opened.listen(changeChannel, () => this.changed());
+        if (this.stopped) {
+          await opened.close();
+          return;
+        }
+        this.database = opened;
+        this.options.logger.info({ database: this.where }, "stats database ready");
+        this.options.readiness.set(true);
+        // Changes may have been made through other instances while this one was away.
+        this.changed();
+        return;
+      } catch (error) {
+        await opened?.close().catch(() => {});
+        this.lastError = errorText(error);
+        this.options.logger.warn(
+          { database: this.where, err: error, retryInMs: delayMs },
+          `stats database unreachable (${this.lastError}): retrying`,
+        );
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        delayMs = Math.min(delayMs * 2, maxReconnectDelayMs);
+      }
+    }
+  }
+
+  /** The connection is gone: stop serving, close what is left, reconnect. */
+  private lost(database: Database, error: unknown): void {
+    if (this.database !== database) return;
+    this.database = undefined;
+    this.lastError = errorText(error);
+    this.options.readiness.set(false);
+    this.options.logger.error(
+      { database: this.where, err: error },
+      `stats database connection lost (${this.lastError}): reconnecting`,
+    );
+    void database.close().catch(() => {});
+    this.connecting = this.connect();
+  }
+
+  /**
+   * Forgets counted ids older than the retention (a report is retried within minutes, not
+   * days): the ledger stays bounded by the retention. Runs hourly; failures are only logged.
+   */
+  async pruneCountedIds(): Promise<void> {
+    const before = new Date(Date.now() - this.options.eventIdRetentionMs);
+    try {
+      await this.run((db) =>
+        db.delete(countedEvents).where(sql`${countedEvents.countedAt} < ${before}`),
+      );
+    } catch (error) {
+      this.options.logger.warn({ err: error }, "pruning counted event ids failed");
+    }
+  }
+}
+
+/** The driver error behind drizzle's wrapping, and its cause chain. */
+function* causes(error: unknown): Generator<{ code?: unknown; message?: unknown }> {
+  let current: unknown = error;
+  for (let depth = 0; current && typeof current === "object" && depth < 5; depth += 1) {
+    yield current as { code?: unknown; message?: unknown };
+    current = (current as { cause?: unknown }).cause;
+  }
+}
+
+const connectionCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "57P01", // admin_shutdown
+  "57P02", // crash_shutdown
+  "57P03", // cannot_connect_now
+  "53300", // too_many_connections
+]);
+
+function classify(error: unknown): "connection" | "timeout" | "conflict" | "other" {
+  for (const cause of causes(error)) {
+    const code = typeof cause.code === "string" ? cause.code : "";
+    const message = typeof cause.message === "string" ? cause.message : "";
+    if (code === "40P01" || code === "40001") return "conflict";
+    if (code === "57014" || /Query read timeout/i.test(message)) return "timeout";
+    if (connectionCodes.has(code) || code.startsWith("08")) return "connection";
+    if (
+      /Connection terminated|not queryable|timeout exceeded when trying to connect/i.test(message)
+    )
+      return "connection";
+  }
+  return "other";
+}
+
+function errorText(error: unknown): string {
+  for (const cause of [...causes(error)].reverse()) {
+    if (typeof cause.message === "string" && cause.message !== "") return cause.message;
+    if (typeof cause.code === "string") return cause.code;
+  }
+  return String(error);
+}
