@@ -2,8 +2,10 @@
 // would run it (`node dist/main.js`, config from env, PORT), and tells where each listens.
 // `pnpm start` and the integration suite both start the system through here.
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { type AddressInfo, createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { type StackAuth, startStackAuth } from "./local-auth.js";
@@ -33,7 +35,7 @@ export interface StartServiceOptions {
   env?: Record<string, string>;
   /** Called with each line the process prints, stdout and stderr alike. */
   onLine?: (service: StackServiceName, line: string, stream: "stdout" | "stderr") => void;
-  /** How long to wait for the "listening" line. */
+  /** How long to wait until the service listens and is ready. */
   startTimeoutMs?: number;
   /** Aborting it while the service is starting kills the process and rejects. */
   signal?: AbortSignal;
@@ -46,11 +48,28 @@ export function serviceEntry(name: StackServiceName): string {
   return join(dirname(require.resolve(`@cloudrun-grpc/${name}/package.json`)), "dist", "main.js");
 }
 
-/** Starts one service and waits until it logs that it is listening. */
+// What a service logs once it can do its work; "listening" for the ones that can at once.
+const readyMessages: Record<StackServiceName, string> = {
+  gateway: "listening",
+  route: "listening",
+  stats: "stats database ready",
+};
+
+/**
+ * Starts one service and waits until it listens and is ready (stats: its database is
+ * migrated). stats without STATS_DATABASE_URL gets a fresh embedded database in a temporary
+ * folder, removed when the process ends; pass pglite://<dir> to keep one across restarts.
+ */
 export async function startService(options: StartServiceOptions): Promise<ServiceProcess> {
   const host = options.host ?? "127.0.0.1";
   const { signal } = options;
   if (signal?.aborted) throw startAborted(options.name, signal.reason);
+  let scratchDir: string | undefined;
+  const databaseEnv: Record<string, string> = {};
+  if (options.name === "stats" && !options.env?.STATS_DATABASE_URL) {
+    scratchDir = mkdtempSync(join(tmpdir(), "routeguide-stats-"));
+    databaseEnv.STATS_DATABASE_URL = `pglite://${scratchDir}`;
+  }
   const child = spawn(process.execPath, [serviceEntry(options.name)], {
     env: {
       ...process.env,
@@ -58,6 +77,7 @@ export async function startService(options: StartServiceOptions): Promise<Servic
       HOST: host,
       // Auth is off unless the caller configures it (startStack does).
       AUTH_MODE: "off",
+      ...databaseEnv,
       ...options.env,
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -65,18 +85,28 @@ export async function startService(options: StartServiceOptions): Promise<Servic
   const lines: string[] = [];
   const stderr: string[] = [];
   const exited = new Promise<number | string>((resolve) => {
-    child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
+    child.once("exit", (code, signal) => {
+      if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
+      resolve(code ?? signal ?? "unknown");
+    });
   });
 
   let onAbort = () => {};
+  // An embedded database's first start (initdb, migrations) takes seconds on a busy machine.
+  const startTimeoutMs = options.startTimeoutMs ?? 60_000;
+  const readyMessage = readyMessages[options.name];
+  let boundPort: number | undefined;
+  let ready = false;
   const listening = new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(
         new Error(
-          `${options.name} did not start listening within ${options.startTimeoutMs ?? 15_000} ms`,
+          boundPort === undefined
+            ? `${options.name} did not start listening within ${startTimeoutMs} ms`
+            : `${options.name} listens but did not log "${readyMessage}" within ${startTimeoutMs} ms:\n${lines.slice(-5).join("\n")}`,
         ),
       );
-    }, options.startTimeoutMs ?? 15_000);
+    }, startTimeoutMs);
     onAbort = () => {
       clearTimeout(timer);
       reject(startAborted(options.name, signal?.reason));
@@ -85,10 +115,11 @@ export async function startService(options: StartServiceOptions): Promise<Servic
     createInterface({ input: child.stdout }).on("line", (line) => {
       lines.push(line);
       options.onLine?.(options.name, line, "stdout");
-      const bound = listeningPort(line);
-      if (bound !== undefined) {
+      boundPort ??= listeningPort(line);
+      ready ||= logMessage(line) === readyMessage;
+      if (boundPort !== undefined && ready) {
         clearTimeout(timer);
-        resolve(bound);
+        resolve(boundPort);
       }
     });
     createInterface({ input: child.stderr }).on("line", (line) => {
@@ -127,6 +158,14 @@ export async function startService(options: StartServiceOptions): Promise<Servic
 
 function startAborted(name: StackServiceName, reason: unknown): Error {
   return new Error(`${name}'s start was aborted`, { cause: reason });
+}
+
+function logMessage(line: string): string | undefined {
+  try {
+    return (JSON.parse(line) as { message?: string }).message;
+  } catch {
+    return undefined;
+  }
 }
 
 function listeningPort(line: string): number | undefined {
