@@ -25,6 +25,7 @@ resource "google_project_service" "apis" {
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "run.googleapis.com",
+    "sqladmin.googleapis.com",
   ])
 
   project            = var.project_id
@@ -74,11 +75,13 @@ module "stats" {
   ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
   labels              = local.common_labels
   deletion_protection = var.deletion_protection
-  env                 = { LOG_LEVEL = var.log_level }
-  # The aggregates live in one process's memory: a second instance would hold a part of them.
-  # One instance, kept warm, until stats keeps them in PostgreSQL.
-  min_instances = 1
-  max_instances = 1
+  max_instances       = var.max_instances
+
+  env = {
+    LOG_LEVEL               = var.log_level
+    STATS_DATABASE_URL      = "cloudsql://${google_sql_database_instance.stats.connection_name}/${google_sql_database.stats.name}"
+    STATS_DATABASE_IAM_USER = google_sql_user.stats.name
+  }
 
   invokers = {
     gateway = module.gateway.service_account_member

@@ -36,3 +36,12 @@ output "builder_service_account" {
   description = "The account Cloud Build runs as (gcloud builds submit --service-account)."
   value       = google_service_account.builder.id
 }
+
+output "stats_database" {
+  description = "The Cloud SQL instance and database of stats, and its IAM database user (for the one-time grant, see README)."
+  value = {
+    instance_connection_name = google_sql_database_instance.stats.connection_name
+    database                 = google_sql_database.stats.name
+    iam_user                 = google_sql_user.stats.name
+  }
+}

@@ -111,3 +111,31 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "stats_database_instance" {
+  description = "Name of the Cloud SQL for PostgreSQL instance that holds stats' aggregates."
+  type        = string
+  default     = "routeguide-stats"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,96}[a-z0-9])?$", var.stats_database_instance))
+    error_message = "stats_database_instance must be lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "stats_database_tier" {
+  description = "Machine type of the Cloud SQL instance (Enterprise edition), e.g. db-custom-1-3840."
+  type        = string
+  default     = "db-custom-1-3840"
+}
+
+variable "stats_database_availability" {
+  description = "ZONAL, or REGIONAL for a standby in another zone (failover, twice the cost)."
+  type        = string
+  default     = "ZONAL"
+
+  validation {
+    condition     = contains(["ZONAL", "REGIONAL"], var.stats_database_availability)
+    error_message = "stats_database_availability must be ZONAL or REGIONAL."
+  }
+}

@@ -34,13 +34,28 @@ async function loadDir(dir: string): Promise<TerraformDir> {
   const files: Record<string, string> = {};
   const config: TerraformDir["config"] = {};
   for (const name of readdirSync(dir).filter((file) => file.endsWith(".tf"))) {
+    const file = name;
     files[name] = readFileSync(join(dir, name), "utf8");
     const parsed = (await parse(name, files[name])) as TerraformDir["config"];
     for (const [kind, blocks] of Object.entries(parsed)) {
       config[kind] ??= {};
       for (const [key, value] of Object.entries(blocks)) {
-        assert.ok(!(key in config[kind]), `${kind} "${key}" is declared twice in ${dir}`);
-        config[kind][key] = value;
+        const merged = config[kind];
+        if (kind === "resource" || kind === "data") {
+          // Keyed by type, then name: files add names to a type.
+          merged[key] ??= {};
+          const byName = merged[key] as Record<string, Body[]>;
+          for (const [name, bodies] of Object.entries(value as Record<string, Body[]>)) {
+            assert.ok(!(name in byName), `${kind} ${key}.${name} is declared twice in ${dir}`);
+            byName[name] = bodies;
+          }
+        } else if (kind === "locals" || kind === "terraform") {
+          // Unlabelled blocks: a list per file, kept side by side.
+          merged[`${file}#${key}`] = value;
+        } else {
+          assert.ok(!(key in merged), `${kind} "${key}" is declared twice in ${dir}`);
+          merged[key] = value;
+        }
       }
     }
   }
@@ -105,19 +120,21 @@ describe("infra: the grpc-service module", () => {
     ]);
   });
 
-  test("probes startup and liveness over grpc.health.v1, on the container port, for var.health_service", () => {
+  test("probes over grpc.health.v1 on the container port: startup for var.health_service, liveness for the whole server", () => {
     const container = nested(
       resource(module_, "google_cloud_run_v2_service", "this"),
       "template",
       "containers",
     );
-    for (const probe of ["startup_probe", "liveness_probe"]) {
-      assert.deepEqual(
-        nested(container, probe, "grpc"),
-        { port: expr("var.container_port"), service: expr("var.health_service") },
-        `${probe} must be a gRPC probe`,
-      );
-    }
+    assert.deepEqual(nested(container, "startup_probe", "grpc"), {
+      port: expr("var.container_port"),
+      service: expr("var.health_service"),
+    });
+    // "" stays SERVING while the process answers; a dependency outage must not restart it.
+    assert.deepEqual(nested(container, "liveness_probe", "grpc"), {
+      port: expr("var.container_port"),
+      service: "",
+    });
   });
 
   test("runs as its own service account, never the default compute account", () => {
@@ -254,6 +271,29 @@ describe("infra: the root, against infra/topology.json", () => {
     );
   });
 
+  test("stats reaches Cloud SQL as its own service account by IAM: no password anywhere", () => {
+    const env = block(root, "module", "stats").env as Body;
+    assert.equal(
+      env.STATS_DATABASE_URL,
+      `cloudsql://${expr("google_sql_database_instance.stats.connection_name")}/${expr("google_sql_database.stats.name")}`,
+    );
+    assert.equal(env.STATS_DATABASE_IAM_USER, expr("google_sql_user.stats.name"));
+    const user = resource(root, "google_sql_user", "stats");
+    assert.equal(user.type, "CLOUD_IAM_SERVICE_ACCOUNT");
+    assert.ok(!("password" in user), "an IAM database user has no password");
+    assert.match(String(user.name), /module\.stats\.service_account_email/);
+    const settings = nested(resource(root, "google_sql_database_instance", "stats"), "settings");
+    assert.deepEqual(settings.database_flags, [
+      { name: "cloudsql.iam_authentication", value: "on" },
+    ]);
+    assert.equal(nested(settings, "ip_configuration").ssl_mode, "ENCRYPTED_ONLY");
+    const access = resource(root, "google_project_iam_member", "stats_database_access");
+    assert.equal(access.member, expr("module.stats.service_account_member"));
+    for (const [file, text] of Object.entries(root.files)) {
+      assert.doesNotMatch(withoutComments(text), /password\s*=/, `${file} sets a password`);
+    }
+  });
+
   test("outputs name only outputs the module declares", () => {
     const declared = Object.keys(module_.config.output ?? {});
     for (const [file, text] of Object.entries(root.files)) {
@@ -318,8 +358,8 @@ describe("infra: variables", () => {
 
   test("the google provider is pinned to a major version in the root and the module", () => {
     for (const dir of [root, module_]) {
-      const terraform = dir.config.terraform as unknown as Body[];
-      const providers = nested(terraform[0] as Body, "required_providers");
+      const [terraform] = Object.values(dir.config.terraform ?? {}) as unknown as Body[];
+      const providers = nested(terraform as Body, "required_providers");
       const google = providers.google as Body;
       assert.equal(google.source, "hashicorp/google");
       assert.match(String(google.version), /^~> \d+\.\d+$/);

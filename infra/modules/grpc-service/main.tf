@@ -85,6 +85,8 @@ resource "google_cloud_run_v2_service" "this" {
         }
       }
 
+      # Startup waits until the service is ready under its own name: a revision whose service
+      # cannot work (stats without its database) never takes traffic.
       startup_probe {
         initial_delay_seconds = 0
         period_seconds        = 2
@@ -96,13 +98,16 @@ resource "google_cloud_run_v2_service" "this" {
         }
       }
 
+      # Liveness asks for the whole server (""), which stays SERVING while the process can
+      # answer: a service that is alive but waiting for a dependency (stats for its database)
+      # says NOT_SERVING under its own name, and restarting it would not help.
       liveness_probe {
         period_seconds    = 10
         timeout_seconds   = 2
         failure_threshold = 3
         grpc {
           port    = var.container_port
-          service = var.health_service
+          service = ""
         }
       }
     }

@@ -39,7 +39,7 @@ variable "image" {
 }
 
 variable "health_service" {
-  description = "grpc.health.v1 service name the startup and liveness probes ask for. It must be a name the service registers with its health implementation (an unregistered name is NOT_FOUND, and the probe fails)."
+  description = "grpc.health.v1 service name the startup probe asks for (the liveness probe asks for \"\", the whole server). It must be a name the service registers with its health implementation (an unregistered name is NOT_FOUND, and the probe fails)."
   type        = string
 }
 
