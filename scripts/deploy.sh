@@ -52,6 +52,18 @@ if [[ "${DEPLOY_SKIP_BUILD:-}" != 1 ]]; then
     --substitutions "_IMAGE_BASE=${image_base},_TAG=${tag}" .
 fi
 
+# stats' IAM database user may log in but owns nothing: before stats first starts (its
+# startup probe waits for its migrations), grant it what it needs, once. Idempotent.
+echo "==> Cloud SQL for stats: instance, database, IAM user (the first time takes ~10 minutes)"
+tf apply -input=false "${approve[@]}" -var "image_tag=${tag}" \
+  -target=google_sql_database.stats \
+  -target=google_sql_user.stats \
+  -target=google_project_iam_member.stats_database_access
+node services/stats/scripts/grant-database.mjs \
+  "$(tf_eval google_sql_database_instance.stats.connection_name)" \
+  "$(tf_eval google_sql_database.stats.name)" \
+  "$(tf_eval google_sql_user.stats.name)"
+
 echo "==> terraform apply (services, identities, invoker bindings, network)"
 tf apply -input=false "${approve[@]}" -var "image_tag=${tag}"
 
