@@ -44,6 +44,30 @@ describeLocalOnly("bad configuration stops a service with a clear message", () =
       says: /whole number/,
     },
     {
+      service: "stats",
+      env: { STATS_DATABASE_URL: "mysql://root@127.0.0.1/stats" },
+      variable: "STATS_DATABASE_URL",
+      says: /must be postgres:\/\/…, cloudsql:\/\/<project>:<region>:<instance>\/<database> or pglite:\/\/<dir>, got "mysql:…"/,
+    },
+    {
+      service: "stats",
+      env: { STATS_DATABASE_URL: "postgres://stats:s3cret@db.internal" },
+      variable: "STATS_DATABASE_URL",
+      says: /needs a database name/,
+    },
+    {
+      service: "stats",
+      env: { STATS_DATABASE_URL: "cloudsql://my-project:europe-west1:stats/stats" },
+      variable: "STATS_DATABASE_IAM_USER",
+      says: /is required with cloudsql:\/\//,
+    },
+    {
+      service: "stats",
+      env: { STATS_DATABASE_URL: "cloudsql://my-project/stats" },
+      variable: "STATS_DATABASE_URL",
+      says: /must be cloudsql:\/\/<project>:<region>:<instance>\/<database>/,
+    },
+    {
       service: "route",
       env: {},
       variable: "STATS_URL",
@@ -86,6 +110,15 @@ describeLocalOnly("bad configuration stops a service with a clear message", () =
       assert.doesNotMatch(stdout, /listening/);
     });
   }
+
+  test("a bad database URL's error does not repeat its password", () => {
+    const { status, stderr } = startWith("stats", {
+      STATS_DATABASE_URL: "postgres://stats:s3cret-pass@db.internal",
+    });
+    assert.equal(status, 2);
+    assert.match(stderr, /STATS_DATABASE_URL: /);
+    assert.doesNotMatch(stderr, /s3cret-pass/);
+  });
 
   test("every bad variable is reported, one line each", () => {
     const { status, stderr } = startWith("gateway", {
