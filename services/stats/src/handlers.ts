@@ -7,6 +7,7 @@ import {
   requireTopN,
   writeAndWait,
 } from "@cloudrun-grpc/runtime";
+import { SharedSnapshots } from "./shared-snapshots.js";
 import type { StatsStore } from "./store.js";
 import { requireEvents, requireSnapshotQuery } from "./validate.js";
 
@@ -29,6 +30,7 @@ export function statsHandlers({
   watchCoalesceMs,
 }: StatsDependencies): StatsHandlers {
   const watches = new OpenStreams();
+  const watchSnapshots = new SharedSnapshots(store);
   const failed = (method: string, error: unknown) => handlerStatus(logger, method, error);
 
   const handlers: StatsServiceHandlers = {
@@ -72,7 +74,7 @@ export function statsHandlers({
         sending = true;
         dirty = false;
         try {
-          const { snapshot } = await store.snapshot({ topN });
+          const snapshot = await watchSnapshots.latest(topN);
           await writeAndWait(call, { snapshot });
         } catch (error) {
           stop();

@@ -6,7 +6,7 @@
 // keeps the service NOT_SERVING and reconnects with backoff.
 import { type Logger, type Readiness, StatusError } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
-import { and, asc, between, desc, eq, ne, type SQL, sql } from "drizzle-orm";
+import { sql } from "drizzle-orm";
 import { aggregateEvents } from "./aggregate.js";
 import { type Database, type DatabaseOptions, openDatabase, type StatsDb } from "./db/database.js";
 import { callerCounts, countedEvents, featureLookups, totals } from "./db/schema.js";
@@ -131,72 +131,62 @@ export class SqlStatsStore implements StatsStore {
   }
 
   async snapshot(query: SnapshotQuery): Promise<{ snapshot: Snapshot; lookupsWithin: number }> {
-    return this.run((db) =>
-      // One consistent view: the totals, the list and the version belong together.
-      db.transaction(
-        async (tx) => {
-          const within: SQL | undefined = query.within
-            ? and(
-                between(
-                  featureLookups.latitude,
-                  query.within.minLatitude,
-                  query.within.maxLatitude,
-                ),
-                between(
-                  featureLookups.longitude,
-                  query.within.minLongitude,
-                  query.within.maxLongitude,
-                ),
-              )
-            : undefined;
-          const [row] = await tx.select().from(totals).where(eq(totals.id, 1));
-          const top = await tx
-            .select()
-            .from(featureLookups)
-            .where(and(within, query.namedOnly ? ne(featureLookups.name, "") : undefined))
-            .orderBy(
-              desc(featureLookups.lookups),
-              asc(featureLookups.latitude),
-              asc(featureLookups.longitude),
-            )
-            .limit(query.topN);
-          const [sum] = within
-            ? await tx
-                .select({ lookups: sql<string>`coalesce(sum(${featureLookups.lookups}), 0)` })
-                .from(featureLookups)
-                .where(within)
-            : [{ lookups: "0" }];
-          const callers = await tx
-            .select({
-              caller: callerCounts.caller,
-              routesRecorded: callerCounts.routesRecorded,
-              featureLookups: callerCounts.featureLookups,
-            })
-            .from(callerCounts)
-            .orderBy(sql`${callerCounts.caller} collate "C"`);
-          return {
-            snapshot: {
-              routesRecorded: row?.routesRecorded ?? 0,
-              pointsRecorded: row?.pointsRecorded ?? 0,
-              distanceMeters: row?.distanceMeters ?? 0,
-              featuresPassed: row?.featuresPassed ?? 0,
-              elapsedSeconds: row?.elapsedSeconds ?? 0,
-              featureLookups: row?.featureLookups ?? 0,
-              version: row?.version ?? 0,
-              topFeatures: top.map(({ latitude, longitude, name, lookups }) => ({
-                location: { latitude, longitude },
-                name,
-                lookups,
-              })),
-              callers,
-            },
-            // sum() of bigint is numeric, which drivers return as text.
-            lookupsWithin: Number(sum?.lookups ?? 0),
-          };
-        },
-        { isolationLevel: "repeatable read", accessMode: "read only" },
-      ),
+    const area = query.within;
+    const within = area
+      ? sql`${featureLookups.latitude} between ${area.minLatitude} and ${area.maxLatitude}
+          and ${featureLookups.longitude} between ${area.minLongitude} and ${area.maxLongitude}`
+      : sql`true`;
+    const named = query.namedOnly ? sql`${featureLookups.name} <> ''` : sql`true`;
+    // One statement, so one round trip and one consistent view (a statement sees one snapshot
+    // of the database): the totals, the lists and the version belong together. The lists come
+    // back as JSON arrays; counters stay far below 2^53, so JSON numbers are exact.
+    const result = await this.run((db) =>
+      db.execute(sql`
+        select
+          (select row_to_json(t) from ${totals} t where t.id = 1) as totals,
+          (select coalesce(json_agg(top), '[]'::json) from (
+             select ${featureLookups.latitude} as latitude, ${featureLookups.longitude} as longitude,
+                    ${featureLookups.name} as name, ${featureLookups.lookups} as lookups
+             from ${featureLookups}
+             where ${within} and ${named}
+             order by ${featureLookups.lookups} desc, ${featureLookups.latitude}, ${featureLookups.longitude}
+             limit ${query.topN}
+           ) top) as top,
+          (select coalesce(sum(${featureLookups.lookups}), 0)::text from ${featureLookups}
+             where ${within}) as lookups_within,
+          (select coalesce(json_agg(c order by c.caller collate "C"), '[]'::json) from (
+             select ${callerCounts.caller} as caller, ${callerCounts.routesRecorded} as routes_recorded,
+                    ${callerCounts.featureLookups} as feature_lookups
+             from ${callerCounts}
+           ) c) as callers
+      `),
     );
+    const [row] = (result as unknown as { rows: SnapshotRow[] }).rows;
+    const counts = row?.totals ? parseJson<TotalsRow>(row.totals) : undefined;
+    return {
+      snapshot: {
+        routesRecorded: Number(counts?.routes_recorded ?? 0),
+        pointsRecorded: Number(counts?.points_recorded ?? 0),
+        distanceMeters: Number(counts?.distance_meters ?? 0),
+        featuresPassed: Number(counts?.features_passed ?? 0),
+        elapsedSeconds: Number(counts?.elapsed_seconds ?? 0),
+        featureLookups: Number(counts?.feature_lookups ?? 0),
+        version: Number(counts?.version ?? 0),
+        topFeatures: parseJson<TopRow[]>(row?.top).map(
+          ({ latitude, longitude, name, lookups }) => ({
+            location: { latitude, longitude },
+            name,
+            lookups: Number(lookups),
+          }),
+        ),
+        callers: parseJson<CallerRow[]>(row?.callers).map((entry) => ({
+          caller: entry.caller,
+          routesRecorded: Number(entry.routes_recorded),
+          featureLookups: Number(entry.feature_lookups),
+        })),
+      },
+      lookupsWithin: area ? Number(row?.lookups_within ?? 0) : 0,
+    };
   }
 
   onChange(listener: () => void): () => void {
@@ -306,6 +296,38 @@ export class SqlStatsStore implements StatsStore {
       this.options.logger.warn({ err: error }, "pruning counted event ids failed");
     }
   }
+}
+
+interface TotalsRow {
+  routes_recorded: number;
+  points_recorded: number;
+  distance_meters: number;
+  features_passed: number;
+  elapsed_seconds: number;
+  feature_lookups: number;
+  version: number;
+}
+interface TopRow {
+  latitude: number;
+  longitude: number;
+  name: string;
+  lookups: number;
+}
+interface CallerRow {
+  caller: string;
+  routes_recorded: number;
+  feature_lookups: number;
+}
+interface SnapshotRow {
+  totals: TotalsRow | string | null;
+  top: TopRow[] | string;
+  lookups_within: string;
+  callers: CallerRow[] | string;
+}
+
+/** node-postgres parses json columns; PGlite may hand them over as text. */
+function parseJson<T>(value: T | string | null | undefined): T {
+  return (typeof value === "string" ? JSON.parse(value) : value) as T;
 }
 
 /** The driver error behind drizzle's wrapping, and its cause chain. */

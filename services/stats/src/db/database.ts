@@ -95,6 +95,9 @@ async function openPostgres(
   const pool = new pg.Pool({ ...connection, ...timeouts, max: options.poolMax });
   // Without a listener, an idle pooled connection that drops would crash the process.
   pool.on("error", options.onConnectionError);
+  // So would a checked-out one (a transaction in flight, the migration lock): the pool only
+  // listens to its idle clients.
+  pool.on("connect", (client) => client.on("error", options.onConnectionError));
   const listeners: pg.Client[] = [];
 
   try {
