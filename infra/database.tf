@@ -36,9 +36,10 @@ resource "google_sql_database_instance" "stats" {
 }
 
 resource "google_sql_database" "stats" {
-  project  = var.project_id
-  instance = google_sql_database_instance.stats.name
-  name     = "stats"
+  project         = var.project_id
+  instance        = google_sql_database_instance.stats.name
+  name            = "stats"
+  deletion_policy = "ABANDON"
 }
 
 # The database user of stats' service account (Cloud SQL names it by the email without
@@ -48,6 +49,9 @@ resource "google_sql_user" "stats" {
   instance = google_sql_database_instance.stats.name
   name     = trimsuffix(module.stats.service_account_email, ".gserviceaccount.com")
   type     = "CLOUD_IAM_SERVICE_ACCOUNT"
+  # The user owns stats' tables: PostgreSQL refuses to drop it, so destroy leaves it to the
+  # instance (deleted with it).
+  deletion_policy = "ABANDON"
 }
 
 resource "google_project_iam_member" "stats_database_access" {

@@ -21,6 +21,7 @@ resource "google_project_service" "apis" {
   for_each = toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
@@ -77,10 +78,16 @@ module "stats" {
   deletion_protection = var.deletion_protection
   max_instances       = var.max_instances
 
+  # The Cloud SQL connector refreshes its certificate in the background, between requests too.
+  cpu_always_allocated = true
+
   env = {
     LOG_LEVEL               = var.log_level
     STATS_DATABASE_URL      = "cloudsql://${google_sql_database_instance.stats.connection_name}/${google_sql_database.stats.name}"
     STATS_DATABASE_IAM_USER = google_sql_user.stats.name
+    # Each instance holds this many connections plus one for LISTEN: keep
+    # max_instances × (pool + 1) under the instance's max_connections.
+    STATS_DATABASE_POOL_MAX = tostring(var.stats_database_pool_max)
   }
 
   invokers = {
@@ -144,15 +151,15 @@ module "gateway" {
 
   # The gateway is the entry point: only identities from outside the topology call it.
   invokers = merge(
-    { for member in concat(local.topology.gateway.external_invokers, var.gateway_invokers) : member => member },
+    { for member in toset(concat(local.topology.gateway.external_invokers, var.gateway_invokers)) : member => member },
     { client = "serviceAccount:${google_service_account.client.email}" },
   )
 
   depends_on = [google_project_service.apis]
 }
 
-# Cloud Build runs as this account (not a default one): it may push to the repository and write
-# build logs, nothing else.
+# Cloud Build runs as this account (not a default one): it may read the uploaded source, push to
+# the repository and write build logs, nothing else.
 resource "google_service_account" "builder" {
   project      = var.project_id
   account_id   = "routeguide-builder"
@@ -174,4 +181,33 @@ resource "google_project_iam_member" "builder_writes_logs" {
   project = var.project_id
   role    = "roles/logging.logWriter"
   member  = "serviceAccount:${google_service_account.builder.email}"
+}
+
+# Where gcloud builds submit uploads the source (scripts/deploy.sh passes it as the staging
+# dir): a bucket of its own, so the builder reads sources and nothing else in the project.
+resource "google_storage_bucket" "build_source" {
+  project                     = var.project_id
+  name                        = "${var.project_id}-routeguide-build-source"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true
+  labels                      = local.common_labels
+
+  lifecycle_rule {
+    condition {
+      age = 7
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket_iam_member" "builder_reads_source" {
+  bucket = google_storage_bucket.build_source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.builder.email}"
 }

@@ -45,3 +45,8 @@ output "stats_database" {
     iam_user                 = google_sql_user.stats.name
   }
 }
+
+output "build_source_bucket" {
+  description = "Where scripts/deploy.sh stages the source for Cloud Build."
+  value       = google_storage_bucket.build_source.name
+}

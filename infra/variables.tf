@@ -139,3 +139,14 @@ variable "stats_database_availability" {
     error_message = "stats_database_availability must be ZONAL or REGIONAL."
   }
 }
+
+variable "stats_database_pool_max" {
+  description = "Connections each stats instance keeps to Cloud SQL (plus one for LISTEN). max_instances × (this + 1) must stay under the instance's max_connections (100 on the smallest tiers)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.stats_database_pool_max >= 1 && var.stats_database_pool_max <= 100
+    error_message = "stats_database_pool_max must be between 1 and 100."
+  }
+}

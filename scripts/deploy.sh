@@ -40,7 +40,8 @@ echo "==> bootstrap: APIs, Artifact Registry repository, builder service account
 tf apply -input=false "${approve[@]}" -var "image_tag=${tag}" \
   -target=google_project_service.apis \
   -target=google_artifact_registry_repository_iam_member.builder_writes_images \
-  -target=google_project_iam_member.builder_writes_logs
+  -target=google_project_iam_member.builder_writes_logs \
+  -target=google_storage_bucket_iam_member.builder_reads_source
 
 image_base="$(tf_eval local.image_base)"
 project="$(tf_eval var.project_id)"
@@ -49,6 +50,7 @@ if [[ "${DEPLOY_SKIP_BUILD:-}" != 1 ]]; then
   echo "==> build and push ${image_base}/{gateway,route,stats}:${tag} with Cloud Build"
   gcloud builds submit --project "$project" --config infra/cloudbuild.yaml \
     --service-account "$(tf_eval google_service_account.builder.id)" \
+    --gcs-source-staging-dir "gs://$(tf_eval google_storage_bucket.build_source.name)/source" \
     --substitutions "_IMAGE_BASE=${image_base},_TAG=${tag}" .
 fi
 
@@ -73,8 +75,17 @@ echo "==> smoke call: every gateway method through ${gateway_url}, as ${client}"
 # A Google-signed ID token for the gateway's URL, minted by impersonation (no key file). The
 # caller needs roles/iam.serviceAccountOpenIdTokenCreator on the client account
 # (client_token_creators in terraform.tfvars).
-token="$(gcloud auth print-identity-token --impersonate-service-account "$client" \
-  --audiences "$gateway_url" --include-email)"
+# New IAM bindings (token creator, invoker) take a minute or two to reach every check, so the
+# first deploy's smoke call is tried for up to five minutes.
 pnpm --silent build >/dev/null
-ROUTEGUIDE_TOKEN="$token" pnpm --silent cli --gateway "$gateway_url" --timeout 60 demo
-echo "==> deployed: ${gateway_url}"
+for attempt in 1 2 3 4 5 6 7 8 9 10; do
+  if token="$(gcloud auth print-identity-token --impersonate-service-account "$client" \
+    --audiences "$gateway_url" --include-email 2>/dev/null)" &&
+    ROUTEGUIDE_TOKEN="$token" pnpm --silent cli --gateway "$gateway_url" --timeout 60 demo; then
+    echo "==> deployed: ${gateway_url}"
+    exit 0
+  fi
+  echo "smoke call failed (attempt ${attempt}/10): IAM bindings may still be propagating; retrying in 30 s" >&2
+  sleep 30
+done
+fail "the smoke call through ${gateway_url} kept failing: see the errors above and the services' logs"

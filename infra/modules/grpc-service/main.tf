@@ -88,10 +88,11 @@ resource "google_cloud_run_v2_service" "this" {
       # Startup waits until the service is ready under its own name: a revision whose service
       # cannot work (stats without its database) never takes traffic.
       startup_probe {
+        # Up to 240 s (Cloud Run's limit): stats' first start waits for its database grants.
         initial_delay_seconds = 0
-        period_seconds        = 2
-        timeout_seconds       = 1
-        failure_threshold     = 30
+        period_seconds        = 4
+        timeout_seconds       = 2
+        failure_threshold     = 60
         grpc {
           port    = var.container_port
           service = var.health_service

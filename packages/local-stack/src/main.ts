@@ -54,7 +54,13 @@ const print = (line: string) => process.stdout.write(`${line}\n`);
 const startAborter = new AbortController();
 const starting = startStack({
   ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
-  env: { all: { LOG_LEVEL: serviceLogLevel } },
+  env: {
+    all: { LOG_LEVEL: serviceLogLevel },
+    // pnpm start keeps stats' data where the user says (pglite://<dir>, postgres://…).
+    stats: process.env.STATS_DATABASE_URL
+      ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
+      : {},
+  },
   onLine: (service, line) => {
     if (shown(line)) print(`[${service}] ${line}`);
   },

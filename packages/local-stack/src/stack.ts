@@ -57,9 +57,10 @@ const readyMessages: Record<StackServiceName, string> = {
 
 /**
  * Starts one service and waits until it listens and is ready (stats: its database is
- * migrated). stats without STATS_DATABASE_URL (in `env` or this process's environment) gets a
- * fresh embedded database in a temporary folder, removed when the process ends; pass
- * pglite://<dir> to keep one across restarts.
+ * migrated). stats without STATS_DATABASE_URL in `env` gets a fresh embedded database in a
+ * temporary folder, removed when the process ends (one exported in this process's environment
+ * is ignored, so no test ever lands on a developer's database); pass pglite://<dir> to keep
+ * one across restarts.
  */
 export async function startService(options: StartServiceOptions): Promise<ServiceProcess> {
   const host = options.host ?? "127.0.0.1";
@@ -67,11 +68,7 @@ export async function startService(options: StartServiceOptions): Promise<Servic
   if (signal?.aborted) throw startAborted(options.name, signal.reason);
   let scratchDir: string | undefined;
   const databaseEnv: Record<string, string> = {};
-  if (
-    options.name === "stats" &&
-    !options.env?.STATS_DATABASE_URL &&
-    !process.env.STATS_DATABASE_URL
-  ) {
+  if (options.name === "stats" && !options.env?.STATS_DATABASE_URL) {
     scratchDir = mkdtempSync(join(tmpdir(), "routeguide-stats-"));
     databaseEnv.STATS_DATABASE_URL = `pglite://${scratchDir}`;
   }

@@ -34,6 +34,8 @@ export class SqlStatsStore implements StatsStore {
   private stopped = false;
   private connecting: Promise<void> | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
+  /** Ends the wait between two connection attempts (at close). */
+  private wakeUp: (() => void) | undefined;
   private readonly listeners = new Set<() => void>();
   private readonly where: string;
 
@@ -51,6 +53,8 @@ export class SqlStatsStore implements StatsStore {
   async close(): Promise<void> {
     this.stopped = true;
     clearInterval(this.pruneTimer);
+    // A stop during an outage must not sit out the reconnect backoff (Cloud Run allows 10 s).
+    this.wakeUp?.();
     await this.connecting;
     const database = this.database;
     this.database = undefined;
@@ -262,7 +266,14 @@ export class SqlStatsStore implements StatsStore {
           { database: this.where, err: error, retryInMs: delayMs },
           `stats database unreachable (${this.lastError}): retrying`,
         );
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delayMs);
+          this.wakeUp = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeUp = undefined;
         delayMs = Math.min(delayMs * 2, maxReconnectDelayMs);
       }
     }
@@ -284,19 +295,42 @@ export class SqlStatsStore implements StatsStore {
 
   /**
    * Forgets counted ids older than the retention (a report is retried within minutes, not
-   * days): the ledger stays bounded by the retention. Runs hourly; failures are only logged.
+   * days): the ledger stays bounded by the retention. Runs hourly, in batches small enough for
+   * the query timeout, on one instance at a time (the others skip a batch another holds the
+   * lock for); failures are only logged.
    */
   async pruneCountedIds(): Promise<void> {
     const before = new Date(Date.now() - this.options.eventIdRetentionMs);
     try {
-      await this.run((db) =>
-        db.delete(countedEvents).where(sql`${countedEvents.countedAt} < ${before}`),
-      );
+      for (let batches = 0; batches < maxPruneBatches && !this.stopped; batches += 1) {
+        const deleted = await this.run((db) =>
+          db.transaction(async (tx) => {
+            const locked = await tx.execute(
+              sql`select pg_try_advisory_xact_lock(${pruneLockKey}) as locked`,
+            );
+            if (!(locked as unknown as { rows: { locked: boolean }[] }).rows[0]?.locked) return 0;
+            const rows = await tx
+              .delete(countedEvents)
+              .where(
+                sql`${countedEvents.id} in (select ${countedEvents.id} from ${countedEvents}
+                  where ${countedEvents.countedAt} < ${before} limit ${pruneBatchSize})`,
+              )
+              .returning({ id: countedEvents.id });
+            return rows.length;
+          }),
+        );
+        if (deleted < pruneBatchSize) return;
+      }
     } catch (error) {
       this.options.logger.warn({ err: error }, "pruning counted event ids failed");
     }
   }
 }
+
+const pruneLockKey = 7_423_012;
+const pruneBatchSize = 5_000;
+// At most 5 million ids an hour: more than any reporter sends, so the ledger cannot grow.
+const maxPruneBatches = 1_000;
 
 interface TotalsRow {
   routes_recorded: number;
@@ -349,7 +383,6 @@ const connectionCodes = new Set([
   "57P01", // admin_shutdown
   "57P02", // crash_shutdown
   "57P03", // cannot_connect_now
-  "53300", // too_many_connections
 ]);
 
 function classify(error: unknown): "connection" | "timeout" | "conflict" | "other" {
@@ -357,12 +390,16 @@ function classify(error: unknown): "connection" | "timeout" | "conflict" | "othe
     const code = typeof cause.code === "string" ? cause.code : "";
     const message = typeof cause.message === "string" ? cause.message : "";
     if (code === "40P01" || code === "40001") return "conflict";
-    if (code === "57014" || /Query read timeout/i.test(message)) return "timeout";
-    if (connectionCodes.has(code) || code.startsWith("08")) return "connection";
+    // The database is there but busy: a query too slow, no connection free in this pool, or
+    // none left on the server. The connections we have stay.
     if (
-      /Connection terminated|not queryable|timeout exceeded when trying to connect/i.test(message)
+      code === "57014" ||
+      code === "53300" ||
+      /Query read timeout|timeout exceeded when trying to connect/i.test(message)
     )
-      return "connection";
+      return "timeout";
+    if (connectionCodes.has(code) || code.startsWith("08")) return "connection";
+    if (/Connection terminated|not queryable/i.test(message)) return "connection";
   }
   return "other";
 }

@@ -1,6 +1,8 @@
 // One connection layer over the three ways to reach PostgreSQL (node-postgres, Cloud SQL
 // connector + node-postgres, embedded PGlite), so the store has one code path: a drizzle
 // database, LISTEN, migrations under a lock, close.
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
 import { AuthTypes, Connector, IpAddressTypes } from "@google-cloud/cloud-sql-connector";
@@ -18,6 +20,8 @@ export const migrationsFolder = fileURLToPath(new URL("../../drizzle", import.me
 
 // Any constant shared by every stats instance: pg_advisory_lock keys are global to the database.
 const migrationLockKey = 7_423_011;
+// How long a migration, including the wait for another instance's, may take.
+const migrationBudgetMs = 120_000;
 
 export interface DatabaseOptions {
   poolMax: number;
@@ -49,12 +53,20 @@ export async function openDatabase(
 }
 
 async function openPglite(dataDir: string | undefined): Promise<Database> {
-  const client = await PGlite.create(dataDir === undefined ? {} : { dataDir });
+  // PGlite does not lock its folder, and two processes writing one would corrupt it.
+  const releaseLock = dataDir === undefined ? () => {} : lockFolder(dataDir);
+  let client: PGlite;
+  try {
+    client = await PGlite.create(dataDir === undefined ? {} : { dataDir });
+  } catch (error) {
+    releaseLock();
+    throw error;
+  }
   const db = drizzlePglite(client) as unknown as StatsDb;
   const unlisten: (() => Promise<void>)[] = [];
   return {
     db,
-    // One process owns a PGlite directory (PGlite refuses a second), so no lock is needed.
+    // One process owns the folder (lockFolder), so the migrations need no lock of their own.
     migrate: () => migratePglite(drizzlePglite(client), { migrationsFolder }),
     async listen(channel, onNotify) {
       unlisten.push(await client.listen(channel, onNotify));
@@ -62,6 +74,7 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
     async close() {
       for (const stop of unlisten.splice(0)) await stop();
       await client.close();
+      releaseLock();
     },
   };
 }
@@ -91,6 +104,8 @@ async function openPostgres(
     statement_timeout: options.timeoutMs,
     idle_in_transaction_session_timeout: options.timeoutMs * 2,
     application_name: "stats",
+    // A connection dropped without a FIN (a NAT, a failover) is noticed, not waited on.
+    keepAlive: true,
   };
   const pool = new pg.Pool({ ...connection, ...timeouts, max: options.poolMax });
   // Without a listener, an idle pooled connection that drops would crash the process.
@@ -112,11 +127,20 @@ async function openPostgres(
   return {
     db: drizzlePg(pool) as unknown as StatsDb,
     async migrate() {
-      const client = await pool.connect();
+      // A connection of its own, without the pool's query timeout: waiting for another
+      // instance's migration and the DDL itself may take longer than a query may. Bounded by
+      // its own budget instead.
+      const client = new pg.Client({
+        ...connection,
+        ...timeouts,
+        query_timeout: undefined,
+        statement_timeout: migrationBudgetMs,
+        lock_timeout: migrationBudgetMs,
+      });
+      client.on("error", () => {});
+      await client.connect();
       try {
         // Two instances starting at once: the second waits here, then finds nothing to do.
-        // The lock may wait longer than a query may take.
-        await client.query("set statement_timeout = 0");
         await client.query("select pg_advisory_lock($1)", [migrationLockKey]);
         try {
           await migratePg(drizzlePg(client), { migrationsFolder });
@@ -124,7 +148,7 @@ async function openPostgres(
           await client.query("select pg_advisory_unlock($1)", [migrationLockKey]);
         }
       } finally {
-        client.release(true);
+        await client.end().catch(() => {});
       }
     },
     async listen(channel, onNotify) {
@@ -134,8 +158,13 @@ async function openPostgres(
       client.on("notification", (message) => {
         if (message.channel === channel) onNotify();
       });
-      await client.connect();
-      await client.query(`listen "${channel.replaceAll('"', '""')}"`);
+      try {
+        await client.connect();
+        await client.query(`listen "${channel.replaceAll('"', '""')}"`);
+      } catch (error) {
+        await client.end().catch(() => {});
+        throw error;
+      }
       listeners.push(client);
     },
     async close() {
@@ -144,4 +173,36 @@ async function openPostgres(
       connector?.close();
     },
   };
+}
+
+/**
+ * Takes `<dir>/stats.lock` for this process (a lock left by a process that is gone is taken
+ * over); returns the function that releases it. Throws when a live process holds it.
+ */
+function lockFolder(dir: string): () => void {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, "stats.lock");
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    try {
+      writeFileSync(path, String(process.pid), { flag: "wx" });
+      return () => rmSync(path, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const holder = Number(readFileSync(path, "utf8"));
+      if (Number.isInteger(holder) && holder > 0 && isAlive(holder)) {
+        throw new Error(`${dir} is in use by another stats process (pid ${holder})`);
+      }
+      rmSync(path, { force: true });
+    }
+  }
+  throw new Error(`could not lock ${dir}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
