@@ -1,0 +1,320 @@
+// Fresh SqlStatsStores for the tests, started and ready, on either backend:
+//   pglite    embedded PGlite in a temp dir, copied from one migrated template per Stores
+//             (initdb takes seconds, reopening a copy well under one);
+//   postgres  a real server, STATS_TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432, trust
+//             auth). Each database is created for the test (stats_test_<pid>_<random>) and
+//             dropped after; the admin database is only used to create and drop them.
+// release() (after each test) and cleanup() (after the last) close every store opened here and
+// remove every database and directory made here, and nothing else.
+import { randomBytes } from "node:crypto";
+import { accessSync, constants, cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLogger, type Logger, Readiness } from "@cloudrun-grpc/runtime";
+import pg from "pg";
+import type { DatabaseTarget } from "../../src/db/target.js";
+import { SqlStatsStore } from "../../src/sql-store.js";
+import { within } from "./wait.js";
+
+export type Backend = "pglite" | "postgres";
+export const backends: readonly Backend[] = ["pglite", "postgres"];
+
+export const postgresAdminUrl =
+  process.env.STATS_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+/** Silent unless STATS_TEST_LOG_LEVEL says otherwise (the fault tests make the store log a lot). */
+export const testLogger = createLogger("stats-test", process.env.STATS_TEST_LOG_LEVEL ?? "silent");
+
+/** A silent logger that keeps what the store warned about or reported as an error. */
+export function recordingLogger(): { logger: Logger; problems: string[] } {
+  const logger = createLogger("stats-test", "silent");
+  const problems: string[] = [];
+  const keep = (level: string) =>
+    ((first: unknown, second?: unknown) => {
+      problems.push(`${level}: ${typeof first === "string" ? first : String(second)}`);
+    }) as Logger["warn"];
+  logger.warn = keep("warn");
+  logger.error = keep("error");
+  return { logger, problems };
+}
+
+export interface StoreOptions {
+  /** STATS_DATABASE_TIMEOUT_MS; 5 s by default. */
+  timeoutMs?: number;
+  poolMax?: number;
+  /** STATS_EVENT_ID_RETENTION_HOURS in ms; a week by default. */
+  eventIdRetentionMs?: number;
+  logger?: Logger;
+  /** postgres: reach the server through this port on 127.0.0.1 (a proxy) instead. */
+  port?: number;
+  /** Resolve only once the store is ready (the default); false: right after start(). */
+  waitReady?: boolean;
+}
+
+export interface OpenStore {
+  store: SqlStatsStore;
+  readiness: Readiness;
+}
+
+export interface Stores {
+  readonly backend: Backend;
+  /** A store on a database of its own, started (and ready unless told otherwise). */
+  fresh(options?: StoreOptions): Promise<OpenStore>;
+  /**
+   * Closes every store opened so far and drops/removes their databases/directories (after each
+   * test: an open PGlite holds a whole WebAssembly Postgres in memory).
+   */
+  release(): Promise<void>;
+  /** release(), and the template too: after the last test. */
+  cleanup(): Promise<void>;
+}
+
+export function storesFor(backend: Backend): Stores {
+  return backend === "pglite" ? new PgliteStores() : new PostgresStores();
+}
+
+const readyTimeoutMs = 20_000;
+
+/** Resolves when `readiness` is true; otherwise fails with why the store says it cannot serve. */
+export async function waitUntilReady(
+  { store, readiness }: OpenStore,
+  where: string,
+  timeoutMs = readyTimeoutMs,
+): Promise<void> {
+  if (readiness.ready) return;
+  let unsubscribe = () => {};
+  let timer: NodeJS.Timeout | undefined;
+  const ready = await new Promise<boolean>((resolve) => {
+    unsubscribe = readiness.subscribe((value) => value && resolve(true));
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  }).finally(() => {
+    unsubscribe();
+    clearTimeout(timer);
+  });
+  if (ready) return;
+  // The store's own answer carries the last connection error.
+  const reason = await store.snapshot({ topN: 1 }).then(
+    () => "it answers, yet readiness is false",
+    (error: Error) => error.message,
+  );
+  throw new Error(`the stats store on ${where} was not ready after ${timeoutMs} ms: ${reason}`);
+}
+
+abstract class BaseStores implements Stores {
+  abstract readonly backend: Backend;
+  private readonly opened: SqlStatsStore[] = [];
+
+  abstract fresh(options?: StoreOptions): Promise<OpenStore>;
+  protected abstract removeAll(): Promise<void>;
+
+  protected async open(
+    target: DatabaseTarget,
+    where: string,
+    options: StoreOptions = {},
+  ): Promise<OpenStore> {
+    const readiness = new Readiness(false);
+    const store = new SqlStatsStore({
+      target,
+      database: { poolMax: options.poolMax ?? 4, timeoutMs: options.timeoutMs ?? 5_000 },
+      logger: options.logger ?? testLogger,
+      readiness,
+      eventIdRetentionMs: options.eventIdRetentionMs ?? 7 * 24 * 3_600_000,
+    });
+    this.opened.push(store);
+    store.start();
+    const opened = { store, readiness };
+    if (options.waitReady ?? true) await waitUntilReady(opened, where);
+    return opened;
+  }
+
+  async release(): Promise<void> {
+    // close() is idempotent, so stores a test already closed are fine here.
+    // Bounded: a close that hangs is a bug to see, not a test run that never ends.
+    for (const store of this.opened.splice(0)) await within(store.close(), 10_000, "store.close()");
+    await this.removeAll();
+  }
+
+  async cleanup(): Promise<void> {
+    await this.release();
+  }
+}
+
+/**
+ * Where PGlite data dirs go: STATS_TEST_TMPDIR, else /dev/shm where there is one (a data dir is
+ * ~40 MB in ~1000 files: copying it to tmpfs takes tens of ms, to a disk about a second), else
+ * the system's temp dir.
+ */
+function pgliteParentDir(): string {
+  if (process.env.STATS_TEST_TMPDIR) return process.env.STATS_TEST_TMPDIR;
+  try {
+    accessSync("/dev/shm", constants.W_OK);
+    return "/dev/shm";
+  } catch {
+    return tmpdir();
+  }
+}
+
+export class PgliteStores extends BaseStores {
+  readonly backend = "pglite";
+  private readonly parent = pgliteParentDir();
+  private readonly dirs: string[] = [];
+  private template: Promise<string> | undefined;
+  private readonly templateDirs: string[] = [];
+
+  constructor() {
+    super();
+    process.on("exit", this.removeOnExit);
+  }
+
+  async fresh(options?: StoreOptions): Promise<OpenStore> {
+    this.template ??= this.makeTemplate();
+    const template = await this.template;
+    const dataDir = this.tempDir();
+    cpSync(template, dataDir, { recursive: true });
+    return this.open({ kind: "pglite", dataDir }, `pglite at ${dataDir}`, options);
+  }
+
+  /** A data dir migrated by the store itself, then closed: what every fresh store copies. */
+  private async makeTemplate(): Promise<string> {
+    // Not in `dirs`: it outlives release().
+    const dataDir = mkdtempSync(join(this.parent, "stats-test-pglite-template-"));
+    this.templateDirs.push(dataDir);
+    const readiness = new Readiness(false);
+    const store = new SqlStatsStore({
+      target: { kind: "pglite", dataDir },
+      database: { poolMax: 1, timeoutMs: 5_000 },
+      logger: testLogger,
+      readiness,
+      eventIdRetentionMs: 3_600_000,
+    });
+    store.start();
+    try {
+      // initdb in WebAssembly: several seconds on a busy machine.
+      await waitUntilReady({ store, readiness }, `pglite template at ${dataDir}`, 60_000);
+    } finally {
+      await store.close();
+    }
+    return dataDir;
+  }
+
+  private tempDir(): string {
+    const dir = mkdtempSync(join(this.parent, "stats-test-pglite-"));
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  // A run that dies before cleanup() (an uncaught error, process.exit) would leave ~40 MB per
+  // directory behind, in memory when that is /dev/shm.
+  private readonly removeOnExit = () => {
+    for (const dir of [...this.dirs, ...this.templateDirs]) {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  protected async removeAll(): Promise<void> {
+    for (const dir of this.dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  }
+
+  override async cleanup(): Promise<void> {
+    await this.release();
+    const template = this.template;
+    this.template = undefined;
+    await template?.catch(() => undefined);
+    for (const dir of this.templateDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+    process.off("exit", this.removeOnExit);
+  }
+}
+
+/** A database this run created on the PostgreSQL server. */
+export interface PostgresDatabase {
+  name: string;
+  /** Its URL, straight to the server, or through `port` on 127.0.0.1 (a proxy). */
+  url(port?: number): string;
+  /** Opens a store (an instance) on it; call again for a second instance. */
+  open(options?: StoreOptions): Promise<OpenStore>;
+  /** One statement straight on the database, outside any store. */
+  query<Row extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<Row[]>;
+}
+
+export class PostgresStores extends BaseStores {
+  readonly backend = "postgres";
+  private readonly created: string[] = [];
+
+  async fresh(options?: StoreOptions): Promise<OpenStore> {
+    return (await this.database()).open(options);
+  }
+
+  async database(): Promise<PostgresDatabase> {
+    const name = `stats_test_${process.pid}_${randomBytes(4).toString("hex")}`;
+    // An ICU en-US collation, as on Cloud SQL (en_US.UTF8), not this server's default: text does
+    // not sort in code-unit order there, and the store must not rely on the server's default.
+    await admin(
+      `create database "${name}" template template0 locale_provider icu icu_locale 'en-US' locale 'C.UTF-8'`,
+    );
+    this.created.push(name);
+    const url = (port?: number) => {
+      const value = new URL(postgresAdminUrl);
+      value.pathname = `/${name}`;
+      if (port !== undefined) {
+        value.hostname = "127.0.0.1";
+        value.port = String(port);
+      }
+      return value.toString();
+    };
+    return {
+      name,
+      url,
+      open: (options) =>
+        this.open(
+          { kind: "postgres", url: url(options?.port) },
+          `postgres database ${name}`,
+          options,
+        ),
+      async query(text, values) {
+        const client = new pg.Client({ connectionString: url(), connectionTimeoutMillis: 5_000 });
+        await client.connect();
+        try {
+          return (await client.query(text, values)).rows;
+        } finally {
+          await client.end();
+        }
+      },
+    };
+  }
+
+  protected async removeAll(): Promise<void> {
+    const names = this.created.splice(0);
+    // FORCE: a store that failed to close must not keep its database alive.
+    for (const name of names) await admin(`drop database if exists "${name}" with (force)`);
+  }
+}
+
+/** One statement on the admin database; unreachable means the tests cannot run: say what they need. */
+async function admin(statement: string): Promise<void> {
+  const client = new pg.Client({
+    connectionString: postgresAdminUrl,
+    connectionTimeoutMillis: 5_000,
+  });
+  try {
+    await client.connect();
+  } catch (error) {
+    const where = new URL(postgresAdminUrl);
+    where.password = "";
+    throw new Error(
+      `the stats tests need a PostgreSQL server at ${where.host} (user ${where.username || "postgres"}, ` +
+        `allowed to create databases, e.g. PostgreSQL 15 with trust auth on 127.0.0.1:5432); ` +
+        `set STATS_TEST_POSTGRES_URL to use another: ${describeError(error)}`,
+    );
+  }
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
+
+function describeError(error: unknown): string {
+  // Connecting to "localhost" may fail as an AggregateError with an empty message.
+  const { message, code } = error as { message?: string; code?: string };
+  return message || code || String(error);
+}
