@@ -1,5 +1,6 @@
-// WatchStats through a real gRPC server in this process: coalescing, and no subscription
-// left behind when a watch ends.
+// WatchStats through a real gRPC server in this process, on a real store (PostgreSQL, changes
+// announced by NOTIFY after commit): coalescing, and no subscription left behind when a watch
+// ends. (PostgreSQL rather than PGlite only because it opens in milliseconds, not seconds.)
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
@@ -8,20 +9,29 @@ import {
   type stats,
   statsService,
 } from "@cloudrun-grpc/proto";
-import { createLogger, type RunningGrpcServer, startGrpcServer } from "@cloudrun-grpc/runtime";
+import { type RunningGrpcServer, startGrpcServer } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { type StatsHandlers, statsHandlers } from "../src/handlers.js";
-import { MemoryStatsStore, type StatsEvent } from "../src/store.js";
+import type { StatsEvent, StatsStore } from "../src/store.js";
+import { PostgresStores, testLogger } from "./support/stores.js";
+import { sleep, until } from "./support/wait.js";
 
-const coalesceMs = 200;
-const logger = createLogger("test", "silent");
+// Wide enough that five quick changes in a row always fall inside one window.
+const coalesceMs = 400;
 
-/** The in-memory store, counting live subscriptions. */
-class CountingStore extends MemoryStatsStore {
+/** The store, counting its live subscriptions. */
+class CountingStore implements StatsStore {
   subscribers = 0;
-  override onChange(listener: () => void): () => void {
+  constructor(private readonly inner: StatsStore) {}
+  record(events: StatsEvent[]) {
+    return this.inner.record(events);
+  }
+  snapshot(query: Parameters<StatsStore["snapshot"]>[0]) {
+    return this.inner.snapshot(query);
+  }
+  onChange(listener: () => void): () => void {
     this.subscribers += 1;
-    const unsubscribe = super.onChange(listener);
+    const unsubscribe = this.inner.onChange(listener);
     let done = false;
     return () => {
       if (!done) this.subscribers -= 1;
@@ -40,29 +50,23 @@ const lookup = (): StatsEvent => ({
   location: { latitude: 1, longitude: 1 },
 });
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(condition: () => boolean, what: string) {
-  const giveUpAt = Date.now() + 5_000;
-  while (!condition()) {
-    if (Date.now() > giveUpAt) assert.fail(`timed out waiting until ${what}`);
-    await sleep(10);
-  }
-}
-
 describe("WatchStats", () => {
+  const stores = new PostgresStores();
   let store: CountingStore;
   let handlers: StatsHandlers;
   let server: RunningGrpcServer;
   let client: StatsServiceClient;
+  /** Subscriptions that are not a watch's (the handlers may hold their own). */
+  let baseline: number;
 
   before(async () => {
-    store = new CountingStore();
-    handlers = statsHandlers({ store, logger, watchCoalesceMs: coalesceMs });
+    store = new CountingStore((await stores.fresh()).store);
+    handlers = statsHandlers({ store, logger: testLogger, watchCoalesceMs: coalesceMs });
+    baseline = store.subscribers;
     server = await startGrpcServer({
       host: "127.0.0.1",
       port: 0,
-      logger,
+      logger: testLogger,
       shutdownGraceMs: 1000,
       services: [statsService(handlers.handlers)],
     });
@@ -71,6 +75,7 @@ describe("WatchStats", () => {
   after(async () => {
     client?.close();
     await server?.shutdown();
+    await stores.cleanup();
   });
 
   function watch() {
@@ -85,14 +90,17 @@ describe("WatchStats", () => {
   test("sends the current aggregates at once, then one update per burst of changes", async () => {
     const { call, updates } = watch();
     await until(() => updates.length === 1, "the first update arrives");
-    const before = updates[0]?.snapshot?.featureLookups ?? 0;
-    // Five separate changes, 10 ms apart: all inside one coalescing window.
-    for (let index = 0; index < 5; index += 1) {
-      await store.record([lookup()]);
-      await sleep(10);
-    }
+    const before = Number(updates[0]?.snapshot?.featureLookups ?? 0);
+    let changes = 0;
+    const unsubscribe = store.onChange(() => {
+      changes += 1;
+    });
+    // Five separate changes (five transactions, five notifications), one after the other.
+    for (let index = 0; index < 5; index += 1) await store.record([lookup()]);
+    await until(() => changes === 5, "the store announced five changes");
+    unsubscribe();
     await until(
-      () => updates.at(-1)?.snapshot?.featureLookups === before + 5,
+      () => Number(updates.at(-1)?.snapshot?.featureLookups) === before + 5,
       "the burst is reported",
     );
     await sleep(coalesceMs * 2);
@@ -103,9 +111,9 @@ describe("WatchStats", () => {
   test("a cancelled watch leaves no subscription behind", async () => {
     const { call, updates } = watch();
     await until(() => updates.length === 1, "the first update arrives");
-    assert.equal(store.subscribers, 1);
+    assert.equal(store.subscribers, baseline + 1);
     call.cancel();
-    await until(() => store.subscribers === 0, "the subscription is gone");
+    await until(() => store.subscribers === baseline, "the subscription is gone");
   });
 
   test("endWatches ends every open watch with UNAVAILABLE and unsubscribes", async () => {
@@ -115,12 +123,13 @@ describe("WatchStats", () => {
       () => first.updates.length === 1 && second.updates.length === 1,
       "both watches started",
     );
+    assert.equal(store.subscribers, baseline + 2);
     handlers.endWatches();
     for (const { status } of [first, second]) {
       const ended = await status;
       assert.equal(ended.code, grpc.status.UNAVAILABLE);
       assert.equal(ended.details, "stats instance is shutting down; watch again");
     }
-    await until(() => store.subscribers === 0, "the subscriptions are gone");
+    await until(() => store.subscribers === baseline, "the subscriptions are gone");
   });
 });
