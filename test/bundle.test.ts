@@ -22,7 +22,7 @@ import {
   type Service,
   services,
 } from "./support/dockerfile.js";
-import { deadline, healthStatus, unary } from "./support/grpc.js";
+import { deadline, eventually, healthStatus, unary } from "./support/grpc.js";
 import { copyContext, replayBuildStage } from "./support/image-build.js";
 import { describeLocalOnly } from "./support/target.js";
 
@@ -102,7 +102,15 @@ describeLocalOnly(
       const stats = start("stats", { AUTH_MODE: "off" });
       children.push(stats.child);
       const statsPort = await stats.port;
-      assert.equal(await healthStatus(`127.0.0.1:${statsPort}`, serviceNames.stats), "SERVING");
+      // stats listens at once and serves once its (embedded) database is migrated.
+      assert.equal(
+        await eventually(
+          () => healthStatus(`127.0.0.1:${statsPort}`, serviceNames.stats),
+          (status) => status === "SERVING",
+          30_000,
+        ),
+        "SERVING",
+      );
 
       const route = start("route", {
         AUTH_MODE: "off",

@@ -1,6 +1,6 @@
 // infra/topology.json is the one source of the call graph: it must allow exactly the calls
 // the code makes. Each service's config names the peers it calls (`<PEER>_URL`; the AUTH_*
-// settings are not peers).
+// settings and stats' STATS_DATABASE_URL are not peers).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { loadTopology, topologyEdges } from "@cloudrun-grpc/auth-client/topology";
@@ -16,7 +16,7 @@ const configs = {
 const codeEdges = Object.entries(configs)
   .flatMap(([caller, schema]) =>
     Object.keys(schema.shape)
-      .filter((key) => key.endsWith("_URL") && !key.startsWith("AUTH_"))
+      .filter((key) => /^[A-Z]+_URL$/.test(key) && !key.startsWith("AUTH_"))
       .map((key) => `${caller}→${key.slice(0, -"_URL".length).toLowerCase()}`),
   )
   .sort();
