@@ -28,6 +28,16 @@ await runService("stats", statsConfigSchema, (config, logger) => {
     interceptors: serviceAuth(config, logger).serverInterceptors,
     readiness,
     onDrain: () => stats.endWatches(),
-    afterShutdown: () => store.close(),
+    // Bounded: a pool waiting on a connection a stuck database holds must not outlast the
+    // grace period (the database gets no more work from this process either way).
+    afterShutdown: async (remainingMs) => {
+      let timer: NodeJS.Timeout | undefined;
+      const outOfTime = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), Math.max(0, remainingMs - 250));
+      });
+      const closed = await Promise.race([store.close().then(() => "closed" as const), outOfTime]);
+      clearTimeout(timer);
+      if (closed === "timeout") logger.warn("stats database connections not closed in time");
+    },
   };
 });
