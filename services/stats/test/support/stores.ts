@@ -1,7 +1,7 @@
 // Fresh SqlStatsStores for the tests, started and ready, on either backend:
 //   pglite    embedded PGlite in a temp dir, copied from one migrated template per Stores
 //             (initdb takes seconds, reopening a copy well under one);
-//   postgres  a real server, STATS_TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432, trust
+//   postgres  a real server, TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432, trust
 //             auth). Each database is created for the test (stats_test_<pid>_<random>) and
 //             dropped after; the admin database is only used to create and drop them.
 // release() (after each test) and cleanup() (after the last) close every store opened here and
@@ -20,7 +20,7 @@ export type Backend = "pglite" | "postgres";
 export const backends: readonly Backend[] = ["pglite", "postgres"];
 
 export const postgresAdminUrl =
-  process.env.STATS_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+  process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 
 /** Silent unless STATS_TEST_LOG_LEVEL says otherwise (the fault tests make the store log a lot). */
 export const testLogger = createLogger("stats-test", process.env.STATS_TEST_LOG_LEVEL ?? "silent");
@@ -303,7 +303,7 @@ async function admin(statement: string): Promise<void> {
     throw new Error(
       `the stats tests need a PostgreSQL server at ${where.host} (user ${where.username || "postgres"}, ` +
         `allowed to create databases, e.g. PostgreSQL 15 with trust auth on 127.0.0.1:5432); ` +
-        `set STATS_TEST_POSTGRES_URL to use another: ${describeError(error)}`,
+        `set TEST_POSTGRES_URL to use another: ${describeError(error)}`,
     );
   }
   try {
