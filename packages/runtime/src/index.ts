@@ -5,4 +5,5 @@ export * from "./peer.js";
 export * from "./readiness.js";
 export * from "./server.js";
 export * from "./streams.js";
+export * from "./trace.js";
 export * from "./validation.js";

@@ -1,0 +1,89 @@
+// Trace context as it arrives on a call and as it is passed on (first step of the
+// observability work): W3C `traceparent` (00-<32 hex trace>-<16 hex span>-<2 hex flags>), or
+// Google's older `x-cloud-trace-context` (<32 hex trace>/<decimal span>;o=<0|1>). Each call
+// handled gets a span of its own under the incoming trace; a call without one starts a trace.
+// Cloud Logging wants the span id as 16 hex digits, so the decimal form is converted.
+import { randomBytes } from "node:crypto";
+
+export interface TraceContext {
+  /** 32 lowercase hex digits, not all zero. */
+  traceId: string;
+  /** This call's span: 16 lowercase hex digits, not all zero. */
+  spanId: string;
+  /** The span of the caller, when the call came with one. */
+  parentSpanId?: string;
+  sampled: boolean;
+}
+
+const traceparentPattern = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+const cloudTracePattern = /^([0-9a-fA-F]{32})(?:\/(\d{1,20}))?(?:;o=([01]))?$/;
+const allZero = /^0+$/;
+
+/** A random id of `bytes` bytes as hex, never all zero. */
+function randomHex(bytes: number): string {
+  for (;;) {
+    const id = randomBytes(bytes).toString("hex");
+    if (!allZero.test(id)) return id;
+  }
+}
+
+/** Reads a W3C traceparent header; undefined when absent or malformed (the spec: ignore it). */
+export function parseTraceparent(
+  value: string | undefined,
+): Omit<TraceContext, "spanId"> | undefined {
+  const match = traceparentPattern.exec(value?.trim() ?? "");
+  if (!match) return undefined;
+  const [, version, traceId, parentSpanId, flags, rest] = match as unknown as string[];
+  // Version ff is invalid; version 00 has nothing after the flags.
+  if (version === "ff" || (version === "00" && rest !== undefined)) return undefined;
+  if (allZero.test(traceId as string) || allZero.test(parentSpanId as string)) return undefined;
+  return {
+    traceId: traceId as string,
+    parentSpanId: parentSpanId as string,
+    sampled: (Number.parseInt(flags as string, 16) & 1) === 1,
+  };
+}
+
+/** Reads X-Cloud-Trace-Context (`TRACE/SPAN;o=1`, span in decimal); undefined when malformed. */
+export function parseCloudTraceContext(
+  value: string | undefined,
+): Omit<TraceContext, "spanId"> | undefined {
+  const match = cloudTracePattern.exec(value?.trim() ?? "");
+  if (!match) return undefined;
+  const [, traceId, decimalSpan, option] = match;
+  if (allZero.test(traceId as string)) return undefined;
+  let parentSpanId: string | undefined;
+  if (decimalSpan !== undefined) {
+    const span = BigInt(decimalSpan);
+    if (span > 0n && span < 2n ** 64n) parentSpanId = span.toString(16).padStart(16, "0");
+  }
+  return {
+    traceId: (traceId as string).toLowerCase(),
+    ...(parentSpanId ? { parentSpanId } : {}),
+    sampled: option === "1",
+  };
+}
+
+/**
+ * The context of a call being handled: the incoming trace (traceparent first, then
+ * x-cloud-trace-context) with a new span for this call, or a new trace when neither is usable.
+ */
+export function traceForIncomingCall(headers: {
+  traceparent?: string | undefined;
+  cloudTraceContext?: string | undefined;
+}): TraceContext {
+  const incoming =
+    parseTraceparent(headers.traceparent) ?? parseCloudTraceContext(headers.cloudTraceContext);
+  if (incoming) return { ...incoming, spanId: randomHex(8) };
+  return { traceId: randomHex(16), spanId: randomHex(8), sampled: false };
+}
+
+/** The traceparent to send on a call made within `context` (its span is the parent). */
+export function formatTraceparent(context: TraceContext): string {
+  return `00-${context.traceId}-${context.spanId}-${context.sampled ? "01" : "00"}`;
+}
+
+/** The same for services that read only X-Cloud-Trace-Context (span in decimal). */
+export function formatCloudTraceContext(context: TraceContext): string {
+  return `${context.traceId}/${BigInt(`0x${context.spanId}`).toString(10)};o=${context.sampled ? 1 : 0}`;
+}
