@@ -1,14 +1,15 @@
-// Is stats' read path a bottleneck? GetStats (totals, top N, per caller: three SQL reads in one
-// transaction) against 5,000 looked-up locations and 50 callers, beside a baseline measured on
+// Is stats' read path a bottleneck? GetStats (totals, top N, per caller: one SQL statement)
+// against 5,000 looked-up locations and 50 callers, beside a baseline measured on
 // the same process in the same run: the health check, a unary call that touches no database.
 // Also RecordEvents (a 10-event batch: one write transaction). Each on embedded PGlite and on
 // the machine's PostgreSQL.
-import { randomBytes } from "node:crypto";
 import { startService } from "@cloudrun-grpc/local-stack";
 import { createStatsClient, type stats } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import pg from "pg";
+// Databases and the unary helper come from the tests' support, so the bench makes them alike.
+import { PostgresStores } from "../services/stats/test/support/stores.js";
+import { unary } from "../test/support/grpc.js";
 import {
   closedLoop,
   type LoadOptions,
@@ -27,36 +28,17 @@ export interface Row extends LoadResult {
   ratioToBaseline: number;
 }
 
-const unary = <T>(start: (done: grpc.requestCallback<T>) => void) =>
-  new Promise<T>((resolve, reject) =>
-    start((error, value) => (error ? reject(error) : resolve(value as T))),
-  );
-
+/** On PostgreSQL, a database of the bench's own, dropped after; PGlite needs no URL. */
 async function withDatabase<T>(
   kind: "pglite" | "postgres",
   work: (url?: string) => Promise<T>,
 ): Promise<T> {
   if (kind === "pglite") return work(undefined);
-  const admin = process.env.BENCH_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
-  const name = `bench_stats_${randomBytes(4).toString("hex")}`;
-  const run = async (sql: string) => {
-    const client = new pg.Client({ connectionString: admin });
-    try {
-      await client.connect();
-    } catch (error) {
-      throw new Error(
-        `the postgres rows need PostgreSQL at ${admin} (BENCH_POSTGRES_URL): ${(error as Error).message}`,
-      );
-    }
-    await client.query(sql).finally(() => client.end());
-  };
-  await run(`create database "${name}"`);
+  const databases = new PostgresStores();
   try {
-    const url = new URL(admin);
-    url.pathname = `/${name}`;
-    return await work(url.toString());
+    return await work((await databases.database()).url());
   } finally {
-    await run(`drop database if exists "${name}" with (force)`);
+    await databases.cleanup();
   }
 }
 

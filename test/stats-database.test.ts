@@ -12,15 +12,15 @@ import {
   type stats,
 } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { deadline, eventually, failure, healthStatus, unary } from "./support/grpc.js";
+// The stats package's own test support: databases of the test's own, and a cuttable proxy.
+import { CuttableProxy } from "../services/stats/test/support/proxy.js";
 import {
-  createTestDatabase,
-  postgresHost,
-  postgresPort,
-  type TestDatabase,
-} from "./support/postgres.js";
+  type PostgresDatabase,
+  PostgresStores,
+  postgresAdminUrl,
+} from "../services/stats/test/support/stores.js";
+import { deadline, eventually, failure, healthStatus, unary } from "./support/grpc.js";
 import { describeLocalOnly } from "./support/target.js";
-import { startTcpProxy, type TcpProxy } from "./support/tcp-proxy.js";
 
 const lookup = (id: string, latitude: number): stats.Event => ({
   id,
@@ -29,19 +29,28 @@ const lookup = (id: string, latitude: number): stats.Event => ({
 });
 
 describeLocalOnly("stats on PostgreSQL", () => {
-  let database: TestDatabase;
+  const databases = new PostgresStores();
+  let database: PostgresDatabase;
   const running: ServiceProcess[] = [];
   const clients: grpc.Client[] = [];
-  const proxies: TcpProxy[] = [];
+  const proxies: CuttableProxy[] = [];
   before(async () => {
-    database = await createTestDatabase("stats_it");
+    database = await databases.database();
   });
   after(async () => {
     for (const client of clients) client.close();
     for (const service of running) await service.stop();
-    for (const proxy of proxies) await proxy.close();
-    await database?.drop();
+    for (const proxy of proxies) await proxy.down();
+    await databases.cleanup();
   });
+  /** A proxy in front of the PostgreSQL server, listening. */
+  const startProxy = async () => {
+    const server = new URL(postgresAdminUrl);
+    const proxy = new CuttableProxy({ host: server.hostname, port: Number(server.port || 5432) });
+    proxies.push(proxy);
+    await proxy.up();
+    return proxy;
+  };
 
   const client = (service: ServiceProcess): StatsServiceClient => {
     const made = createStatsClient(
@@ -65,8 +74,7 @@ describeLocalOnly("stats on PostgreSQL", () => {
   test("database away at start: listening, NOT_SERVING and UNAVAILABLE; SERVING once it is back", {
     timeout: 90_000,
   }, async () => {
-    const proxy = await startTcpProxy(postgresHost, postgresPort);
-    proxies.push(proxy);
+    const proxy = await startProxy();
     await proxy.down();
     // Started without waiting for readiness: it must listen while the database is away.
     const linesSeen: string[] = [];
@@ -108,8 +116,7 @@ describeLocalOnly("stats on PostgreSQL", () => {
   test("connection lost while running: UNAVAILABLE and NOT_SERVING, then back, nothing acknowledged lost", {
     timeout: 90_000,
   }, async () => {
-    const proxy = await startTcpProxy(postgresHost, postgresPort);
-    proxies.push(proxy);
+    const proxy = await startProxy();
     const stats = await startService({
       name: "stats",
       env: { STATS_DATABASE_URL: database.url(proxy.port), STATS_DATABASE_TIMEOUT_MS: "1000" },
