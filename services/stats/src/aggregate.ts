@@ -65,7 +65,7 @@ export function aggregateEvents(events: readonly StatsEvent[]): BatchDelta {
   };
 }
 
-/** Code-unit order, as PostgreSQL's "C" collation sorts. */
+/** UTF-16 code-unit order: a fixed order for row locks (PostgreSQL's "C" order differs only past U+FFFF). */
 export function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
