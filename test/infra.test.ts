@@ -162,6 +162,11 @@ describe("infra: the grpc-service module", () => {
     assert.match(String(locals.container_env), /AUTH_MODE\s*=\s*"verify"/);
   });
 
+  test("gives every service its project id, so log lines link their trace to Cloud Trace", () => {
+    const locals = Object.assign({}, ...Object.values(module_.config.locals ?? {})) as Body;
+    assert.match(String(locals.container_env), /GOOGLE_CLOUD_PROJECT\s*=\s*var\.project_id/);
+  });
+
   test("sets the request timeout from a variable that defaults to Cloud Run's maximum, 3600 s", () => {
     const template = nested(resource(module_, "google_cloud_run_v2_service", "this"), "template");
     assert.equal(template.timeout, `${expr("var.request_timeout_seconds")}s`);

@@ -17,6 +17,9 @@ locals {
     AUTH_MODE             = "verify"
     AUTH_AUDIENCES        = local.url
     AUTH_ALLOWED_INVOKERS = join(",", local.invoker_emails)
+    # Log lines name their trace as projects/<id>/traces/<trace>, which Cloud Logging links
+    # to Cloud Trace (Cloud Run sets no variable with the project id).
+    GOOGLE_CLOUD_PROJECT = var.project_id
   })
 
   labels = merge(var.labels, { service = var.name, managed-by = "terraform" })

@@ -8,7 +8,7 @@
 import type * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
 import { idTokenInterceptor } from "./interceptors.js";
-import { serverAuthInterceptor } from "./server-auth.js";
+import { serverAuthInterceptor, verifiedCaller } from "./server-auth.js";
 import { IdTokenSources } from "./tokens.js";
 import { googleIssuers, IdTokenVerifier } from "./verify.js";
 
@@ -87,6 +87,8 @@ export interface ServiceAuth {
   serverInterceptors: grpc.ServerInterceptor[];
   /** For a client of the peer at `peerUrl` (the token's audience). */
   clientInterceptors(peerUrl: string): grpc.Interceptor[];
+  /** The verified caller of a call, for its log line ("" when auth is off). */
+  callerOf(metadata: grpc.Metadata): string;
 }
 
 /** Just what serviceAuth says at start (a pino logger fits). */
@@ -97,7 +99,7 @@ export interface AuthLogger {
 export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAuth {
   if (config.AUTH_MODE === "off") {
     logger?.warn({ authMode: "off" }, "AUTH_MODE=off: calls are not checked and carry no tokens");
-    return { serverInterceptors: [], clientInterceptors: () => [] };
+    return { serverInterceptors: [], clientInterceptors: () => [], callerOf: () => "" };
   }
   if (config.AUTH_ALLOWED_INVOKERS.length === 0) {
     logger?.warn(
@@ -121,5 +123,6 @@ export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAut
       source.token().catch(() => {});
       return [idTokenInterceptor(source)];
     },
+    callerOf: verifiedCaller,
   };
 }

@@ -5,8 +5,16 @@
 // Service logs: LOG_LEVEL picks which service log lines are shown here (default warn, to keep
 // the terminal readable). The services themselves log at info or more verbose, because the
 // stack learns each one's port from its "listening" line.
+// LOG_FORMAT: how those lines are shown: pretty (the default on a terminal) or json (the
+// services' own output, unchanged; the default when stdout is not a terminal).
 import { connectGateway, demo } from "@cloudrun-grpc/cli";
-import { integerVar, loadConfigOrExit, logLevelVar } from "@cloudrun-grpc/runtime";
+import {
+  integerVar,
+  loadConfigOrExit,
+  logFormatVar,
+  logLevelVar,
+  prettyLineFormatter,
+} from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 import { type Stack, startStack } from "./stack.js";
 
@@ -17,8 +25,11 @@ const config = loadConfigOrExit(
     ROUTE_PORT: integerVar(0, 0, 65535),
     STATS_PORT: integerVar(0, 0, 65535),
     LOG_LEVEL: logLevelVar,
+    LOG_FORMAT: logFormatVar,
   }),
 );
+const showPretty = process.env.LOG_FORMAT ? config.LOG_FORMAT === "pretty" : process.stdout.isTTY;
+const formatLine = showPretty ? prettyLineFormatter() : (line: string) => line;
 const shownLevel = process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn";
 const serviceLogLevel = ["debug", "trace"].includes(shownLevel) ? shownLevel : "info";
 const severityRank: Record<string, number> = {
@@ -55,14 +66,15 @@ const startAborter = new AbortController();
 const starting = startStack({
   ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
   env: {
-    all: { LOG_LEVEL: serviceLogLevel },
+    // JSON always: the stack reads the services' lines (pretty is only how they are shown).
+    all: { LOG_LEVEL: serviceLogLevel, LOG_FORMAT: "json" },
     // pnpm start keeps stats' data where the user says (pglite://<dir>, postgres://…).
     stats: process.env.STATS_DATABASE_URL
       ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
       : {},
   },
   onLine: (service, line) => {
-    if (shown(line)) print(`[${service}] ${line}`);
+    if (shown(line)) print(`[${service}] ${formatLine(line)}`);
   },
   signal: startAborter.signal,
 });

@@ -1,6 +1,7 @@
 // Config comes only from the environment, parsed by one zod schema per service at start.
 // A bad value stops the process with one line per bad variable, naming it.
 import { z } from "zod";
+import { type LogFormat, logFormats } from "./logger.js";
 import { parsePeerUrl } from "./peer.js";
 
 export class ConfigError extends Error {
@@ -82,6 +83,44 @@ export const logLevelVar = z
     return z.NEVER;
   });
 
+/** A number from the environment within [min, max], with a default when unset or empty. */
+export function numberVar(fallback: number, min: number, max: number) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined || raw.trim() === "") return fallback;
+      const value = Number(raw.trim());
+      if (!Number.isFinite(value) || value < min || value > max) {
+        ctx.addIssue({
+          code: "custom",
+          message: `must be a number from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+        });
+        return z.NEVER;
+      }
+      return value;
+    });
+}
+
+export const logFormatVar = z
+  .string()
+  .optional()
+  .transform((raw, ctx) => {
+    const format = raw === undefined || raw.trim() === "" ? "json" : raw.trim().toLowerCase();
+    if ((logFormats as readonly string[]).includes(format)) return format as LogFormat;
+    ctx.addIssue({
+      code: "custom",
+      message: `must be one of ${logFormats.join(", ")}, got ${JSON.stringify(raw)}`,
+    });
+    return z.NEVER;
+  });
+
+/** An optional plain value: unset or blank is undefined. */
+const optionalText = z
+  .string()
+  .optional()
+  .transform((raw) => (raw === undefined || raw.trim() === "" ? undefined : raw.trim()));
+
 /** A required peer URL: `http://host:port` (h2c, local) or `https://host` (TLS, Cloud Run). */
 export function peerUrlVar(what: string) {
   return z
@@ -109,6 +148,15 @@ export const serverEnv = {
   PORT: portVar,
   HOST: hostVar,
   LOG_LEVEL: logLevelVar,
+  /** json (Cloud Logging) or pretty (a terminal). */
+  LOG_FORMAT: logFormatVar,
+  /** Share of successful calls given a log line, decided per trace; failures always are. */
+  LOG_RPC_SAMPLE_RATE: numberVar(1, 0, 1),
+  /** The project whose Cloud Trace the trace ids belong to (set by Terraform). */
+  GOOGLE_CLOUD_PROJECT: optionalText,
+  /** Set by Cloud Run: the service's name and revision, for the logs. */
+  K_SERVICE: optionalText,
+  K_REVISION: optionalText,
   // Cloud Run sends SIGTERM and kills the instance 10 s later; drain within that.
   SHUTDOWN_GRACE_MS: integerVar(8000, 0, 600_000),
 };
@@ -117,5 +165,10 @@ export interface ServerEnv {
   PORT: number;
   HOST: string;
   LOG_LEVEL: (typeof logLevels)[number];
+  LOG_FORMAT: LogFormat;
+  LOG_RPC_SAMPLE_RATE: number;
+  GOOGLE_CLOUD_PROJECT: string | undefined;
+  K_SERVICE: string | undefined;
+  K_REVISION: string | undefined;
   SHUTDOWN_GRACE_MS: number;
 }

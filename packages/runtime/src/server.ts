@@ -9,6 +9,7 @@ import type { z } from "zod";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
 import type { Readiness } from "./readiness.js";
+import { logIncomingCalls } from "./rpc-log.js";
 
 export interface GrpcServerOptions {
   host: string;
@@ -112,6 +113,8 @@ export interface ServiceSetup {
   onDrain?: () => void;
   /** Whether the service can work now; its health name follows it. Absent: always ready. */
   readiness?: Readiness;
+  /** Who made a call, once authenticated (for the per-call log line). */
+  callerOf?: (metadata: grpc.Metadata) => string | undefined;
   /**
    * After the server has closed: flush what must not be lost, close clients. Gets what is
    * left of the grace period (at least 1 s), so the whole stop stays within
@@ -131,7 +134,13 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
   setup: (config: z.infer<Schema>, logger: Logger) => Promise<ServiceSetup> | ServiceSetup,
 ): Promise<void> {
   const config = loadConfigOrExit(name, schema);
-  const logger = createLogger(name, config.LOG_LEVEL);
+  const logger = createLogger({
+    service: config.K_SERVICE ?? name,
+    level: config.LOG_LEVEL,
+    format: config.LOG_FORMAT,
+    revision: config.K_REVISION,
+    projectId: config.GOOGLE_CLOUD_PROJECT,
+  });
   let running: RunningGrpcServer;
   let afterShutdown: ServiceSetup["afterShutdown"];
   try {
@@ -145,7 +154,17 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
       services: service.services,
       onDrain: service.onDrain,
       readiness: service.readiness,
-      serverOptions: { interceptors: service.interceptors ?? [] },
+      serverOptions: {
+        // First, so the call's trace context is set before anything else runs for it.
+        interceptors: [
+          logIncomingCalls({
+            logger,
+            sampleRate: config.LOG_RPC_SAMPLE_RATE,
+            callerOf: service.callerOf,
+          }),
+          ...(service.interceptors ?? []),
+        ],
+      },
     });
   } catch (error) {
     logger.fatal({ err: error }, "failed to start");

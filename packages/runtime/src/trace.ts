@@ -87,3 +87,24 @@ export function formatTraceparent(context: TraceContext): string {
 export function formatCloudTraceContext(context: TraceContext): string {
   return `${context.traceId}/${BigInt(`0x${context.spanId}`).toString(10)};o=${context.sampled ? 1 : 0}`;
 }
+
+/** A new span for a call made within `parent`, or the first span of a new trace. */
+export function childSpan(parent: TraceContext | undefined): TraceContext {
+  if (!parent) return { traceId: randomHex(16), spanId: randomHex(8), sampled: false };
+  return {
+    traceId: parent.traceId,
+    spanId: randomHex(8),
+    parentSpanId: parent.spanId,
+    sampled: parent.sampled,
+  };
+}
+
+/**
+ * Whether a trace is in a sample of `rate` (0 to 1). Decided by the trace id alone, so every
+ * service keeps or drops the same traces: a sampled request is logged whole on every hop.
+ */
+export function traceInSample(traceId: string, rate: number): boolean {
+  if (rate >= 1) return true;
+  if (rate <= 0) return false;
+  return Number.parseInt(traceId.slice(-8), 16) / 2 ** 32 < rate;
+}

@@ -24,9 +24,34 @@ describe("parseConfig with serverEnv and peerUrlVar", () => {
       PORT: 8080,
       HOST: "0.0.0.0",
       LOG_LEVEL: "info",
+      LOG_FORMAT: "json",
+      LOG_RPC_SAMPLE_RATE: 1,
+      GOOGLE_CLOUD_PROJECT: undefined,
+      K_SERVICE: undefined,
+      K_REVISION: undefined,
       SHUTDOWN_GRACE_MS: 8000,
       PEER_URL: { url: "http://127.0.0.1:50052", target: "127.0.0.1:50052", secure: false },
     });
+  });
+
+  test("LOG_FORMAT and LOG_RPC_SAMPLE_RATE are checked, with the allowed values named", () => {
+    assert.throws(
+      () => parseConfig(schema, { ...peer, LOG_FORMAT: "xml", LOG_RPC_SAMPLE_RATE: "1.5" }),
+      (error: ConfigError) => {
+        assert.deepEqual(error.problems, [
+          'LOG_FORMAT: must be one of json, pretty, got "xml"',
+          'LOG_RPC_SAMPLE_RATE: must be a number from 0 to 1, got "1.5"',
+        ]);
+        return true;
+      },
+    );
+    const config = parseConfig(schema, {
+      ...peer,
+      LOG_FORMAT: "Pretty",
+      LOG_RPC_SAMPLE_RATE: "0.25",
+    });
+    assert.equal(config.LOG_FORMAT, "pretty");
+    assert.equal(config.LOG_RPC_SAMPLE_RATE, 0.25);
   });
 
   test("empty and blank values take the defaults too", () => {

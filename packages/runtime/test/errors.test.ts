@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { fromPeer, handlerStatus, invalidArgument, StatusError, toStatus } from "../src/errors.js";
-import { createLogger } from "../src/logger.js";
+import { silentLogger } from "../src/logger.js";
 
 describe("StatusError", () => {
   test("carries its code and details", () => {
@@ -83,7 +83,7 @@ describe("fromPeer", () => {
 });
 
 describe("handlerStatus", () => {
-  const logger = createLogger("test", "silent");
+  const logger = silentLogger();
 
   test("a StatusError is a deliberate answer and passes as it is", () => {
     assert.deepEqual(

@@ -1,7 +1,7 @@
 // route: the RouteGuide service. Reports what it did to stats, off the client's path.
 import { serviceAuth } from "@cloudrun-grpc/auth-client";
 import { createStatsClient, routeGuideService } from "@cloudrun-grpc/proto";
-import { connectPeer, runService } from "@cloudrun-grpc/runtime";
+import { connectPeer, logOutgoingCalls, runService } from "@cloudrun-grpc/runtime";
 import { routeConfigSchema } from "./config.js";
 import { FeatureIndex } from "./features.js";
 import { routeGuideHandlers } from "./handlers.js";
@@ -11,7 +11,10 @@ await runService("route", routeConfigSchema, (config, logger) => {
   const features = FeatureIndex.load();
   const auth = serviceAuth(config, logger);
   const stats = connectPeer(config.STATS_URL, createStatsClient, {
-    interceptors: auth.clientInterceptors(config.STATS_URL.url),
+    interceptors: [
+      logOutgoingCalls("stats", { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE }),
+      ...auth.clientInterceptors(config.STATS_URL.url),
+    ],
   });
   const reporter = new StatsReporter(stats, logger);
   logger.info({ features: features.features.length, stats: config.STATS_URL.url }, "peers");
@@ -24,6 +27,7 @@ await runService("route", routeConfigSchema, (config, logger) => {
   return {
     services: [routeGuideService(handlers)],
     interceptors: auth.serverInterceptors,
+    callerOf: auth.callerOf,
     afterShutdown: async (remainingMs) => {
       // Calls are over; the last reports get the rest of the grace period to reach stats.
       const lost = await reporter.flush(remainingMs);

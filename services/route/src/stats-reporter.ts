@@ -9,9 +9,11 @@
 // A batch that stats rejects as INVALID_ARGUMENT names the bad event (`events[i]…`): that
 // one event is dropped with an error log and the rest is sent again at once, so one bad event
 // never holds up the others. A rejection that names no event is retried like any failure.
+// Each event carries the trace of the call that caused it (stats logs it in that trace); a
+// batch call itself belongs to no one call and starts a trace of its own.
 import { randomUUID } from "node:crypto";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
-import type { Logger } from "@cloudrun-grpc/runtime";
+import { currentTraceparent, type Logger, outsideAnyCall } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
 export interface ReporterOptions {
@@ -54,7 +56,8 @@ export class StatsReporter {
         this.logger.warn({ dropped: this.dropped }, "stats queue full: dropping the oldest events");
       }
     }
-    this.queue.push({ id: randomUUID(), ...event });
+    const traceparent = event.traceparent ?? currentTraceparent();
+    this.queue.push({ id: randomUUID(), ...event, ...(traceparent ? { traceparent } : {}) });
     this.sendNext();
   }
 
@@ -89,10 +92,12 @@ export class StatsReporter {
     const batch = this.queue.slice(0, this.options.maxBatch);
     this.sending = true;
     try {
-      this.client.RecordEvents(
-        { events: batch },
-        { deadline: Date.now() + this.options.batchTimeoutMs },
-        (error) => this.sent(batch, error),
+      outsideAnyCall(() =>
+        this.client.RecordEvents(
+          { events: batch },
+          { deadline: Date.now() + this.options.batchTimeoutMs },
+          (error) => this.sent(batch, error),
+        ),
       );
     } catch (error) {
       // grpc-js throws at once when the channel is already closed: a failed attempt too.

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
-import { createLogger } from "@cloudrun-grpc/runtime";
+import { silentLogger } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { type NewEvent, type ReporterOptions, StatsReporter } from "../src/stats-reporter.js";
 
-const logger = createLogger("test", "silent");
+const logger = silentLogger();
 const options: ReporterOptions = {
   maxQueued: 100,
   maxBatch: 500,

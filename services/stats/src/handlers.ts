@@ -1,10 +1,13 @@
-import type { StatsServiceHandlers } from "@cloudrun-grpc/proto";
+import type { StatsServiceHandlers, stats } from "@cloudrun-grpc/proto";
 import {
   endWithError,
   handlerStatus,
   type Logger,
   OpenStreams,
+  parseTraceparent,
   requireTopN,
+  traceFields,
+  traceInSample,
   writeAndWait,
 } from "@cloudrun-grpc/runtime";
 import { SharedSnapshots } from "./shared-snapshots.js";
@@ -16,6 +19,8 @@ export interface StatsDependencies {
   logger: Logger;
   /** A burst of changes within this window becomes one Watch update. */
   watchCoalesceMs: number;
+  /** LOG_RPC_SAMPLE_RATE: the share of traces whose recorded events get a line. */
+  logSampleRate?: number;
 }
 
 export interface StatsHandlers {
@@ -28,15 +33,35 @@ export function statsHandlers({
   store,
   logger,
   watchCoalesceMs,
+  logSampleRate = 1,
 }: StatsDependencies): StatsHandlers {
   const watches = new OpenStreams();
   const watchSnapshots = new SharedSnapshots(store);
   const failed = (method: string, error: unknown) => handlerStatus(logger, method, error);
 
+  // One line per event in the trace of the call that caused it, so a request's lines on
+  // gateway and route are found with stats' too (a batch's own call has a trace of its own).
+  const logRecordedEvents = (events: readonly stats.Event__Output[]) => {
+    if (!logger.isLevelEnabled("info")) return;
+    for (const event of events) {
+      const trace = parseTraceparent(event.traceparent);
+      if (!trace?.parentSpanId || !traceInSample(trace.traceId, logSampleRate)) continue;
+      logger.info(
+        {
+          ...traceFields({ ...trace, spanId: trace.parentSpanId }),
+          event: { id: event.id, kind: event.kind, caller: event.caller || undefined },
+        },
+        "event recorded",
+      );
+    }
+  };
+
   const handlers: StatsServiceHandlers = {
     async RecordEvents(call, callback) {
       try {
-        const result = await store.record(requireEvents(call.request));
+        const events = requireEvents(call.request);
+        const result = await store.record(events);
+        logRecordedEvents(call.request.events);
         callback(null, result);
       } catch (error) {
         callback(failed("RecordEvents", error));

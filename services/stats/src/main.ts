@@ -22,10 +22,17 @@ await runService("stats", statsConfigSchema, (config, logger) => {
     eventIdRetentionMs: config.STATS_EVENT_ID_RETENTION_HOURS * 3_600_000,
   });
   store.start();
-  const stats = statsHandlers({ store, logger, watchCoalesceMs: config.STATS_WATCH_COALESCE_MS });
+  const stats = statsHandlers({
+    store,
+    logger,
+    watchCoalesceMs: config.STATS_WATCH_COALESCE_MS,
+    logSampleRate: config.LOG_RPC_SAMPLE_RATE,
+  });
+  const auth = serviceAuth(config, logger);
   return {
     services: [statsService(stats.handlers)],
-    interceptors: serviceAuth(config, logger).serverInterceptors,
+    interceptors: auth.serverInterceptors,
+    callerOf: auth.callerOf,
     readiness,
     onDrain: () => stats.endWatches(),
     // Bounded: a pool waiting on a connection a stuck database holds must not outlast the

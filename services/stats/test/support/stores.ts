@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { accessSync, constants, cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createLogger, type Logger, Readiness } from "@cloudrun-grpc/runtime";
+import { createLogger, type Logger, Readiness, silentLogger } from "@cloudrun-grpc/runtime";
 import pg from "pg";
 import type { DatabaseTarget } from "../../src/db/target.js";
 import { SqlStatsStore } from "../../src/sql-store.js";
@@ -23,11 +23,14 @@ export const postgresAdminUrl =
   process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 
 /** Silent unless STATS_TEST_LOG_LEVEL says otherwise (the fault tests make the store log a lot). */
-export const testLogger = createLogger("stats-test", process.env.STATS_TEST_LOG_LEVEL ?? "silent");
+export const testLogger = createLogger({
+  service: "stats-test",
+  level: process.env.STATS_TEST_LOG_LEVEL ?? "silent",
+});
 
 /** A silent logger that keeps what the store warned about or reported as an error. */
 export function recordingLogger(): { logger: Logger; problems: string[] } {
-  const logger = createLogger("stats-test", "silent");
+  const logger = silentLogger();
   const problems: string[] = [];
   const keep = (level: string) =>
     ((first: unknown, second?: unknown) => {

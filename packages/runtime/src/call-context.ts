@@ -1,0 +1,53 @@
+// The call being handled, visible anywhere in its handler's work (AsyncLocalStorage): its
+// trace context, so log lines carry the trace without passing it around, and outgoing calls
+// continue the same trace. The server's call observer (rpc-log.ts) sets it for every call.
+import { AsyncLocalStorage } from "node:async_hooks";
+import { formatTraceparent, type TraceContext } from "./trace.js";
+
+export interface CallContext {
+  /** The full method path, e.g. /routeguide.v1.RouteGuideService/GetFeature. */
+  method: string;
+  trace: TraceContext;
+}
+
+const storage = new AsyncLocalStorage<CallContext>();
+
+/** The call whose work is running now; undefined outside any call (start-up, timers). */
+export function currentCall(): CallContext | undefined {
+  return storage.getStore();
+}
+
+/** Runs `work` as part of `call`: its logs and outgoing calls belong to that call's trace. */
+export function runInCall<T>(call: CallContext, work: () => T): T {
+  return storage.run(call, work);
+}
+
+/** Runs `work` as no call's work: background work serving many calls starts its own trace. */
+export function outsideAnyCall<T>(work: () => T): T {
+  return storage.exit(work);
+}
+
+/** The traceparent naming the current call, to hand on with work done for it later. */
+export function currentTraceparent(): string | undefined {
+  const call = storage.getStore();
+  return call ? formatTraceparent(call.trace) : undefined;
+}
+
+/**
+ * The fields the logger turns into Cloud Logging's trace fields (OpenTelemetry's names, as
+ * Google's own pino configuration reads them): pass them in a log object to log a line for a
+ * trace other than the current call's.
+ */
+export interface TraceFields {
+  trace_id: string;
+  span_id: string;
+  trace_flags: "01" | "00";
+}
+
+export function traceFields(trace: TraceContext): TraceFields {
+  return {
+    trace_id: trace.traceId,
+    span_id: trace.spanId,
+    trace_flags: trace.sampled ? "01" : "00",
+  };
+}

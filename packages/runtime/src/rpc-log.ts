@@ -1,0 +1,197 @@
+// One log line per finished call, on both sides, in the trace of the request:
+//
+// - Server: `logIncomingCalls` is the first interceptor of every server. It reads the trace
+//   context the call came with (or starts one), makes it the current call for everything the
+//   handler does (its logs, the calls it makes), and when the call ends logs method, status,
+//   duration, caller, peer and message counts.
+// - Client: `logOutgoingCalls` is the first interceptor of every peer client. It sends the
+//   current call's trace on (a new span under it) and logs the outgoing call's status and
+//   latency.
+//
+// Under load the OK lines can be sampled down (LOG_RPC_SAMPLE_RATE); lines for calls that
+// failed are always written. Health checks (probes) are logged at debug.
+//
+// grpc-js runs handlers outside an interceptor's async context (unary handlers start from
+// the half-close event, streaming ones from the metadata event, stream callbacks from later
+// events), so every event this interceptor passes on is passed inside the call's context.
+import { performance } from "node:perf_hooks";
+import * as grpc from "@grpc/grpc-js";
+import { type CallContext, currentCall, runInCall, traceFields } from "./call-context.js";
+import type { Logger } from "./logger.js";
+import { childSpan, formatTraceparent, traceForIncomingCall, traceInSample } from "./trace.js";
+
+export interface RpcLogOptions {
+  logger: Logger;
+  /** Share of OK calls logged, 0 to 1, decided per trace; failed calls are always logged. */
+  sampleRate: number;
+}
+
+export interface IncomingRpcLogOptions extends RpcLogOptions {
+  /** Who made the call, once the auth check has passed (e.g. the verified email). */
+  callerOf?: (metadata: grpc.Metadata) => string | undefined;
+}
+
+const quietPaths = /^\/grpc\.(health\.v1\.Health|reflection\.v1(alpha)?\.ServerReflection)\//;
+
+function firstString(metadata: grpc.Metadata, key: string): string | undefined {
+  const [value] = metadata.get(key);
+  return typeof value === "string" ? value : undefined;
+}
+
+function logLevelFor(path: string, code: grpc.status): "debug" | "info" | "warn" {
+  if (code !== grpc.status.OK) return "warn";
+  return quietPaths.test(path) ? "debug" : "info";
+}
+
+function roundMs(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInterceptor {
+  const { logger, sampleRate } = options;
+  return (method, call) => {
+    const startedAt = performance.now();
+    let context: CallContext | undefined;
+    let metadata: grpc.Metadata | undefined;
+    let received = 0;
+    let sent = 0;
+    let status: Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0] | undefined;
+    let logged = false;
+
+    // Every status this call ends with passes here: the handler's (through the interceptors
+    // above this one) and the ones grpc-js sends itself (deadline, oversized or undecodable
+    // message), which no interceptor's sendStatus sees.
+    const sendStatus = call.sendStatus.bind(call);
+    call.sendStatus = (final) => {
+      status ??= final;
+      sendStatus(final);
+    };
+
+    // grpc-js reports onCancel after every call, finished or not: the one place to log.
+    const finish = () => {
+      if (logged) return;
+      logged = true;
+      const deadline = call.getDeadline();
+      const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
+      const code =
+        status?.code ??
+        (Number.isFinite(deadlineAt) && Date.now() >= deadlineAt
+          ? grpc.status.DEADLINE_EXCEEDED
+          : grpc.status.CANCELLED);
+      const level = logLevelFor(method.path, code);
+      const trace = context?.trace;
+      if (code === grpc.status.OK && trace && !traceInSample(trace.traceId, sampleRate)) return;
+      if (!logger.isLevelEnabled(level)) return;
+      logger[level](
+        {
+          ...(trace ? traceFields(trace) : {}),
+          rpc: {
+            side: "server",
+            method: method.path,
+            code: grpc.status[code],
+            ...(code !== grpc.status.OK
+              ? { details: status?.details ?? "the client cancelled or the deadline passed" }
+              : {}),
+            durationMs: roundMs(performance.now() - startedAt),
+            caller: (metadata && options.callerOf?.(metadata)) || undefined,
+            peer: call.getPeer(),
+            received,
+            sent,
+            ...(trace?.parentSpanId ? { parentSpanId: trace.parentSpanId } : {}),
+          },
+        },
+        `${method.path} ${grpc.status[code]}`,
+      );
+    };
+
+    const inCall = (work: () => void) => (context ? runInCall(context, work) : work());
+    return new grpc.ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata(incoming, pass) {
+            metadata = incoming;
+            context = {
+              method: method.path,
+              trace: traceForIncomingCall({
+                traceparent: firstString(incoming, "traceparent"),
+                cloudTraceContext: firstString(incoming, "x-cloud-trace-context"),
+              }),
+            };
+            inCall(() => pass(incoming));
+          },
+          onReceiveMessage(message, pass) {
+            received += 1;
+            inCall(() => pass(message));
+          },
+          onReceiveHalfClose(pass) {
+            inCall(pass);
+          },
+          onCancel() {
+            finish();
+          },
+        });
+      },
+      sendMessage(message, pass) {
+        sent += 1;
+        pass(message);
+      },
+    });
+  };
+}
+
+/** For the client of `peer` (a name for the logs, e.g. "route"). */
+export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Interceptor {
+  const { logger, sampleRate } = options;
+  return (callOptions, nextCall) => {
+    // Runs synchronously where the call is made, so the caller's call context is current.
+    const trace = childSpan(currentCall()?.trace);
+    const method = callOptions.method_definition.path;
+    const startedAt = performance.now();
+    let received = 0;
+    let sent = 0;
+    return new grpc.InterceptingCall(nextCall(callOptions), {
+      start(metadata, listener, next) {
+        metadata.set("traceparent", formatTraceparent(trace));
+        next(metadata, {
+          onReceiveMessage(message, pass) {
+            received += 1;
+            pass(message);
+          },
+          onReceiveStatus(status, pass) {
+            const ok = status.code === grpc.status.OK;
+            const level = ok ? "info" : "warn";
+            if (
+              (ok && !traceInSample(trace.traceId, sampleRate)) ||
+              !logger.isLevelEnabled(level)
+            ) {
+              pass(status);
+              return;
+            }
+            logger[level](
+              {
+                ...traceFields(trace),
+                rpc: {
+                  side: "client",
+                  peer,
+                  method,
+                  code: grpc.status[status.code],
+                  ...(ok ? {} : { details: status.details }),
+                  durationMs: roundMs(performance.now() - startedAt),
+                  received,
+                  sent,
+                  ...(trace.parentSpanId ? { parentSpanId: trace.parentSpanId } : {}),
+                },
+              },
+              `→ ${peer} ${method} ${grpc.status[status.code]}`,
+            );
+            pass(status);
+          },
+        });
+      },
+      sendMessage(message, pass) {
+        sent += 1;
+        pass(message);
+      },
+    });
+  };
+}
