@@ -150,7 +150,7 @@ export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Int
     let received = 0;
     let sent = 0;
     return new grpc.InterceptingCall(nextCall(callOptions), {
-      start(metadata, listener, next) {
+      start(metadata, _listener, next) {
         metadata.set("traceparent", formatTraceparent(trace));
         next(metadata, {
           onReceiveMessage(message, pass) {

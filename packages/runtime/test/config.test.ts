@@ -26,9 +26,6 @@ describe("parseConfig with serverEnv and peerUrlVar", () => {
       LOG_LEVEL: "info",
       LOG_FORMAT: "json",
       LOG_RPC_SAMPLE_RATE: 1,
-      GOOGLE_CLOUD_PROJECT: undefined,
-      K_SERVICE: undefined,
-      K_REVISION: undefined,
       SHUTDOWN_GRACE_MS: 8000,
       PEER_URL: { url: "http://127.0.0.1:50052", target: "127.0.0.1:50052", secure: false },
     });
