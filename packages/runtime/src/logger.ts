@@ -110,10 +110,15 @@ export function loggerOptions(settings: LoggerSettings): LoggerOptions {
 
 const requireHere = createRequire(import.meta.url);
 
-/** pino-pretty as a synchronous destination, loaded only when asked for. */
+/** Lines formatted by pino-pretty (loaded only when asked for), written synchronously. */
 export function prettyDestination(destination?: DestinationStream): DestinationStream {
-  const pretty = requireHere("pino-pretty") as (options: object) => DestinationStream;
-  return pretty({ ...prettyOptions, sync: true, ...(destination ? { destination } : {}) });
+  const format = prettyLineFormatter();
+  const out = destination ?? pino.destination(1);
+  return {
+    write: (chunk: string) => {
+      for (const line of chunk.split("\n")) if (line) out.write(`${format(line)}\n`);
+    },
+  };
 }
 
 /** Formats one JSON log line for a terminal (the local stack shows its services' lines so). */

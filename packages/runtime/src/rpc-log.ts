@@ -48,7 +48,7 @@ function roundMs(ms: number): number {
 }
 
 export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInterceptor {
-  const { logger, sampleRate } = options;
+  const { logger } = options;
   return (method, call) => {
     const startedAt = performance.now();
     let context: CallContext | undefined;
@@ -80,7 +80,8 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
           : grpc.status.CANCELLED);
       const level = logLevelFor(method.path, code);
       const trace = context?.trace;
-      if (code === grpc.status.OK && trace && !traceInSample(trace.traceId, sampleRate)) return;
+      const sampledOut = trace && !traceInSample(trace.traceId, options.sampleRate);
+      if (code === grpc.status.OK && sampledOut) return;
       if (!logger.isLevelEnabled(level)) return;
       logger[level](
         {
@@ -141,7 +142,7 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
 
 /** For the client of `peer` (a name for the logs, e.g. "route"). */
 export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Interceptor {
-  const { logger, sampleRate } = options;
+  const { logger } = options;
   return (callOptions, nextCall) => {
     // Runs synchronously where the call is made, so the caller's call context is current.
     const trace = childSpan(currentCall()?.trace);
@@ -161,7 +162,7 @@ export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Int
             const ok = status.code === grpc.status.OK;
             const level = ok ? "info" : "warn";
             if (
-              (ok && !traceInSample(trace.traceId, sampleRate)) ||
+              (ok && !traceInSample(trace.traceId, options.sampleRate)) ||
               !logger.isLevelEnabled(level)
             ) {
               pass(status);
