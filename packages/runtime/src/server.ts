@@ -49,6 +49,13 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const server = new grpc.Server({
     "grpc.max_receive_message_length": maxMessageBytes,
     "grpc.max_send_message_length": maxMessageBytes,
+    // Streams open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS). Node's
+    // default is 2^32 - 1, so one connection could open streams until memory runs out. 1000 is
+    // Cloud Run's highest max_concurrency (requests per instance; every open stream is one):
+    // Cloud Run never sends more than that, even all on one connection, so the limit never
+    // refuses what Cloud Run lets through, and a client that ignores it gets its extra streams
+    // refused. A peer that respects it (grpc-js, node:http2) queues them on its own side.
+    "grpc.max_concurrent_streams": 1000,
     ...options.serverOptions,
   });
   const names = options.services.map((service) => service.name);
