@@ -14,6 +14,7 @@ import {
   maxTopN,
   OpenStreams,
   pointKey,
+  requireRectangle,
   requireTopN,
   StatusError,
 } from "@cloudrun-grpc/runtime";
@@ -117,8 +118,11 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
 
     async DescribeArea(call, callback) {
       try {
-        const topN = requireTopN(call.request.topN);
+        // Checked here, not left to the peers: both get the rectangle, and which one's
+        // INVALID_ARGUMENT arrived first would decide the answer.
         const { rectangle } = call.request;
+        requireRectangle(rectangle);
+        const topN = requireTopN(call.request.topN);
         const features = collectFeatures(route.ListFeatures({ rectangle }, { parent: call }));
         const lookups = ask<stats.GetStatsResponse__Output>("stats", (done) =>
           stats.GetStats(
