@@ -14,35 +14,65 @@ const maxIdLength = 128;
 const maxCallerLength = 320;
 const maxNameLength = 200;
 
-function requireCount(value: number, what: string): number {
+// The 64-bit counts of a route are decoded as JS numbers and added to 64-bit totals, so each is
+// bounded here: past these a value is nonsense, and big enough ones would overflow a total (the
+// batch failing with INTERNAL, and every later one too).
+/** A leg of a route (great-circle) is at most half the Earth's equatorial circumference. */
+const maxLegMeters = 20_037_509;
+/** One RecordRoute call's duration: 2^31 - 1 s (68 years) is past any call's deadline. */
+const maxElapsedSeconds = 2 ** 31 - 1;
+
+function requireCount(value: number, what: string, max = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isInteger(value) || value < 0) {
     throw invalidArgument(`${what} must be a whole number ≥ 0, got ${value}`);
   }
+  if (value > max) throw invalidArgument(`${what} must be at most ${max}, got ${value}`);
+  return value;
+}
+
+/** PostgreSQL text cannot hold U+0000: refused here rather than failing the batch as INTERNAL. */
+function requireText(value: string, what: string, maxLength: number, minLength = 0): string {
+  if (value.length < minLength || value.length > maxLength) {
+    throw invalidArgument(
+      minLength > 0
+        ? `${what} must have ${minLength} to ${maxLength} characters`
+        : `${what} must have at most ${maxLength} characters`,
+    );
+  }
+  if (value.includes("\0")) throw invalidArgument(`${what} must not contain U+0000 (NUL)`);
   return value;
 }
 
 export function requireEvent(event: stats.Event__Output, index: number): StatsEvent {
   const at = `events[${index}]`;
-  if (event.id.length === 0 || event.id.length > maxIdLength) {
-    throw invalidArgument(`${at}.id must have 1 to ${maxIdLength} characters`);
-  }
-  if (event.caller.length > maxCallerLength) {
-    throw invalidArgument(`${at}.caller must have at most ${maxCallerLength} characters`);
-  }
-  const { id, caller } = event;
+  const id = requireText(event.id, `${at}.id`, maxIdLength, 1);
+  const caller = requireText(event.caller, `${at}.caller`, maxCallerLength);
   if (event.kind === "routeRecorded") {
     const summary = event.routeRecorded?.summary;
     if (!summary) throw invalidArgument(`${at}.route_recorded.summary is required`);
     const field = (name: string) => `${at}.route_recorded.summary.${name}`;
+    const pointCount = requireCount(summary.pointCount, field("point_count"));
+    const legs = Math.max(0, pointCount - 1);
+    const distanceMeters = requireCount(summary.distanceMeters, field("distance_meters"));
+    if (distanceMeters > legs * maxLegMeters) {
+      throw invalidArgument(
+        `${field("distance_meters")} must be at most ${legs * maxLegMeters} for ${pointCount} ` +
+          `point(s) (${maxLegMeters} m a leg, half the Earth's circumference), got ${distanceMeters}`,
+      );
+    }
     return {
       id,
       caller,
       kind: "routeRecorded",
       summary: {
-        pointCount: requireCount(summary.pointCount, field("point_count")),
+        pointCount,
         featureCount: requireCount(summary.featureCount, field("feature_count")),
-        distanceMeters: requireCount(summary.distanceMeters, field("distance_meters")),
-        elapsedSeconds: requireCount(summary.elapsedSeconds, field("elapsed_seconds")),
+        distanceMeters,
+        elapsedSeconds: requireCount(
+          summary.elapsedSeconds,
+          field("elapsed_seconds"),
+          maxElapsedSeconds,
+        ),
       },
     };
   }
@@ -50,12 +80,8 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
     const feature = event.featureLookedUp?.feature;
     if (!feature) throw invalidArgument(`${at}.feature_looked_up.feature is required`);
     const location = requirePoint(feature.location, `${at}.feature_looked_up.feature.location`);
-    if (feature.name.length > maxNameLength) {
-      throw invalidArgument(
-        `${at}.feature_looked_up.feature.name must have at most ${maxNameLength} characters`,
-      );
-    }
-    return { id, caller, kind: "featureLookedUp", name: feature.name, location };
+    const name = requireText(feature.name, `${at}.feature_looked_up.feature.name`, maxNameLength);
+    return { id, caller, kind: "featureLookedUp", name, location };
   }
   throw invalidArgument(`${at} must be a route_recorded or a feature_looked_up event`);
 }
