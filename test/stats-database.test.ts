@@ -12,8 +12,8 @@ import {
   type stats,
 } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-// The stats package's own test support: databases of the test's own, and a cuttable proxy.
-import { CuttableProxy } from "../services/stats/test/support/proxy.js";
+// The stats package's own test support: databases of the test's own, and the fault proxy.
+import { FaultProxy } from "../services/stats/test/support/fault-proxy.js";
 import {
   type PostgresDatabase,
   PostgresStores,
@@ -33,7 +33,7 @@ describeLocalOnly("stats on PostgreSQL", () => {
   let database: PostgresDatabase;
   const running: ServiceProcess[] = [];
   const clients: grpc.Client[] = [];
-  const proxies: CuttableProxy[] = [];
+  const proxies: FaultProxy[] = [];
   before(async () => {
     database = await databases.database();
   });
@@ -46,7 +46,7 @@ describeLocalOnly("stats on PostgreSQL", () => {
   /** A proxy in front of the PostgreSQL server, listening. */
   const startProxy = async () => {
     const server = new URL(postgresAdminUrl);
-    const proxy = new CuttableProxy({ host: server.hostname, port: Number(server.port || 5432) });
+    const proxy = new FaultProxy({ host: server.hostname, port: Number(server.port || 5432) });
     proxies.push(proxy);
     await proxy.up();
     return proxy;

@@ -6,7 +6,7 @@ import { after, afterEach, describe, test } from "node:test";
 import { StatusError } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import type { StatsEvent } from "../src/store.js";
-import { CuttableProxy } from "./support/proxy.js";
+import { FaultProxy } from "./support/fault-proxy.js";
 import { PostgresStores, postgresAdminUrl, waitUntilReady } from "./support/stores.js";
 import { until, within } from "./support/wait.js";
 
@@ -44,9 +44,9 @@ const unavailable = /^stats database unavailable \(.+\): try again$/;
 describe("stats store faults (PostgreSQL through a proxy the test breaks)", () => {
   const stores = new PostgresStores();
   const upstream = new URL(postgresAdminUrl);
-  const proxies: CuttableProxy[] = [];
+  const proxies: FaultProxy[] = [];
   const proxy = async () => {
-    const made = new CuttableProxy({
+    const made = new FaultProxy({
       host: upstream.hostname,
       port: Number(upstream.port || 5432),
     });
