@@ -1,99 +1,94 @@
-// A client's call never fails because stats is down: route answers first and keeps its
-// reports queued, retrying until stats is back; then stats counts every one of them once, on
-// top of what it had counted before it was killed (its database outlives the process).
+// A client's call never fails because stats is down, and no report is lost or counted twice:
+// under steady load through the gateway stats is killed (SIGKILL, mid-batch as likely as not),
+// the load goes on for a few seconds while route keeps its reports queued and retries, then
+// stats comes back on the same port and the same database. In the end stats holds exactly what
+// the clients did, before, during and after the outage, each look-up and route once.
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { connectGateway } from "@cloudrun-grpc/cli";
-import { type ServiceProcess, startService } from "@cloudrun-grpc/local-stack";
-import type { gateway } from "@cloudrun-grpc/proto";
-import { deadline, eventually, unary } from "./support/grpc.js";
+import {
+  freePort,
+  type ServiceProcess,
+  type Stack,
+  startService,
+  startStack,
+} from "@cloudrun-grpc/local-stack";
+import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
+import { eventually, stackGatewayClient } from "./support/grpc.js";
+import { Load, readTotals, sleep, totalsOnceCaughtUp } from "./support/load.js";
 import { describeLocalOnly } from "./support/target.js";
 
 describeLocalOnly("stats down", () => {
-  const running: ServiceProcess[] = [];
+  let stack: Stack | undefined;
+  let secondStats: ServiceProcess | undefined;
+  let client: GatewayServiceClient | undefined;
   const dataDir = mkdtempSync(join(tmpdir(), "stats-down-"));
   const database = { STATS_DATABASE_URL: `pglite://${dataDir}` };
   after(async () => {
-    for (const service of running.reverse()) await service.stop();
+    client?.close();
+    await stack?.stop();
+    await secondStats?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  test("calls succeed while stats is killed, and stats counts what happened once it is back", async () => {
-    const firstStats = await startService({ name: "stats", env: database });
-    running.push(firstStats);
-    const route = await startService({ name: "route", env: { STATS_URL: firstStats.url } });
-    running.push(route);
-    const gatewayService = await startService({
-      name: "gateway",
-      env: { ROUTE_URL: route.url, STATS_URL: firstStats.url },
+  test("stats killed under load and restarted: every call succeeds, every look-up and route counts once", async () => {
+    const statsPort = await freePort();
+    stack = await startStack({ ports: { stats: statsPort }, env: { stats: database } });
+    const gateway = await stackGatewayClient(stack);
+    client = gateway;
+    const load = new Load(gateway, {
+      workers: 4,
+      maxCalls: 3_000,
+      routeEvery: 4,
+      deadlineMs: 3_000,
+      pauseMs: 40,
     });
-    running.push(gatewayService);
-    const client = connectGateway(gatewayService.url, { kind: "none" });
-    const getStats = async () =>
-      (
-        await unary<gateway.GetStatsResponse__Output>((done) =>
-          client.GetStats({ topN: 1 }, deadline(), done),
-        ).catch(() => ({ snapshot: null }))
-      ).snapshot;
+    let countedBeforeKill = 0;
+    let duringOutage = 0;
     try {
-      // Counted before the kill: 5 look-ups, acknowledged by stats.
-      const before = { latitude: 400_000_008, longitude: -740_000_008 };
-      for (let index = 0; index < 5; index += 1) {
-        await unary((done) => client.GetFeature({ point: before }, deadline(), done));
-      }
-      await eventually(getStats, (value) => value?.featureLookups === 5, 20_000);
+      // Stats has counted some of the load (so the database holds something to keep).
+      const early = await eventually(
+        () => readTotals(gateway),
+        (totals) => totals.featureLookups >= 20,
+        20_000,
+      );
+      countedBeforeKill = early.featureLookups;
+      assert.ok(countedBeforeKill >= 20, "stats counts the load before it is killed");
 
-      firstStats.child.kill("SIGKILL");
-      await firstStats.exited;
+      stack.stats.child.kill("SIGKILL");
+      await stack.stats.exited;
+      const atKill = load.calls;
+      await sleep(3_000);
+      duringOutage = load.calls - atKill;
 
-      const point = { latitude: 400_000_007, longitude: -740_000_007 };
-      for (let index = 0; index < 20; index += 1) {
-        const answer = await unary<gateway.GetFeatureResponse__Output>((done) =>
-          client.GetFeature({ point }, deadline(), done),
-        );
-        assert.deepEqual(answer.feature, { name: "", location: point });
-      }
-      const recorded = await unary<gateway.RecordRouteResponse__Output>((done) => {
-        const stream = client.RecordRoute(deadline(), done);
-        for (let index = 0; index < 10; index += 1) stream.write({ point });
-        stream.end();
-      });
-      assert.equal(recorded.summary?.pointCount, 10);
-
-      // Stats comes back at the same address on the same database. How soon route's reports
-      // arrive depends on grpc-js's reconnect backoff and the reporter's (each at most a few
-      // seconds here); the wait below is a generous upper bound.
-      const secondStats = await startService({
+      // Back at the same address (route and gateway know no other) on the same database.
+      secondStats = await startService({
         name: "stats",
-        port: firstStats.port,
-        env: database,
+        port: statsPort,
+        env: { ...stack.auth?.envFor("stats", stack.stats.url), ...database },
       });
-      running.push(secondStats);
-      const snapshot = await eventually(
-        getStats,
-        (value) => value?.featureLookups === 25 && value.routesRecorded === 1,
-        45_000,
-      );
-      assert.equal(snapshot?.featureLookups, 25, "5 from before the kill, 20 while it was down");
-      assert.equal(snapshot?.routesRecorded, 1);
-      assert.equal(snapshot?.pointsRecorded, 10);
-      assert.ok(
-        routeLoggedRetry(running),
-        "route says it is keeping reports queued while stats is unreachable",
-      );
+      await sleep(2_000);
     } finally {
-      client.close();
+      await load.stop();
     }
+
+    assert.deepEqual(
+      load.failures.map(({ method, error }) => `${method}: ${error.message}`),
+      [],
+      "no client call failed",
+    );
+    assert.ok(duringOutage > 0, "calls went on while stats was down");
+    assert.ok(
+      stack.route.lines.some((line) => line.includes("stats unreachable: keeping events queued")),
+      "route says it is keeping reports queued while stats is unreachable",
+    );
+
+    await load.marker();
+    // How soon route's reports arrive depends on grpc-js's reconnect backoff and the
+    // reporter's (each at most a few seconds here): the wait is a generous upper bound.
+    const totals = await totalsOnceCaughtUp(gateway, load.sent, 45_000);
+    assert.deepEqual(totals, load.sent, "stats counted every report exactly once");
   });
 });
-
-function routeLoggedRetry(services: ServiceProcess[]): boolean {
-  return services.some(
-    (service) =>
-      service.name === "route" &&
-      service.lines.some((line) => line.includes("stats unreachable: keeping events queued")),
-  );
-}
