@@ -201,9 +201,13 @@ describeLocalOnly("observability across gateway, route and stats", () => {
   test("a request without trace context gets one, continued on every hop; X-Cloud-Trace-Context is read too", async () => {
     const before = entries("gateway").length;
     await unary((done) => client.GetFeature({ point }, deadline(), done));
-    const line = entries("gateway")
-      .slice(before)
-      .find((entry) => entry.rpc?.side === "server" && entry.rpc.method.endsWith("/GetFeature"));
+    let line: Entry | undefined;
+    await untilPasses(() => {
+      line = entries("gateway")
+        .slice(before)
+        .find((entry) => entry.rpc?.side === "server" && entry.rpc.method.endsWith("/GetFeature"));
+      assert.ok(line, "gateway's line for the call");
+    });
     const started = line?.["logging.googleapis.com/trace"];
     assert.match(String(started), /^[0-9a-f]{32}$/);
     assert.equal(line?.rpc?.parentSpanId, undefined);
@@ -249,7 +253,12 @@ describeLocalOnly("observability across gateway, route and stats", () => {
       assert.equal(line?.rpc?.code, "INVALID_ARGUMENT");
       assert.equal(line?.severity, "WARNING");
       assert.equal(serverLine("gateway", slow.id, "RecordRoute")?.rpc?.code, "DEADLINE_EXCEEDED");
-      assert.equal(serverLine("route", slow.id, "RecordRoute")?.rpc?.code, "DEADLINE_EXCEEDED");
+      // Route's deadline is the gateway's less a margin; the gateway's cancel can reach route
+      // a moment before route's own clock says the deadline passed.
+      assert.match(
+        String(serverLine("route", slow.id, "RecordRoute")?.rpc?.code),
+        /^(DEADLINE_EXCEEDED|CANCELLED)$/,
+      );
     });
   });
 

@@ -8,6 +8,8 @@ export interface CallContext {
   /** The full method path, e.g. /routeguide.v1.RouteGuideService/GetFeature. */
   method: string;
   trace: TraceContext;
+  /** Called once when the call has ended, with the status code its client was sent. */
+  readonly endListeners: ((code: number) => void)[];
 }
 
 const storage = new AsyncLocalStorage<CallContext>();
@@ -20,6 +22,18 @@ export function currentCall(): CallContext | undefined {
 /** Runs `work` as part of `call`: its logs and outgoing calls belong to that call's trace. */
 export function runInCall<T>(call: CallContext, work: () => T): T {
   return storage.run(call, work);
+}
+
+/**
+ * Runs `listener` (in the call's context) once the current call has ended, with the status
+ * code actually sent: OK only if the answer went out, not when the client had cancelled or the
+ * deadline had passed first. False outside any call (the listener is not kept).
+ */
+export function onCallEnd(listener: (code: number) => void): boolean {
+  const call = storage.getStore();
+  if (!call) return false;
+  call.endListeners.push(listener);
+  return true;
 }
 
 /** Runs `work` as no call's work: background work serving many calls starts its own trace. */

@@ -31,6 +31,9 @@ export interface IncomingRpcLogOptions extends RpcLogOptions {
   callerOf?: (metadata: grpc.Metadata) => string | undefined;
 }
 
+/** How far our view of a call's deadline may trail its client's (transit, queueing). */
+const deadlineSkewMs = 100;
+
 const quietPaths = /^\/grpc\.(health\.v1\.Health|reflection\.v1(alpha)?\.ServerReflection)\//;
 
 function firstString(metadata: grpc.Metadata, key: string): string | undefined {
@@ -41,6 +44,17 @@ function firstString(metadata: grpc.Metadata, key: string): string | undefined {
 function logLevelFor(path: string, code: grpc.status): "debug" | "info" | "warn" {
   if (code !== grpc.status.OK) return "warn";
   return quietPaths.test(path) ? "debug" : "info";
+}
+
+/**
+ * Whether the call's HTTP/2 stream is already closed (the client reset it), as grpc-js checks
+ * before it sends a status. grpc-js has no public way to ask, so this reads its base call's
+ * `stream`; without one (another grpc-js layout) it answers false, the old behaviour, and
+ * rpc-log.test.ts fails on the cancelled stream case.
+ */
+function streamClosed(call: grpc.ServerInterceptingCallInterface): boolean {
+  const stream = (call as { stream?: { destroyed?: boolean; closed?: boolean } }).stream;
+  return Boolean(stream?.destroyed || stream?.closed);
 }
 
 function roundMs(ms: number): number {
@@ -56,28 +70,43 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
     let received = 0;
     let sent = 0;
     let status: Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0] | undefined;
-    let logged = false;
+    let ended = false;
 
     // Every status this call ends with passes here: the handler's (through the interceptors
     // above this one) and the ones grpc-js sends itself (deadline, oversized or undecodable
     // message), which no interceptor's sendStatus sees.
+    // grpc-js drops a status sent after the client has reset the stream: not the end then.
     const sendStatus = call.sendStatus.bind(call);
     call.sendStatus = (final) => {
-      status ??= final;
+      if (status === undefined && !streamClosed(call)) status = final;
       sendStatus(final);
     };
 
     // grpc-js reports onCancel after every call, finished or not: the one place to log.
     const finish = () => {
-      if (logged) return;
-      logged = true;
+      if (ended) return;
+      ended = true;
       const deadline = call.getDeadline();
       const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
+      // No status sent: the client reset the stream. Its deadline passing does that too, and
+      // our deadline (from grpc-timeout, on receipt) runs a little behind the client's clock.
       const code =
         status?.code ??
-        (Number.isFinite(deadlineAt) && Date.now() >= deadlineAt
+        (Number.isFinite(deadlineAt) && Date.now() >= deadlineAt - deadlineSkewMs
           ? grpc.status.DEADLINE_EXCEEDED
           : grpc.status.CANCELLED);
+      if (context) {
+        const { endListeners } = context;
+        runInCall(context, () => {
+          for (const listener of endListeners) {
+            try {
+              listener(code);
+            } catch (error) {
+              logger.error({ err: error, method: method.path }, "a call's end listener failed");
+            }
+          }
+        });
+      }
       const level = logLevelFor(method.path, code);
       const trace = context?.trace;
       const sampledOut = trace && !traceInSample(trace.traceId, options.sampleRate);
@@ -112,6 +141,7 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
           onReceiveMetadata(incoming, pass) {
             metadata = incoming;
             context = {
+              endListeners: [],
               method: method.path,
               trace: traceForIncomingCall({
                 traceparent: firstString(incoming, "traceparent"),

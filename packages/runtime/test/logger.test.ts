@@ -55,7 +55,7 @@ describe("createLogger writes what Cloud Logging reads", () => {
   test("lines written during a call carry its trace; a project id makes the full trace name", () => {
     const { logger, entries } = capture({ projectId: "my-project" });
     logger.info("outside");
-    runInCall({ method: "/x.Y/Z", trace }, () => logger.info("inside"));
+    runInCall({ method: "/x.Y/Z", trace, endListeners: [] }, () => logger.info("inside"));
     const [outside, inside] = entries();
     assert.equal(outside?.["logging.googleapis.com/trace"], undefined);
     assert.equal(
@@ -69,7 +69,7 @@ describe("createLogger writes what Cloud Logging reads", () => {
 
   test("a line can name its own trace, which wins over the current call's", () => {
     const { logger, entries } = capture();
-    runInCall({ method: "/x.Y/Z", trace }, () =>
+    runInCall({ method: "/x.Y/Z", trace, endListeners: [] }, () =>
       logger.info(
         {
           trace_id: "11111111111111111111111111111111",
@@ -111,7 +111,9 @@ describe("createLogger writes what Cloud Logging reads", () => {
 
   test("LOG_FORMAT=pretty writes the same entries for a terminal", () => {
     const { logger, lines } = capture({ format: "pretty" });
-    runInCall({ method: "/x.Y/Z", trace }, () => logger.warn({ port: 7 }, "hello"));
+    runInCall({ method: "/x.Y/Z", trace, endListeners: [] }, () =>
+      logger.warn({ port: 7 }, "hello"),
+    );
     assert.equal(lines.length, 1);
     assert.match(lines[0] as string, /WARNING.*hello/);
     assert.match(lines[0] as string, /0af7651916cd43dd8448eb211c80319c/);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { currentCall } from "../src/call-context.js";
+import { currentCall, onCallEnd } from "../src/call-context.js";
 import { createLogger } from "../src/logger.js";
 import { logIncomingCalls, logOutgoingCalls } from "../src/rpc-log.js";
 
@@ -41,6 +41,13 @@ const echo: grpc.ServiceDefinition = {
 };
 const EchoClient = grpc.makeGenericClientConstructor(echo, "Echo");
 type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+
+/** What onCallEnd told handlers, by trace id. */
+const endedWith = new Map<string, number>();
+const recordEnd = () => {
+  const traceId = currentCall()?.trace.traceId ?? "none";
+  onCallEnd((code) => endedWith.set(traceId, code));
+};
 
 /** The trace id the handler's code sees at each point it runs (handler body, stream events). */
 const seen: Record<string, string[]> = {};
@@ -111,6 +118,7 @@ before(async () => {
     // Calls the back server from a later tick, as real handlers do after an await.
     Unary: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
       see("unary");
+      recordEnd();
       setTimeout(() => {
         see("unary later");
         unary(backClient, "Unary").then((value) => done(null, value), done);
@@ -118,7 +126,11 @@ before(async () => {
     },
     Fail: (_call: unknown, done: grpc.sendUnaryData<Buffer>) =>
       done({ code: grpc.status.INVALID_ARGUMENT, details: "bad point" }),
-    Hang: () => {},
+    // Answers after 300 ms, whatever happened meanwhile.
+    Hang: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
+      recordEnd();
+      setTimeout(() => done(null, call.request), 300);
+    },
     Server: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
       see("server");
       for (let i = 0; i < 3; i += 1) call.write(Buffer.from([i]));
@@ -165,16 +177,27 @@ const withTrace = (id: string) => {
 const rpcLines = (entries: Entry[], id: string) =>
   entries.filter((entry) => entry.rpc && entry["logging.googleapis.com/trace"] === id);
 
-/** Waits for the lines written when calls end (after the client has its answer). */
-async function settle(): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, 50));
+/** Retries `check` until it passes (lines are written when calls end, after the client's answer). */
+async function settle(check: () => void = () => {}): Promise<void> {
+  const until = Date.now() + 5000;
+  for (;;) {
+    try {
+      check();
+      return;
+    } catch (error) {
+      if (Date.now() > until) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
 }
 
 describe("per-call log lines and the call context", () => {
   test("a unary call: its handler's code runs in the incoming trace, and the call it makes continues it", async () => {
     const id = traceId(1);
     await unary(frontClient, "Unary", withTrace(id));
-    await settle();
+    await settle(() =>
+      assert.equal(rpcLines(front.entries, id).length + rpcLines(back.entries, id).length, 3),
+    );
     assert.deepEqual(seen.unary?.at(-1), id);
     assert.deepEqual(seen["unary later"]?.at(-1), id);
     assert.deepEqual(seen["back unary"]?.at(-1), id, "the back server got the trace on");
@@ -224,7 +247,9 @@ describe("per-call log lines and the call context", () => {
     let echoed = 0;
     for await (const _ of bidi) echoed += 1;
     assert.equal(echoed, 4);
-    await settle();
+    await settle(() =>
+      assert.equal([id, id3, id4].filter((t) => rpcLines(front.entries, t).length > 0).length, 3),
+    );
 
     assert.equal(seen.server?.at(-1), id);
     assert.deepEqual(seen["client data"]?.slice(-5), Array(5).fill(id3));
@@ -259,7 +284,12 @@ describe("per-call log lines and the call context", () => {
     assert.equal(failed.code, grpc.status.INVALID_ARGUMENT);
     const hung = await unary(frontClient, "Hang", withTrace(traceId(7)), 100).catch((e) => e);
     assert.equal(hung.code, grpc.status.DEADLINE_EXCEEDED);
-    await settle();
+    await settle(() =>
+      assert.equal(
+        rpcLines(front.entries, traceId(6)).length + rpcLines(front.entries, traceId(7)).length,
+        2,
+      ),
+    );
     const [fail] = rpcLines(front.entries, traceId(6));
     assert.equal(fail?.rpc?.code, "INVALID_ARGUMENT");
     assert.equal(fail?.rpc?.details, "bad point");
@@ -268,13 +298,37 @@ describe("per-call log lines and the call context", () => {
     assert.equal(hang?.rpc?.code, "DEADLINE_EXCEEDED");
   });
 
+  test("onCallEnd tells a handler the status its client was sent, not the answer it gave too late", async () => {
+    await unary(frontClient, "Unary", withTrace(traceId(13)));
+    const late = await unary(frontClient, "Hang", withTrace(traceId(14)), 100).catch((e) => e);
+    assert.equal(late.code, grpc.status.DEADLINE_EXCEEDED);
+    const metadata = withTrace(traceId(15));
+    const cancelled = new Promise((resolve) => {
+      const call = frontClient.Hang?.(Buffer.from("x"), metadata, (error: grpc.ServiceError) =>
+        resolve(error?.code),
+      ) as grpc.ClientUnaryCall;
+      setTimeout(() => call.cancel(), 50);
+    });
+    assert.equal(await cancelled, grpc.status.CANCELLED);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.equal(endedWith.get(traceId(13)), grpc.status.OK);
+    assert.equal(endedWith.get(traceId(14)), grpc.status.DEADLINE_EXCEEDED);
+    assert.equal(endedWith.get(traceId(15)), grpc.status.CANCELLED);
+    const [line] = rpcLines(front.entries, traceId(15));
+    assert.equal(line?.rpc?.code, "CANCELLED");
+  });
+
   test("sampled down to 0, OK calls give no line but failures still do, on both sides", async () => {
     sampleRate = 0;
     try {
       const before = front.entries.length;
       await unary(frontClient, "Unary", withTrace(traceId(8)));
       await unary(frontClient, "Fail", withTrace(traceId(9))).catch(() => {});
-      await settle();
+      await settle(() =>
+        assert.ok(
+          front.entries.slice(before).some((entry) => entry.rpc?.method === "/test.Echo/Fail"),
+        ),
+      );
       const rpc = front.entries.slice(before).filter((entry) => entry.rpc);
       assert.deepEqual(
         rpc.map((entry) => [entry.rpc?.method, entry.rpc?.code]),
@@ -288,7 +342,13 @@ describe("per-call log lines and the call context", () => {
   test("every server line is one finished call: one line per call, no more", async () => {
     const ids = [10, 11, 12].map(traceId);
     await Promise.all(ids.map((id) => unary(frontClient, "Unary", withTrace(id))));
-    await settle();
+    await settle(() =>
+      assert.ok(
+        ids.every((id) =>
+          rpcLines(front.entries, id).some((entry) => entry.rpc?.side === "server"),
+        ),
+      ),
+    );
     for (const id of ids) {
       const lines = rpcLines(front.entries, id).filter((entry) => entry.rpc?.side === "server");
       assert.equal(lines.length, 1, `trace ${id}: ${lines.length} lines`);

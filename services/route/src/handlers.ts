@@ -7,6 +7,7 @@ import {
   handlerStatus,
   invalidArgument,
   type Logger,
+  onCallEnd,
   requirePoint,
   requireRectangle,
   StatusError,
@@ -40,14 +41,21 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
 
   const failed = (method: string, error: unknown) => handlerStatus(logger, method, error);
 
+  // What a call did is reported once its answer has gone out: a call its client cancelled, or
+  // whose deadline passed, before the answer was sent is not counted. (A client's cancel can
+  // reach a handler as a normal end of its request stream; only the status sent tells.)
+  const reportWhenAnswered = (event: NewEvent) => {
+    if (!onCallEnd((code) => code === grpc.status.OK && report(event))) report(event);
+  };
+
   return {
     GetFeature(call, callback) {
       try {
         const point = requirePoint(call.request.point, "point");
         const found = features.at(point);
         const feature = { name: found?.name ?? "", location: point };
+        reportWhenAnswered({ caller: verifiedCaller(call.metadata), featureLookedUp: { feature } });
         callback(null, { feature });
-        report({ caller: verifiedCaller(call.metadata), featureLookedUp: { feature } });
       } catch (error) {
         callback(failed("GetFeature", error));
       }
@@ -95,8 +103,6 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
       call.on("end", () => {
         if (finished) return;
         // Past the deadline the client gets DEADLINE_EXCEEDED, not a summary: not a route.
-        // (A client's cancel can reach us as a normal end of the stream before 'cancelled';
-        // see the README's known limits.)
         if (call.cancelled || deadlinePassed(call.getDeadline())) {
           finish(
             new StatusError(grpc.status.DEADLINE_EXCEEDED, "the route ended after its deadline"),
@@ -104,8 +110,8 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
           return;
         }
         const summary = recorder.summary();
+        reportWhenAnswered({ caller: verifiedCaller(call.metadata), routeRecorded: { summary } });
         finish(null, summary);
-        report({ caller: verifiedCaller(call.metadata), routeRecorded: { summary } });
       });
       call.on("error", (error) => finish(error));
     },
