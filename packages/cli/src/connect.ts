@@ -1,5 +1,5 @@
 import { fixedToken, IdTokenSource, idTokenInterceptor } from "@cloudrun-grpc/auth-client";
-import { createGatewayClient, type GatewayServiceClient } from "@cloudrun-grpc/proto";
+import { createGatewayClient, type GatewayServiceClient, serviceNames } from "@cloudrun-grpc/proto";
 import { connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
 
 export type GatewayAuth =
@@ -23,6 +23,7 @@ export function connectGateway(
         ? fixedToken(peer.url, auth.token)
         : new IdTokenSource(peer.url);
   return connectPeer(peer, createGatewayClient, {
+    service: serviceNames.gateway,
     interceptors: tokens ? [idTokenInterceptor(tokens)] : [],
   });
 }

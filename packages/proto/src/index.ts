@@ -54,6 +54,21 @@ export const serviceNames = {
 
 export type ServiceName = (typeof serviceNames)[keyof typeof serviceNames];
 
+/**
+ * The methods of `service` that the contract marks safe to call again (`idempotency_level`
+ * IDEMPOTENT or NO_SIDE_EFFECTS in the .proto) and whose request is one message: what a
+ * client may retry by itself. Client streams are never retried.
+ */
+export function retryableMethods(service: ServiceName): string[] {
+  const definition = packageDefinition[service] as protoLoader.ServiceDefinition;
+  return Object.entries(definition)
+    .filter(([, method]) => {
+      const level = (method.options as { idempotency_level?: string }).idempotency_level;
+      return !method.requestStream && (level === "IDEMPOTENT" || level === "NO_SIDE_EFFECTS");
+    })
+    .map(([, method]) => method.path.split("/")[2] as string);
+}
+
 /** A service as a server registers it: its name, its definition, and its typed handlers. */
 export interface ServiceRegistration<Handlers extends grpc.UntypedServiceImplementation> {
   name: ServiceName;

@@ -115,6 +115,24 @@ export const logFormatVar = z
     return z.NEVER;
   });
 
+/** true/false (also 1/0, yes/no, on/off), with a default when unset or empty. */
+export function booleanVar(fallback: boolean) {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const value = raw?.trim().toLowerCase() ?? "";
+      if (value === "") return fallback;
+      if (["true", "1", "yes", "on"].includes(value)) return true;
+      if (["false", "0", "no", "off"].includes(value)) return false;
+      ctx.addIssue({
+        code: "custom",
+        message: `must be true or false, got ${JSON.stringify(raw)}`,
+      });
+      return z.NEVER;
+    });
+}
+
 /** An optional plain value: unset or blank is undefined. */
 const optionalText = z
   .string()
@@ -143,6 +161,39 @@ export function peerUrlVar(what: string) {
     });
 }
 
+/**
+ * Optional instance addresses for a peer (`ip:port,ip:port`): calls are spread over them
+ * while the peer's URL stays its identity and token audience (see withAddresses).
+ */
+export function peerAddressesVar() {
+  return z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const addresses = (raw ?? "")
+        .split(",")
+        .map((part) => part.trim())
+        .filter(Boolean);
+      const bad = addresses.filter((address) => {
+        const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})$/.exec(address);
+        return (
+          !match ||
+          match.slice(1, 5).some((octet) => Number(octet) > 255) ||
+          Number(match[5]) > 65535 ||
+          Number(match[5]) === 0
+        );
+      });
+      if (bad.length > 0) {
+        ctx.addIssue({
+          code: "custom",
+          message: `must be IPv4 ip:port addresses separated by commas, got ${JSON.stringify(bad[0])}`,
+        });
+        return z.NEVER;
+      }
+      return addresses;
+    });
+}
+
 /** What every service reads: where to listen, how to log, how long to drain. */
 export const serverEnv = {
   PORT: portVar,
@@ -154,6 +205,8 @@ export const serverEnv = {
   LOG_RPC_SAMPLE_RATE: numberVar(1, 0, 1),
   /** The project whose Cloud Trace the trace ids belong to (set by Terraform). */
   GOOGLE_CLOUD_PROJECT: optionalText,
+  /** Serve channelz (call counts per server, channel and socket) for grpcdebug and tests. */
+  CHANNELZ_ENABLED: booleanVar(false),
   /** Set by Cloud Run: the service's name and revision, for the logs. */
   K_SERVICE: optionalText,
   K_REVISION: optionalText,
@@ -168,6 +221,7 @@ export interface ServerEnv {
   LOG_FORMAT: LogFormat;
   LOG_RPC_SAMPLE_RATE: number;
   GOOGLE_CLOUD_PROJECT: string | undefined;
+  CHANNELZ_ENABLED: boolean;
   K_SERVICE: string | undefined;
   K_REVISION: string | undefined;
   SHUTDOWN_GRACE_MS: number;

@@ -1,5 +1,6 @@
 export * from "./call-context.js";
 export * from "./config.js";
+export * from "./downstream.js";
 export * from "./errors.js";
 export * from "./logger.js";
 export * from "./peer.js";

@@ -2,6 +2,7 @@
 //   http://127.0.0.1:50052        → h2c (plain HTTP/2), for the local stack and tests
 //   https://route-xyz.a.run.app   → TLS on :443 (Cloud Run terminates TLS in front of the container)
 // The URL's origin is also the audience of the ID tokens minted for that peer.
+import { retryableMethods, type ServiceName } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 
 export interface PeerAddress {
@@ -49,11 +50,79 @@ export type ClientFactory<Client> = (
   options?: grpc.ChannelOptions,
 ) => Client;
 
-/** The one channel factory: a typed client for a peer URL, e.g. `connectPeer(peer, createRouteGuideClient)`. */
+/**
+ * Instances to connect to instead of the URL's host, as `ip:port` (e.g. two local route
+ * instances behind one gateway); the URL stays the peer's identity and token audience. On
+ * Cloud Run the URL alone is right: its front end spreads calls over the instances.
+ */
+export function withAddresses(peer: PeerAddress, addresses: readonly string[]): PeerAddress {
+  if (addresses.length === 0) return peer;
+  return { ...peer, target: `ipv4:${addresses.join(",")}` };
+}
+
+/** Retries of one call: a few attempts with backoff, only for UNAVAILABLE (never processed). */
+export const retryPolicy = {
+  maxAttempts: 3,
+  initialBackoff: "0.1s",
+  maxBackoff: "1s",
+  backoffMultiplier: 2,
+  retryableStatusCodes: ["UNAVAILABLE"],
+};
+
+/**
+ * The channel's service config: calls spread over every address the target resolves to
+ * (round_robin), and the methods the contract marks idempotent are retried on UNAVAILABLE
+ * within a budget: retries stop while more than about one call in ten fails (gRPC's retry
+ * throttling: each failure costs a token, each success gives back 0.1, retries need half of
+ * the 10 tokens).
+ */
+export function peerServiceConfig(service?: ServiceName): object {
+  const methods = service ? retryableMethods(service) : [];
+  return {
+    loadBalancingConfig: [{ round_robin: {} }],
+    methodConfig:
+      service && methods.length > 0
+        ? [{ name: methods.map((method) => ({ service, method })), retryPolicy }]
+        : [],
+    retryThrottling: { maxTokens: 10, tokenRatio: 0.1 },
+  };
+}
+
+/**
+ * Keepalive towards a peer: a ping after 60 s without traffic on a connection with calls
+ * open, and the connection is given up if no answer comes within 20 s (a peer instance gone
+ * without closing, a NAT that forgot the flow). No pings on idle connections, which Cloud Run's
+ * front end and scale-to-zero treat as noise.
+ */
+export const peerKeepalive: grpc.ChannelOptions = {
+  "grpc.keepalive_time_ms": 60_000,
+  "grpc.keepalive_timeout_ms": 20_000,
+  "grpc.keepalive_permit_without_calls": 0,
+};
+
+export interface PeerClientOptions {
+  /** The service called: its methods the contract marks idempotent are retried. */
+  service?: ServiceName;
+  /** Run for every call, the first one outermost (e.g. logging, then the ID token). */
+  interceptors?: grpc.Interceptor[];
+  /** Extra grpc-js channel options; they win over the defaults here. */
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/**
+ * The one channel factory: a typed client for a peer URL with this system's channel policy
+ * (load balancing, retries, keepalive), e.g.
+ * `connectPeer(peer, createRouteGuideClient, { service: serviceNames.routeGuide })`.
+ */
 export function connectPeer<Client>(
   peer: PeerAddress,
   factory: ClientFactory<Client>,
-  options: grpc.ChannelOptions = {},
+  options: PeerClientOptions = {},
 ): Client {
-  return factory(peer.target, peerCredentials(peer), options);
+  return factory(peer.target, peerCredentials(peer), {
+    "grpc.service_config": JSON.stringify(peerServiceConfig(options.service)),
+    ...peerKeepalive,
+    ...(options.interceptors ? { interceptors: options.interceptors } : {}),
+    ...options.channelOptions,
+  });
 }

@@ -8,6 +8,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { z } from "zod";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
+import { OpenCalls } from "./open-calls.js";
 import type { Readiness } from "./readiness.js";
 import { logIncomingCalls } from "./rpc-log.js";
 
@@ -25,6 +26,8 @@ export interface GrpcServerOptions {
   serverOptions?: grpc.ServerOptions;
   /** When given, the services' own health names follow it (NOT_SERVING while not ready). */
   readiness?: Readiness;
+  /** Serve channelz (grpc.channelz.v1) too. */
+  channelz?: boolean;
 }
 
 export interface RunningGrpcServer {
@@ -46,6 +49,7 @@ function listenAddress(host: string, port: number): string {
 
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const { logger } = options;
+  const openCalls = new OpenCalls();
   const server = new grpc.Server({
     "grpc.max_receive_message_length": maxMessageBytes,
     "grpc.max_send_message_length": maxMessageBytes,
@@ -57,6 +61,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     // refused. A peer that respects it (grpc-js, node:http2) queues them on its own side.
     "grpc.max_concurrent_streams": 1000,
     ...options.serverOptions,
+    // After the caller's own (the call log first, so it sees the status this one sends).
+    interceptors: [...(options.serverOptions?.interceptors ?? []), openCalls.interceptor()],
   });
   const names = options.services.map((service) => service.name);
   for (const service of options.services) server.addService(service.definition, service.handlers);
@@ -79,6 +85,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   });
   health.addToServer(server);
   new ReflectionService(packageDefinition, { services: names }).addToServer(server);
+  // Channelz (grpc.channelz.v1): calls started, succeeded and failed per server, channel and
+  // socket, for grpcdebug and the tests. Off by default; behind the same auth as any call.
+  if (options.channelz) grpc.addAdminServicesToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
@@ -98,9 +107,19 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
       for (const name of healthNames) health.setStatus(name, "NOT_SERVING");
       options.onDrain?.();
       const deadline = setTimeout(() => {
-        logger.warn("grace period over: cancelling the calls still running");
-        server.forceShutdown();
-        resolve();
+        logger.warn(
+          { calls: openCalls.size },
+          "grace period over: ending the calls still running with UNAVAILABLE",
+        );
+        openCalls.endAll(
+          grpc.status.UNAVAILABLE,
+          "the server is shutting down: call again (another instance will answer)",
+        );
+        // A moment for those statuses to be written before the connections are closed.
+        setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 100).unref();
       }, options.shutdownGraceMs);
       server.tryShutdown(() => {
         clearTimeout(deadline);
@@ -161,6 +180,7 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
       services: service.services,
       onDrain: service.onDrain,
       readiness: service.readiness,
+      channelz: config.CHANNELZ_ENABLED,
       serverOptions: {
         // First, so the call's trace context is set before anything else runs for it.
         interceptors: [

@@ -26,6 +26,7 @@ describe("parseConfig with serverEnv and peerUrlVar", () => {
       LOG_LEVEL: "info",
       LOG_FORMAT: "json",
       LOG_RPC_SAMPLE_RATE: 1,
+      CHANNELZ_ENABLED: false,
       SHUTDOWN_GRACE_MS: 8000,
       PEER_URL: { url: "http://127.0.0.1:50052", target: "127.0.0.1:50052", secure: false },
     });

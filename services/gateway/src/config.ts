@@ -1,5 +1,5 @@
 import { authEnv, checkAuthConfig } from "@cloudrun-grpc/auth-client";
-import { peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
+import { peerAddressesVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 
 export const gatewayConfigSchema = z
@@ -7,6 +7,8 @@ export const gatewayConfigSchema = z
     ...serverEnv,
     ...authEnv,
     ROUTE_URL: peerUrlVar("the route service"),
+    // Local runs and tests: several route instances behind one URL (see withAddresses).
+    ROUTE_ADDRESSES: peerAddressesVar(),
     STATS_URL: peerUrlVar("the stats service"),
   })
   .superRefine(checkAuthConfig);

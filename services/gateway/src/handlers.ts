@@ -8,6 +8,7 @@ import type {
   stats,
 } from "@cloudrun-grpc/proto";
 import {
+  downstream,
   fromPeer,
   handlerStatus,
   type Logger,
@@ -56,7 +57,7 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
   const handlers: GatewayServiceHandlers = {
     GetFeature(call, callback) {
       ask<routeguide.GetFeatureResponse__Output>("route", (done) =>
-        route.GetFeature({ point: call.request.point }, { parent: call }, done),
+        route.GetFeature({ point: call.request.point }, downstream(call), done),
       ).then(
         ({ feature }) => callback(null, { feature }),
         (error) => callback(failed("GetFeature", error)),
@@ -64,7 +65,7 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     ListFeatures(call) {
-      const upstream = route.ListFeatures({ rectangle: call.request.rectangle }, { parent: call });
+      const upstream = route.ListFeatures({ rectangle: call.request.rectangle }, downstream(call));
       forwardResponses(
         "route",
         upstream,
@@ -76,7 +77,7 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     RecordRoute(call, callback) {
-      const upstream = route.RecordRoute({ parent: call }, (error, response) => {
+      const upstream = route.RecordRoute(downstream(call), (error, response) => {
         if (error) {
           // The route call is over; stop reading what the client still sends.
           stopReading();
@@ -87,7 +88,7 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     RouteChat(call) {
-      const upstream = route.RouteChat({ parent: call });
+      const upstream = route.RouteChat(downstream(call));
       forwardRequests(call, upstream, (message) => ({ note: message.note }));
       forwardResponses(
         "route",
@@ -101,7 +102,7 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
 
     GetStats(call, callback) {
       ask<stats.GetStatsResponse__Output>("stats", (done) =>
-        stats.GetStats({ topN: call.request.topN }, { parent: call }, done),
+        stats.GetStats({ topN: call.request.topN }, downstream(call), done),
       ).then(
         ({ snapshot }) => callback(null, { snapshot }),
         (error) => callback(failed("GetStats", error)),
@@ -109,7 +110,7 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     WatchStats(call) {
-      const upstream = stats.WatchStats({ topN: call.request.topN }, { parent: call });
+      const upstream = stats.WatchStats({ topN: call.request.topN }, downstream(call));
       watches.add(call, () => upstream.cancel());
       forwardResponses("stats", upstream, call, (message: stats.WatchStatsResponse__Output) => ({
         snapshot: message.snapshot,
@@ -123,11 +124,11 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
         const { rectangle } = call.request;
         requireRectangle(rectangle);
         const topN = requireTopN(call.request.topN);
-        const features = collectFeatures(route.ListFeatures({ rectangle }, { parent: call }));
+        const features = collectFeatures(route.ListFeatures({ rectangle }, downstream(call)));
         const lookups = ask<stats.GetStatsResponse__Output>("stats", (done) =>
           stats.GetStats(
             { topN: maxTopN, within: rectangle, namedOnly: true },
-            { parent: call },
+            downstream(call),
             done,
           ),
         );

@@ -1,6 +1,6 @@
 // route: the RouteGuide service. Reports what it did to stats, off the client's path.
 import { serviceAuth } from "@cloudrun-grpc/auth-client";
-import { createStatsClient, routeGuideService } from "@cloudrun-grpc/proto";
+import { createStatsClient, routeGuideService, serviceNames } from "@cloudrun-grpc/proto";
 import { connectPeer, logOutgoingCalls, runService } from "@cloudrun-grpc/runtime";
 import { routeConfigSchema } from "./config.js";
 import { FeatureIndex } from "./features.js";
@@ -11,6 +11,7 @@ await runService("route", routeConfigSchema, (config, logger) => {
   const features = FeatureIndex.load();
   const auth = serviceAuth(config, logger);
   const stats = connectPeer(config.STATS_URL, createStatsClient, {
+    service: serviceNames.stats,
     interceptors: [
       logOutgoingCalls("stats", { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE }),
       ...auth.clientInterceptors(config.STATS_URL.url),

@@ -23,7 +23,13 @@ function routeEvent(
   id: string,
   routeSummary: routeguide.RouteSummary__Output | null = summary(),
 ): stats.Event__Output {
-  return { id, caller: "", routeRecorded: { summary: routeSummary }, kind: "routeRecorded" };
+  return {
+    id,
+    caller: "",
+    traceparent: "",
+    routeRecorded: { summary: routeSummary },
+    kind: "routeRecorded",
+  };
 }
 
 function lookupEvent(
@@ -34,6 +40,7 @@ function lookupEvent(
   return {
     id,
     caller: "svc@example.com",
+    traceparent: "",
     featureLookedUp: { feature: { name, location } },
     kind: "featureLookedUp",
   };
@@ -145,6 +152,7 @@ describe("requireEvents", () => {
     const event: stats.Event__Output = {
       id: "l1",
       caller: "",
+      traceparent: "",
       featureLookedUp: { feature: null },
       kind: "featureLookedUp",
     };
@@ -173,7 +181,7 @@ describe("requireEvents", () => {
   });
 
   test("an event with no kind is rejected", () => {
-    const event: stats.Event__Output = { id: "e1", caller: "" };
+    const event: stats.Event__Output = { id: "e1", caller: "", traceparent: "" };
     assert.throws(
       () => requireEvents(batch(lookupEvent("l1"), event)),
       invalidArgument(/^events\[1\] must be a route_recorded or a feature_looked_up event$/),
