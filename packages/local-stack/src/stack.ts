@@ -182,7 +182,10 @@ function listeningPort(line: string): number | undefined {
 
 export interface Stack {
   gateway: ServiceProcess;
+  /** The first route instance (the only one unless `routeInstances` asked for more). */
   route: ServiceProcess;
+  /** Every route instance; the gateway spreads its calls over all of them. */
+  routes: ServiceProcess[];
   stats: ServiceProcess;
   services: ServiceProcess[];
   /** The identities, tokens and authority of the stack; absent when started with `auth: false`. */
@@ -199,6 +202,12 @@ export interface StackOptions {
   /** Service-to-service auth with ID tokens from a local token authority (default true). */
   auth?: boolean;
   /**
+   * Route instances behind the gateway (default 1). With more, they share the first one's URL
+   * as their identity and token audience, as instances of one Cloud Run service share its URL,
+   * and the gateway gets all their addresses (ROUTE_ADDRESSES) and balances over them.
+   */
+  routeInstances?: number;
+  /**
    * Aborting it stops a start under way: startStack checks it before starting each service
    * (and a service still starting is killed), stops the services already started, and
    * rejects with an Error saying the start was aborted.
@@ -211,15 +220,19 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { signal } = options;
   const started: ServiceProcess[] = [];
   const auth = options.auth === false ? undefined : await startStackAuth();
-  const start = async (name: StackServiceName, peers: Record<string, string>) => {
+  const start = async (
+    name: StackServiceName,
+    peers: Record<string, string>,
+    instance?: { port: number; sharedUrl: string },
+  ) => {
     signal?.throwIfAborted();
     // With auth, a service must know its own URL (the audience) before it starts.
-    const port = options.ports?.[name] || (auth ? await freePort() : 0);
+    const port = instance?.port ?? (options.ports?.[name] || (auth ? await freePort() : 0));
     const service = await startService({
       name,
       port,
       env: {
-        ...auth?.envFor(name, `http://127.0.0.1:${port}`),
+        ...auth?.envFor(name, instance?.sharedUrl ?? `http://127.0.0.1:${port}`),
         ...options.env?.all,
         ...peers,
         ...options.env?.[name],
@@ -233,17 +246,30 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   try {
     const stats = await start("stats", {});
     const route = await start("route", { STATS_URL: stats.url });
-    const gateway = await start("gateway", { ROUTE_URL: route.url, STATS_URL: stats.url });
+    const routes = [route];
+    for (let i = 1; i < (options.routeInstances ?? 1); i += 1) {
+      const port = await freePort();
+      routes.push(await start("route", { STATS_URL: stats.url }, { port, sharedUrl: route.url }));
+    }
+    const gateway = await start("gateway", {
+      ROUTE_URL: route.url,
+      STATS_URL: stats.url,
+      ...(routes.length > 1
+        ? { ROUTE_ADDRESSES: routes.map((instance) => `127.0.0.1:${instance.port}`).join(",") }
+        : {}),
+    });
     // Aborted while the gateway was starting: stop everything rather than return it.
     signal?.throwIfAborted();
+    const services = [gateway, ...routes, stats];
     return {
       gateway,
       route,
+      routes,
       stats,
-      services: [gateway, route, stats],
+      services,
       auth,
       async stop() {
-        for (const service of [gateway, route, stats]) await service.stop();
+        for (const service of services) await service.stop();
         await auth?.close();
       },
     };
