@@ -69,6 +69,37 @@ describeLocalOnly("graceful shutdown on SIGTERM", () => {
     }
   });
 
+  test("route ends calls still open when the grace period is over with UNAVAILABLE (call again), then exits 0", async () => {
+    const stats = await startService({ name: "stats" });
+    const route = await startService({
+      name: "route",
+      env: { STATS_URL: stats.url, SHUTDOWN_GRACE_MS: "500" },
+    });
+    const client = createRouteGuideClient(targetOf(route.url), grpc.credentials.createInsecure());
+    try {
+      // A chat and a route that their clients keep open past the grace period.
+      const chat = client.RouteChat(deadline(20_000));
+      const chatEnd = failure(collect(chat));
+      chat.write({ note: { location: here, message: "still talking" } });
+      const routeEnd = failure(
+        unary((done) => client.RecordRoute(deadline(20_000), done).write({ point: here })),
+      );
+      await unary((done) => client.GetFeature({ point: here }, deadline(), done));
+
+      route.child.kill("SIGTERM");
+      for (const ended of [await chatEnd, await routeEnd]) {
+        assert.equal(ended.code, grpc.status.UNAVAILABLE);
+        assert.match(ended.details, /shutting down: call again/);
+      }
+      assert.equal(await route.exited, 0);
+      assert.ok(route.lines.some((line) => line.includes("grace period over")));
+    } finally {
+      client.close();
+      await route.stop();
+      await stats.stop();
+    }
+  });
+
   test("stats ends open WatchStats streams with UNAVAILABLE so clients reconnect, then exits 0", async () => {
     const stats = await startService({ name: "stats", env: { SHUTDOWN_GRACE_MS: "30000" } });
     const client = createStatsClient(targetOf(stats.url), grpc.credentials.createInsecure());
