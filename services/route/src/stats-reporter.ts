@@ -13,7 +13,12 @@
 // batch call itself belongs to no one call and starts a trace of its own.
 import { randomUUID } from "node:crypto";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
-import { currentTraceparent, type Logger, outsideAnyCall } from "@cloudrun-grpc/runtime";
+import {
+  currentCall,
+  currentTraceparent,
+  type Logger,
+  outsideAnyCall,
+} from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
 export interface ReporterOptions {
@@ -47,7 +52,12 @@ export class StatsReporter {
     private readonly options: ReporterOptions = defaultReporterOptions,
   ) {}
 
-  /** Queues an event with a fresh id; never throws, never waits. */
+  /**
+   * Queues an event; never throws, never waits. Its id names the call that caused it: the
+   * caller's span (trace id + parent span id), which a retry of the same call repeats (gRPC
+   * retries resend the call's metadata), so stats counts a retried GetFeature once. A call
+   * that came without trace context gets a random id.
+   */
   report(event: NewEvent): void {
     if (this.queue.length >= this.options.maxQueued) {
       this.queue.shift();
@@ -56,8 +66,12 @@ export class StatsReporter {
         this.logger.warn({ dropped: this.dropped }, "stats queue full: dropping the oldest events");
       }
     }
+    const call = currentCall();
     const traceparent = event.traceparent ?? currentTraceparent();
-    this.queue.push({ id: randomUUID(), ...event, ...(traceparent ? { traceparent } : {}) });
+    const id = call?.trace.parentSpanId
+      ? `${call.trace.traceId}-${call.trace.parentSpanId}`
+      : randomUUID();
+    this.queue.push({ id, ...event, ...(traceparent ? { traceparent } : {}) });
     this.sendNext();
   }
 

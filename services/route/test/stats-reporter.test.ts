@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
-import { silentLogger } from "@cloudrun-grpc/runtime";
+import { runInCall, silentLogger } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { type NewEvent, type ReporterOptions, StatsReporter } from "../src/stats-reporter.js";
 
@@ -256,5 +256,36 @@ describe("StatsReporter", () => {
       ["a", "b", "c"],
     );
     assert.equal(calls.length, 3);
+  });
+
+  test("an event reported for a call is named after the caller's span: a retried call's event has the same id, and carries its trace", async () => {
+    const fake = new FakeStats();
+    const reporter = new StatsReporter(fake.client, logger, options);
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    // Two attempts of one call (a retry resends the same traceparent), each served by route
+    // with a span of its own; then another call of the same trace; then no call at all.
+    const attempt = (spanId: string, parentSpanId: string) =>
+      runInCall(
+        {
+          method: "/x/GetFeature",
+          trace: { traceId, spanId, parentSpanId, sampled: true },
+          endListeners: [],
+        },
+        () => reporter.report(event("x")),
+      );
+    attempt("1111111111111111", "aaaaaaaaaaaaaaaa");
+    assert.equal(await reporter.flush(5_000), 0);
+    attempt("2222222222222222", "aaaaaaaaaaaaaaaa");
+    assert.equal(await reporter.flush(5_000), 0);
+    attempt("3333333333333333", "bbbbbbbbbbbbbbbb");
+    reporter.report(event("y"));
+    assert.equal(await reporter.flush(5_000), 0);
+    const [first, retry, other, outside] = fake.delivered;
+    assert.equal(first?.id, `${traceId}-aaaaaaaaaaaaaaaa`);
+    assert.equal(retry?.id, first?.id);
+    assert.equal(other?.id, `${traceId}-bbbbbbbbbbbbbbbb`);
+    assert.match(String(outside?.id), /^[0-9a-f-]{36}$/);
+    assert.equal(first?.traceparent, `00-${traceId}-1111111111111111-01`);
+    assert.equal(outside?.traceparent, undefined);
   });
 });
