@@ -41,21 +41,7 @@ export function loadConfigOrExit<Schema extends z.ZodType>(
 
 /** A whole number from the environment within [min, max], with a default when unset or empty. */
 export function integerVar(fallback: number, min: number, max: number) {
-  return z
-    .string()
-    .optional()
-    .transform((raw, ctx) => {
-      if (raw === undefined || raw.trim() === "") return fallback;
-      const value = Number(raw.trim());
-      if (!/^-?\d+$/.test(raw.trim()) || value < min || value > max) {
-        ctx.addIssue({
-          code: "custom",
-          message: `must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`,
-        });
-        return z.NEVER;
-      }
-      return value;
-    });
+  return numberVar(fallback, min, max, { integer: true });
 }
 
 /** `$PORT` as Cloud Run sets it; 0 asks the OS for a free port (tests and the local stack). */
@@ -84,17 +70,19 @@ export const logLevelVar = z
   });
 
 /** A number from the environment within [min, max], with a default when unset or empty. */
-export function numberVar(fallback: number, min: number, max: number) {
+export function numberVar(fallback: number, min: number, max: number, { integer = false } = {}) {
+  const what = integer ? "a whole number" : "a number";
   return z
     .string()
     .optional()
     .transform((raw, ctx) => {
       if (raw === undefined || raw.trim() === "") return fallback;
       const value = Number(raw.trim());
-      if (!Number.isFinite(value) || value < min || value > max) {
+      const wellFormed = integer ? /^-?\d+$/.test(raw.trim()) : Number.isFinite(value);
+      if (!wellFormed || value < min || value > max) {
         ctx.addIssue({
           code: "custom",
-          message: `must be a number from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+          message: `must be ${what} from ${min} to ${max}, got ${JSON.stringify(raw)}`,
         });
         return z.NEVER;
       }
