@@ -1,0 +1,497 @@
+// What every hop, auth and stream costs, against bare grpc-js measured in the same run:
+//   unary    baseline A (bare grpc-js, 1 hop), baseline B (bare grpc-js, client → proxy →
+//            backend), the gateway's GetFeature (gateway → route, route reporting to stats)
+//            with auth on, with auth off, and with auth on but no per-call log lines
+//   streams  ListFeatures (150 features per call) and RecordRoute (1,000 points per call)
+//            through the gateway and through baseline B
+//   rest     the same GetFeature as JSON over HTTP/1.1 and h2c from node:http / node:http2,
+//            against baseline A
+// Every row: h2load at each concurrency, a warm-up run first, then a measured run; CPU per
+// call of every server process from /proc/<pid>/stat over the measured run, peak RSS from
+// /proc/<pid>/status (VmHWM: the process's peak so far).
+import { spawn } from "node:child_process";
+import { connect, constants as h2 } from "node:http2";
+import { createInterface } from "node:readline";
+import { type ServiceProcess, type Stack, startStack } from "@cloudrun-grpc/local-stack";
+import { packageDefinition } from "@cloudrun-grpc/proto";
+import { grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
+import { processCpuUs, processPeakRssMiB } from "./support/load.js";
+
+export type Section = "unary" | "streams" | "rest";
+
+export interface HopOptions {
+  seconds: number;
+  warmupSeconds: number;
+  concurrencies: number[];
+  /** Profile gateway and route (as --cpu-prof does) into this folder. */
+  profileDir?: string;
+}
+
+export interface MeasuredProcess {
+  name: string;
+  pid: number;
+}
+
+export interface HopRow {
+  section: Section;
+  scenario: string;
+  generator: string;
+  /** What the services were told for logging (gateway rows), or "none". */
+  logging: string;
+  concurrency: number;
+  /** What `rate` counts: calls, or the messages / points the calls carried. */
+  unit: "calls" | "messages" | "points";
+  rate: number;
+  callsPerSecond: number;
+  /** The row this one is compared with, and `rate` as a share of its rate. */
+  baseline: string | null;
+  ratio: number | null;
+  p50Us: number;
+  p90Us: number;
+  p99Us: number;
+  calls: number;
+  /** Calls that failed: HTTP errors, plus gRPC failures the gateway logged. */
+  errors: number;
+  /** CPU µs per call of each server process over the measured run. */
+  cpuUsPerCall: Record<string, number>;
+  cpuUsPerCallTotal: number;
+  peakRssMiB: Record<string, number>;
+  generatorCpuUsPerCall: number;
+}
+
+// The call every unary row makes: a point where route has a feature, so the answer has a name.
+const point = { latitude: 402223000, longitude: -749300000 };
+const wholeMap = {
+  lo: { latitude: 400_000_000, longitude: -750_000_000 },
+  hi: { latitude: 410_000_000, longitude: -740_000_000 },
+};
+const featuresOnMap = 150;
+const routePoints = 1000;
+
+function serialize(method: string, message: object): Buffer {
+  const definition = packageDefinition["gateway.v1.GatewayService"] as Record<
+    string,
+    { requestSerialize(message: object): Buffer }
+  >;
+  const found = definition[method];
+  if (!found) throw new Error(`no method ${method}`);
+  return found.requestSerialize(message);
+}
+
+const bodies = {
+  GetFeature: () => grpcBody([serialize("GetFeature", { point })]),
+  ListFeatures: () => grpcBody([serialize("ListFeatures", { rectangle: wholeMap })]),
+  RecordRoute: () =>
+    grpcBody(
+      Array.from({ length: routePoints }, (_, index) =>
+        serialize("RecordRoute", {
+          point: { latitude: 400_000_000 + index * 1000, longitude: -745_000_000 + index * 500 },
+        }),
+      ),
+    ),
+};
+
+function grpcTarget(port: number, method: keyof typeof bodies, token?: string): H2loadTarget {
+  return {
+    url: `http://127.0.0.1:${port}/gateway.v1.GatewayService/${method}`,
+    body: bodies[method](),
+    headers: {
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+  };
+}
+
+/** One call made by hand the way h2load makes it: its gRPC status and message count. */
+async function checkOnce(
+  target: H2loadTarget,
+): Promise<{ grpcStatus: string; messages: number; body: Buffer }> {
+  const url = new URL(target.url);
+  const session = connect(url.origin);
+  try {
+    return await new Promise((resolve, reject) => {
+      const request = session.request({
+        [h2.HTTP2_HEADER_METHOD]: "POST",
+        [h2.HTTP2_HEADER_PATH]: url.pathname,
+        ...target.headers,
+      });
+      const chunks: Buffer[] = [];
+      let grpcStatus = "";
+      request.on("response", (headers) => {
+        grpcStatus = String(headers["grpc-status"] ?? "");
+      });
+      request.on("trailers", (trailers) => {
+        grpcStatus = `${trailers["grpc-status"]} ${trailers["grpc-message"] ?? ""}`.trim();
+      });
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("error", reject);
+      request.on("end", () => {
+        const body = Buffer.concat(chunks);
+        let messages = 0;
+        for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1)) messages += 1;
+        resolve({ grpcStatus, messages, body });
+      });
+      request.end(target.body);
+    });
+  } finally {
+    session.close();
+  }
+}
+
+/** A baseline server process (bench/baseline-server.ts). */
+interface BaselineProcess {
+  name: string;
+  pid: number;
+  port: number;
+  stop(): Promise<void>;
+}
+
+async function startBaseline(name: string, args: string[]): Promise<BaselineProcess> {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", new URL("./baseline-server.ts", import.meta.url).pathname, ...args],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: child.stdout }).once("line", (line) =>
+      resolve((JSON.parse(line) as { port: number }).port),
+    );
+    void exited.then(() => reject(new Error(`${name} exited before listening`)));
+  });
+  return {
+    name,
+    pid: child.pid as number,
+    port,
+    async stop() {
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/**
+ * Failed calls the gateway logged (failures are logged whatever the sample rate). CANCELLED is
+ * not counted: h2load resets the streams still open when its time is up.
+ */
+function failedCallsLogged(service: ServiceProcess): () => number {
+  const from = service.lines.length;
+  return () =>
+    service.lines
+      .slice(from)
+      .filter(
+        (line) =>
+          line.includes('"side":"server"') &&
+          !line.includes('"code":"OK"') &&
+          !line.includes('"code":"CANCELLED"'),
+      ).length;
+}
+
+interface Scenario {
+  section: Section;
+  name: string;
+  generator: string;
+  logging: string;
+  processes: MeasuredProcess[];
+  target: H2loadTarget;
+  unit: HopRow["unit"];
+  perCall: number;
+  baseline: string | null;
+  /** Failed calls since the given moment (gRPC failures h2load cannot see). */
+  failures?: () => () => number;
+  /** A call made by hand first: undefined when it went right, else what went wrong. */
+  check?: () => Promise<string | undefined>;
+}
+
+async function grpcCheck(scenario: Scenario): Promise<string | undefined> {
+  const check = await checkOnce(scenario.target);
+  const expected = scenario.unit === "messages" ? featuresOnMap : 1;
+  if (check.grpcStatus.startsWith("0") && check.messages === expected) return undefined;
+  return `ended with grpc-status ${check.grpcStatus} and ${check.messages} messages (wanted 0 and ${expected})`;
+}
+
+async function measure(scenario: Scenario, options: HopOptions, rows: HopRow[]): Promise<void> {
+  const problem = await (scenario.check ?? (() => grpcCheck(scenario)))();
+  if (problem) throw new Error(`${scenario.name}: a check call ${problem}`);
+  for (const concurrency of options.concurrencies) {
+    await h2load(scenario.target, concurrency, options.warmupSeconds);
+    const failures = scenario.failures?.();
+    const before = await Promise.all(scenario.processes.map(({ pid }) => processCpuUs(pid)));
+    const result = await h2load(scenario.target, concurrency, options.seconds);
+    const after = await Promise.all(scenario.processes.map(({ pid }) => processCpuUs(pid)));
+    const calls = Math.max(1, result.succeeded);
+    const cpuUsPerCall = Object.fromEntries(
+      scenario.processes.map(({ name }, index) => [
+        name,
+        Math.round(((after[index] as number) - (before[index] as number)) / calls),
+      ]),
+    );
+    const peakRssMiB = Object.fromEntries(
+      await Promise.all(
+        scenario.processes.map(async ({ name, pid }) => [name, await processPeakRssMiB(pid)]),
+      ),
+    );
+    const rate = result.requestsPerSecond * scenario.perCall;
+    const base = scenario.baseline
+      ? rows.find((row) => row.scenario === scenario.baseline && row.concurrency === concurrency)
+      : undefined;
+    const row: HopRow = {
+      section: scenario.section,
+      scenario: scenario.name,
+      generator: scenario.generator,
+      logging: scenario.logging,
+      concurrency,
+      unit: scenario.unit,
+      rate,
+      callsPerSecond: result.requestsPerSecond,
+      baseline: scenario.baseline,
+      ratio: base ? Number((rate / Math.max(1, base.rate)).toFixed(2)) : null,
+      p50Us: result.p50Us,
+      p90Us: result.p90Us,
+      p99Us: result.p99Us,
+      calls: result.succeeded,
+      errors: result.failed + (failures?.() ?? 0),
+      cpuUsPerCall,
+      cpuUsPerCallTotal: Object.values(cpuUsPerCall).reduce((sum, value) => sum + value, 0),
+      peakRssMiB,
+      generatorCpuUsPerCall: Math.round(result.generatorCpuUs / calls),
+    };
+    rows.push(row);
+    console.error(
+      `  ${row.scenario} @${concurrency}: ${row.rate} ${row.unit}/s${row.ratio === null ? "" : ` (× ${row.ratio})`}, p99 ${(row.p99Us / 1000).toFixed(2)} ms, CPU µs/call ${JSON.stringify(cpuUsPerCall)}${row.errors ? `, ${row.errors} errors` : ""}`,
+    );
+  }
+}
+
+const baselineA = "baseline A: bare grpc-js, 1 hop";
+const baselineB = "baseline B: bare grpc-js, 2 hops";
+const h2loadGrpc = "h2load, h2c, 1 connection";
+export const scenarioNames = { baselineA, baselineB };
+
+/** The gateway's rows: one stack per configuration, each measured and stopped in turn. */
+async function gatewayRows(
+  sections: Section[],
+  options: HopOptions,
+  rows: HopRow[],
+): Promise<void> {
+  const configurations = [
+    { name: "gateway, auth on", auth: true, sampleRate: "1", streams: true },
+    { name: "gateway, auth off", auth: false, sampleRate: "1", streams: false },
+    { name: "gateway, auth on, no call log lines", auth: true, sampleRate: "0", streams: false },
+  ];
+  for (const configuration of configurations) {
+    const unary = sections.includes("unary");
+    const streams = sections.includes("streams") && configuration.streams;
+    if (!unary && !streams) continue;
+    const logging = `LOG_LEVEL=info LOG_RPC_SAMPLE_RATE=${configuration.sampleRate}`;
+    const profiling: Record<string, string> = options.profileDir
+      ? {
+          NODE_OPTIONS: `--import ${new URL("./support/cpu-profile.mjs", import.meta.url).pathname}`,
+          BENCH_CPU_PROF_DIR: options.profileDir,
+        }
+      : {};
+    const stack: Stack = await startStack({
+      auth: configuration.auth,
+      env: {
+        all: {
+          LOG_LEVEL: "info",
+          LOG_FORMAT: "json",
+          LOG_RPC_SAMPLE_RATE: configuration.sampleRate,
+        },
+        gateway: profiling,
+        route: profiling,
+      },
+    });
+    try {
+      const token = stack.auth ? await stack.auth.tokenFor("client", stack.gateway.url) : undefined;
+      const processes = stack.services.map((service) => ({
+        name: service.name,
+        pid: service.child.pid as number,
+      }));
+      const failures = () => failedCallsLogged(stack.gateway);
+      const common = { generator: h2loadGrpc, logging, processes, failures };
+      if (unary) {
+        await measure(
+          {
+            ...common,
+            section: "unary",
+            name: `GetFeature, ${configuration.name}`,
+            target: grpcTarget(stack.gateway.port, "GetFeature", token),
+            unit: "calls",
+            perCall: 1,
+            baseline: baselineB,
+          },
+          options,
+          rows,
+        );
+      }
+      if (streams) {
+        await measure(
+          {
+            ...common,
+            section: "streams",
+            name: `ListFeatures, ${configuration.name}`,
+            target: grpcTarget(stack.gateway.port, "ListFeatures", token),
+            unit: "messages",
+            perCall: featuresOnMap,
+            baseline: `ListFeatures, ${baselineB}`,
+          },
+          options,
+          rows,
+        );
+        await measure(
+          {
+            ...common,
+            section: "streams",
+            name: `RecordRoute, ${configuration.name}`,
+            target: grpcTarget(stack.gateway.port, "RecordRoute", token),
+            unit: "points",
+            perCall: routePoints,
+            baseline: `RecordRoute, ${baselineB}`,
+          },
+          options,
+          rows,
+        );
+      }
+    } finally {
+      await stack.stop();
+    }
+  }
+}
+
+export async function benchHops(sections: Section[], options: HopOptions): Promise<HopRow[]> {
+  const rows: HopRow[] = [];
+  const started: BaselineProcess[] = [];
+  try {
+    const needA = sections.includes("unary") || sections.includes("rest");
+    const needB = sections.includes("unary") || sections.includes("streams");
+    const none = "none (bare)";
+    if (needA) {
+      const echo = await startBaseline("A echo", ["echo"]);
+      started.push(echo);
+      await measure(
+        {
+          section: "unary",
+          name: baselineA,
+          generator: h2loadGrpc,
+          logging: none,
+          processes: [{ name: "server", pid: echo.pid }],
+          target: grpcTarget(echo.port, "GetFeature"),
+          unit: "calls",
+          perCall: 1,
+          baseline: null,
+        },
+        options,
+        rows,
+      );
+    }
+    if (needB) {
+      const backend = await startBaseline("B backend", ["echo"]);
+      started.push(backend);
+      const proxy = await startBaseline("B proxy", ["proxy", String(backend.port)]);
+      started.push(proxy);
+      const processes = [
+        { name: "proxy", pid: proxy.pid },
+        { name: "backend", pid: backend.pid },
+      ];
+      const b = { generator: h2loadGrpc, logging: none, processes };
+      if (sections.includes("unary")) {
+        await measure(
+          {
+            ...b,
+            section: "unary",
+            name: baselineB,
+            target: grpcTarget(proxy.port, "GetFeature"),
+            unit: "calls",
+            perCall: 1,
+            baseline: baselineA,
+          },
+          options,
+          rows,
+        );
+      }
+      if (sections.includes("streams")) {
+        await measure(
+          {
+            ...b,
+            section: "streams",
+            name: `ListFeatures, ${baselineB}`,
+            target: grpcTarget(proxy.port, "ListFeatures"),
+            unit: "messages",
+            perCall: featuresOnMap,
+            baseline: null,
+          },
+          options,
+          rows,
+        );
+        await measure(
+          {
+            ...b,
+            section: "streams",
+            name: `RecordRoute, ${baselineB}`,
+            target: grpcTarget(proxy.port, "RecordRoute"),
+            unit: "points",
+            perCall: routePoints,
+            baseline: null,
+          },
+          options,
+          rows,
+        );
+      }
+      await proxy.stop();
+      await backend.stop();
+    }
+    if (sections.includes("rest")) {
+      const json = Buffer.from(JSON.stringify({ point }));
+      for (const [mode, name, http1] of [
+        ["rest-h1", "REST: JSON over HTTP/1.1 (node:http, keep-alive)", true],
+        ["rest-h2", "REST: JSON over h2c (node:http2)", false],
+      ] as const) {
+        const server = await startBaseline(name, [mode]);
+        started.push(server);
+        await measureRest(server, name, http1, json, options, rows);
+        await server.stop();
+      }
+    }
+    await gatewayRows(sections, options, rows);
+  } finally {
+    for (const process_ of started) await process_.stop();
+  }
+  return rows;
+}
+
+async function measureRest(
+  server: BaselineProcess,
+  name: string,
+  http1: boolean,
+  json: Buffer,
+  options: HopOptions,
+  rows: HopRow[],
+): Promise<void> {
+  const url = `http://127.0.0.1:${server.port}/v1/features:get`;
+  const target = { url, body: json, headers: { "content-type": "application/json" }, http1 };
+  await measure(
+    {
+      section: "rest",
+      name,
+      generator: http1 ? "h2load --h1, one connection per caller" : h2loadGrpc,
+      logging: "none (bare)",
+      processes: [{ name: "server", pid: server.pid }],
+      target,
+      unit: "calls",
+      perCall: 1,
+      baseline: baselineA,
+      // fetch speaks HTTP/1.1; checkOnce h2c.
+      check: async () => {
+        const text = http1
+          ? await (await fetch(url, { method: "POST", body: json })).text()
+          : (await checkOnce(target)).body.toString("utf8");
+        const answer = JSON.parse(text) as { feature?: { name?: string } };
+        return answer.feature?.name ? undefined : `answered ${text}`;
+      },
+    },
+    options,
+    rows,
+  );
+}

@@ -1,0 +1,88 @@
+// The hops table (Markdown, so it can go into the README as it is) and the targets of issue 7.
+import type { HopRow } from "../hops.js";
+
+const thousands = (value: number) => value.toLocaleString("en-US");
+const ms = (us: number) => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
+
+export function formatHopTable(rows: HopRow[]): string {
+  const header = [
+    "row",
+    "c",
+    "rate /s",
+    "× baseline",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "CPU µs/call (per process)",
+    "peak RSS MiB",
+    "h2load µs/call",
+  ];
+  const lines = rows.map((row) => [
+    row.scenario,
+    String(row.concurrency),
+    `${thousands(row.rate)} ${row.unit}`,
+    row.ratio === null ? "1" : row.ratio.toFixed(2),
+    ms(row.p50Us),
+    ms(row.p90Us),
+    ms(row.p99Us),
+    `${thousands(row.cpuUsPerCallTotal)} (${Object.entries(row.cpuUsPerCall)
+      .map(([name, value]) => `${name} ${thousands(value)}`)
+      .join(", ")})`,
+    Object.entries(row.peakRssMiB)
+      .map(([name, value]) => `${name} ${value}`)
+      .join(", "),
+    String(row.generatorCpuUsPerCall),
+  ]);
+  const table = [header, header.map(() => "---"), ...lines];
+  return table.map((cells) => `| ${cells.join(" | ")} |`).join("\n");
+}
+
+export interface TargetCheck {
+  text: string;
+  met: boolean;
+  value: number | null;
+}
+
+function find(rows: HopRow[], scenario: string, concurrency: number): HopRow | undefined {
+  return rows.find((row) => row.scenario === scenario && row.concurrency === concurrency);
+}
+
+export function targets(rows: HopRow[]): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const add = (text: string, value: number | undefined, wanted: (value: number) => boolean) => {
+    if (value === undefined || !Number.isFinite(value)) return;
+    const rounded = Number(value.toFixed(2));
+    checks.push({ text: `${text}: ${rounded}`, met: wanted(value), value: rounded });
+  };
+  const b = "baseline B: bare grpc-js, 2 hops";
+  const on = "GetFeature, gateway, auth on";
+  const off = "GetFeature, gateway, auth off";
+  const ratio = (x?: HopRow, y?: HopRow) => (x && y ? x.rate / y.rate : undefined);
+  add(
+    "gateway GetFeature with auth ≥ 0.8 × baseline B req/s at concurrency 64",
+    ratio(find(rows, on, 64), find(rows, b, 64)),
+    (value) => value >= 0.8,
+  );
+  for (const concurrency of [1, 16, 64]) {
+    add(
+      `auth on ≥ 0.95 × auth off (GetFeature, concurrency ${concurrency})`,
+      ratio(find(rows, on, concurrency), find(rows, off, concurrency)),
+      (value) => value >= 0.95,
+    );
+  }
+  for (const method of ["ListFeatures", "RecordRoute"]) {
+    add(
+      `${method} through the gateway ≥ 0.7 × baseline B at concurrency 64`,
+      ratio(find(rows, `${method}, gateway, auth on`, 64), find(rows, `${method}, ${b}`, 64)),
+      (value) => value >= 0.7,
+    );
+  }
+  const p99 = find(rows, on, 16);
+  const p99B = find(rows, b, 16);
+  add(
+    "gateway GetFeature p99 at concurrency 16 ≤ 2 × baseline B's p99 (ratio)",
+    p99 && p99B ? p99.p99Us / p99B.p99Us : undefined,
+    (value) => value <= 2,
+  );
+  return checks;
+}
