@@ -10,6 +10,8 @@ export interface CallContext {
   trace: TraceContext;
   /** Called once when the call has ended, with the status code its client was sent. */
   readonly endListeners: ((code: number) => void)[];
+  /** Whether the client has reset the call's stream (cancelled it, or its deadline passed). */
+  readonly reset?: () => boolean;
 }
 
 const storage = new AsyncLocalStorage<CallContext>();
@@ -34,6 +36,15 @@ export function onCallEnd(listener: (code: number) => void): boolean {
   if (!call) return false;
   call.endListeners.push(listener);
   return true;
+}
+
+/**
+ * Whether the current call's client has reset its stream. Node reports a reset stream to
+ * grpc-js as the end of the request stream first and as a cancellation only after, so a
+ * handler that sees the end of a client stream asks this before taking it as complete.
+ */
+export function callWasReset(): boolean {
+  return storage.getStore()?.reset?.() ?? false;
 }
 
 /** Runs `work` as no call's work: background work serving many calls starts its own trace. */

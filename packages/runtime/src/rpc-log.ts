@@ -142,6 +142,7 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
             metadata = incoming;
             context = {
               endListeners: [],
+              reset: () => streamClosed(call),
               method: method.path,
               trace: traceForIncomingCall({
                 traceparent: firstString(incoming, "traceparent"),

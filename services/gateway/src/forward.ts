@@ -4,7 +4,7 @@
 // never buffers a whole stream. Cancellation and deadline reach the peer call through
 // grpc-js's `parent` call option, set where the peer call is made.
 import type { Readable, Writable } from "node:stream";
-import { endWithError, fromPeer } from "@cloudrun-grpc/runtime";
+import { callWasReset, endWithError, fromPeer } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
 /**
@@ -75,6 +75,13 @@ export function forwardRequests<In, Out>(
   map: (message: In) => Out,
 ): () => void {
   const stop = pipeWithBackpressure(call, upstream, map);
-  call.on("end", () => upstream.end());
+  call.on("end", () => {
+    // An end that comes with the stream already reset is the reset's (Node reports it as an
+    // end first): pass on the cancel, not a half-close that would let the peer finish a call
+    // its client abandoned. (A Node client's cancel also sends a real END_STREAM just before
+    // its RST_STREAM; that one cannot be told apart here: see the README's known limits.)
+    if (callWasReset()) upstream.cancel();
+    else upstream.end();
+  });
   return stop;
 }

@@ -3,6 +3,7 @@
 import { verifiedCaller } from "@cloudrun-grpc/auth-client";
 import type { RouteGuideServiceHandlers, routeguide } from "@cloudrun-grpc/proto";
 import {
+  callWasReset,
   endWithError,
   handlerStatus,
   invalidArgument,
@@ -102,8 +103,10 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
       });
       call.on("end", () => {
         if (finished) return;
-        // Past the deadline the client gets DEADLINE_EXCEEDED, not a summary: not a route.
-        if (call.cancelled || deadlinePassed(call.getDeadline())) {
+        // Past the deadline the client gets DEADLINE_EXCEEDED, not a summary: not a route. An
+        // end that is a reset (the client cancelled; it reaches us as an end first) is not one
+        // either.
+        if (call.cancelled || callWasReset() || deadlinePassed(call.getDeadline())) {
           finish(
             new StatusError(grpc.status.DEADLINE_EXCEEDED, "the route ended after its deadline"),
           );
