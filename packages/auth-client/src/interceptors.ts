@@ -21,9 +21,9 @@ export function fixedToken(audience: string, token: string): TokenProvider {
   return { audience, token: async () => token, cached: () => token };
 }
 
-function attachToken(metadata: grpc.Metadata, token: string): void {
-  metadata.set("authorization", `Bearer ${token}`);
-  metadata.set("x-serverless-authorization", `Bearer ${token}`);
+function attachToken(metadata: grpc.Metadata, header: string): void {
+  metadata.set("authorization", header);
+  metadata.set("x-serverless-authorization", header);
 }
 
 function remainingMs(deadline: grpc.Deadline | undefined): number {
@@ -37,6 +37,17 @@ function remainingMs(deadline: grpc.Deadline | undefined): number {
  * the call's deadline and a cancel still end it (grpc-js cannot: the call has not started).
  */
 export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
+  // The header of the last token, so the calls reusing it (all of them for about an hour)
+  // build no string of their own.
+  let lastToken = "";
+  let lastHeader = "";
+  const bearer = (token: string) => {
+    if (token !== lastToken) {
+      lastHeader = `Bearer ${token}`;
+      lastToken = token;
+    }
+    return lastHeader;
+  };
   return (options, nextCall) => {
     const inner = nextCall(options);
     let started = false;
@@ -47,7 +58,7 @@ export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
         const ready = source.cached?.();
         if (ready) {
           started = true;
-          attachToken(metadata, ready);
+          attachToken(metadata, bearer(ready));
           next(metadata, listener);
           return;
         }
@@ -75,7 +86,7 @@ export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
             clearTimeout(timer);
             if (ended) return;
             started = true;
-            attachToken(metadata, token);
+            attachToken(metadata, bearer(token));
             next(metadata, listener);
           },
           (error: Error) => {
