@@ -26,6 +26,12 @@ export interface ReporterOptions {
   maxBatch: number;
   batchTimeoutMs: number;
   maxBackoffMs: number;
+  /**
+   * A batch smaller than maxBatch waits until this long after the last one was sent, so a busy
+   * route sends at most 1000 / lingerMs batches a second (each a call stats must answer, with
+   * a transaction) instead of one per handful of events. 0: send at once. A flush never waits.
+   */
+  lingerMs?: number;
 }
 
 export const defaultReporterOptions: ReporterOptions = {
@@ -33,6 +39,7 @@ export const defaultReporterOptions: ReporterOptions = {
   maxBatch: 500,
   batchTimeoutMs: 5_000,
   maxBackoffMs: 5_000,
+  lingerMs: 20,
 };
 
 export type NewEvent = Omit<stats.Event, "id" | "kind">;
@@ -42,6 +49,9 @@ export class StatsReporter {
   private sending = false;
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private lastSentAt = Number.NEGATIVE_INFINITY;
+  private flushing = 0;
   private dropped = 0;
   private rejected = 0;
   private idleWaiters: (() => void)[] = [];
@@ -82,27 +92,48 @@ export class StatsReporter {
   /** Resolves when the queue is empty, or after `timeoutMs` with the number of events left. */
   async flush(timeoutMs: number): Promise<number> {
     if (this.queue.length === 0 && !this.sending) return 0;
-    if (this.retryTimer) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = undefined;
-      this.sendNext();
-    }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.idleWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
+    this.flushing += 1;
+    try {
+      if (this.lingerTimer) {
+        clearTimeout(this.lingerTimer);
+        this.lingerTimer = undefined;
+        this.sendNext();
+      }
+      if (this.retryTimer) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = undefined;
+        this.sendNext();
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.idleWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
-    });
+    } finally {
+      this.flushing -= 1;
+    }
     return this.queue.length;
   }
 
   private sendNext(): void {
-    if (this.sending || this.retryTimer) return;
+    if (this.sending || this.retryTimer || this.lingerTimer) return;
     if (this.queue.length === 0) {
       for (const wake of this.idleWaiters.splice(0)) wake();
       return;
     }
+    const lingerMs = this.options.lingerMs ?? 0;
+    const waitMs = this.lastSentAt + lingerMs - performance.now();
+    if (waitMs > 0 && this.queue.length < this.options.maxBatch && this.flushing === 0) {
+      this.lingerTimer = setTimeout(() => {
+        this.lingerTimer = undefined;
+        this.sendNext();
+      }, waitMs);
+      this.lingerTimer.unref();
+      return;
+    }
+    this.lastSentAt = performance.now();
     const batch = this.queue.slice(0, this.options.maxBatch);
     this.sending = true;
     try {
@@ -143,11 +174,30 @@ export class StatsReporter {
     }
     if (this.failures > 0) this.logger.info({ after: this.failures }, "stats reachable again");
     this.failures = 0;
-    // Events queued meanwhile stay behind the batch. The batch may have lost its oldest
-    // events to a full queue meanwhile, so remove what is left of it by id.
+    this.removeSent(batch);
+    this.sendNext();
+  }
+
+  /**
+   * Removes a delivered batch from the queue. Events queued meanwhile stay behind it; the
+   * batch may have lost its oldest events to a full queue meanwhile (dropped from the front),
+   * so what is left of it is the queue's first events: removed in one splice, not by a pass
+   * over the whole queue. Anything else (not expected) falls back to removing by id.
+   */
+  private removeSent(batch: stats.Event[]): void {
+    const first = this.queue[0];
+    const from = first === undefined ? -1 : batch.indexOf(first);
+    // The queue's first event is not of the batch: all of the batch was dropped meanwhile.
+    if (from < 0) return;
+    const left = batch.length - from;
+    let prefix = true;
+    for (let i = 0; i < left && prefix; i += 1) prefix = this.queue[i] === batch[from + i];
+    if (prefix) {
+      this.queue.splice(0, left);
+      return;
+    }
     const sentIds = new Set(batch.map((event) => event.id));
     this.queue = this.queue.filter((event) => !sentIds.has(event.id as string));
-    this.sendNext();
   }
 
   /** Drops the event an INVALID_ARGUMENT names; false when it names none of this batch. */
