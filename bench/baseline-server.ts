@@ -5,10 +5,20 @@
 //   proxy <port>  bare grpc-js serving gateway.v1 by calling the echo server at <port> with a
 //                 plain grpc-js client: no interceptors, no auth, no logs, no retry policy
 //                 (baseline B's middle hop)
+//                 With BENCH_PROXY_ADD (comma-separated), the proxy takes on pieces of our
+//                 runtime one at a time, to measure each (pnpm bench ablation): `policy` (the
+//                 peer channel of connectPeer: round_robin, retry policy, keepalive),
+//                 `downstream` (deadline and cancellation bound to the served call), `log`
+//                 (logIncomingCalls / logOutgoingCalls with the service logger, a line per
+//                 call), `log0` (the same with LOG_RPC_SAMPLE_RATE=0), `logAsync` (as log,
+//                 the logger writing through a 16 KiB buffer instead of a write per line),
+//                 `als` (an AsyncLocalStorage.run around each handler, as call-context.ts
+//                 does), `passthrough` (a server and a client interceptor that only pass on)
 //   rest-h1       the same GetFeature as JSON over HTTP/1.1 (node:http, keep-alive)
 //   rest-h2       the same over h2c (node:http2)
 // Prints one JSON line {"port": n} once it listens.
-import { readFileSync } from "node:fs";
+import { AsyncLocalStorage } from "node:async_hooks";
+import { readFileSync, write, writeSync } from "node:fs";
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -20,8 +30,16 @@ import {
   type Http2ServerResponse,
 } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { packageDefinition } from "@cloudrun-grpc/proto";
+import { packageDefinition, serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
+import {
+  connectPeer,
+  createLogger,
+  downstream,
+  logIncomingCalls,
+  logOutgoingCalls,
+  parsePeerUrl,
+} from "../packages/runtime/src/index.js";
 
 interface Point {
   latitude: number;
@@ -97,19 +115,94 @@ const echoHandlers: grpc.UntypedServiceImplementation = {
   },
 };
 
+const added = new Set((process.env.BENCH_PROXY_ADD ?? "").split(",").filter(Boolean));
+const logging = added.has("log") || added.has("log0") || added.has("logAsync");
+/** Lines gathered and written to stdout in one write per 16 KiB or per turn of the loop. */
+function bufferedStdout() {
+  let pending: string[] = [];
+  let size = 0;
+  let writing = false;
+  const flush = () => {
+    if (writing || pending.length === 0) return;
+    const chunk = pending.join("");
+    pending = [];
+    size = 0;
+    writing = true;
+    write(1, chunk, () => {
+      writing = false;
+      flush();
+    });
+  };
+  process.on("exit", () => {
+    if (pending.length > 0) writeSync(1, pending.join(""));
+  });
+  return {
+    write(line: string) {
+      pending.push(line);
+      size += line.length;
+      if (size >= 16 * 1024) flush();
+      else if (pending.length === 1) setImmediate(flush);
+    },
+  };
+}
+
+const logger = createLogger({
+  service: "proxy",
+  level: "info",
+  ...(added.has("logAsync") ? { destination: bufferedStdout() } : {}),
+});
+const rpcLog = { logger, sampleRate: added.has("log0") ? 0 : 1 };
+const storage = new AsyncLocalStorage<object>();
+const inContext = <T>(work: () => T): T => (added.has("als") ? storage.run({}, work) : work());
+
+const passServer: grpc.ServerInterceptor = (_method, call) =>
+  new grpc.ServerInterceptingCall(call, {
+    start: (next) => next({ onReceiveMessage: (message, pass) => pass(message) }),
+    sendMessage: (message, pass) => pass(message),
+  });
+const passClient: grpc.Interceptor = (options, nextCall) =>
+  new grpc.InterceptingCall(nextCall(options), {
+    start: (metadata, listener, next) => next(metadata, listener),
+    sendMessage: (message, pass) => pass(message),
+  });
+const serverInterceptors = [
+  ...(logging ? [logIncomingCalls(rpcLog)] : []),
+  ...(added.has("passthrough") ? [passServer] : []),
+];
+
 function proxyHandlers(backendPort: number): grpc.UntypedServiceImplementation {
-  const backend = new loaded.routeguide.v1.RouteGuideService(
-    `127.0.0.1:${backendPort}`,
-    grpc.credentials.createInsecure(),
+  const target = `127.0.0.1:${backendPort}`;
+  const interceptors = [
+    ...(logging ? [logOutgoingCalls("backend", rpcLog)] : []),
+    ...(added.has("passthrough") ? [passClient] : []),
+  ];
+  const backend = (
+    added.has("policy")
+      ? connectPeer(
+          parsePeerUrl(`http://${target}`),
+          (address, credentials, options) =>
+            new loaded.routeguide.v1.RouteGuideService(address, credentials, options),
+          { service: serviceNames.routeGuide, interceptors },
+        )
+      : new loaded.routeguide.v1.RouteGuideService(target, grpc.credentials.createInsecure(), {
+          interceptors,
+        })
   ) as Any;
+  const options = (call: Any): grpc.CallOptions =>
+    added.has("downstream") ? downstream(call) : {};
   return {
     GetFeature(call: Any, callback: Any) {
-      backend.GetFeature({ point: call.request.point }, (error: Any, response: Any) =>
-        error ? callback(error) : callback(null, { feature: response.feature }),
+      inContext(() =>
+        backend.GetFeature(
+          { point: call.request.point },
+          options(call),
+          (error: Any, response: Any) =>
+            error ? callback(error) : callback(null, { feature: response.feature }),
+        ),
       );
     },
     ListFeatures(call: Any) {
-      const upstream = backend.ListFeatures({ rectangle: call.request.rectangle });
+      const upstream = backend.ListFeatures({ rectangle: call.request.rectangle }, options(call));
       upstream.on("data", (message: Any) => {
         if (!call.write({ feature: message.feature })) {
           upstream.pause();
@@ -120,7 +213,7 @@ function proxyHandlers(backendPort: number): grpc.UntypedServiceImplementation {
       upstream.on("end", () => call.end());
     },
     RecordRoute(call: Any, callback: Any) {
-      const upstream = backend.RecordRoute((error: Any, response: Any) =>
+      const upstream = backend.RecordRoute(options(call), (error: Any, response: Any) =>
         error ? callback(error) : callback(null, { summary: response.summary }),
       );
       call.on("data", (message: Any) => {
@@ -169,7 +262,7 @@ function restHandler(
 const [mode, backendPort] = process.argv.slice(2);
 let port: number;
 if (mode === "echo" || mode === "proxy") {
-  const server = new grpc.Server();
+  const server = new grpc.Server(mode === "proxy" ? { interceptors: serverInterceptors } : {});
   const handlers = mode === "echo" ? echoHandlers : proxyHandlers(Number(backendPort));
   server.addService(loaded.gateway.v1.GatewayService.service, handlers);
   if (mode === "echo") server.addService(loaded.routeguide.v1.RouteGuideService.service, handlers);

@@ -17,11 +17,13 @@ import { packageDefinition } from "@cloudrun-grpc/proto";
 import { grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
 import { processCpuUs, processPeakRssMiB } from "./support/load.js";
 
-export type Section = "unary" | "streams" | "rest";
+export type Section = "unary" | "streams" | "rest" | "ablation";
 
 export interface HopOptions {
   seconds: number;
   warmupSeconds: number;
+  /** Before a scenario's first row. */
+  firstWarmupSeconds: number;
   concurrencies: number[];
   /** Profile gateway and route (as --cpu-prof does) into this folder. */
   profileDir?: string;
@@ -147,11 +149,16 @@ interface BaselineProcess {
   stop(): Promise<void>;
 }
 
-async function startBaseline(name: string, args: string[]): Promise<BaselineProcess> {
+async function startBaseline(
+  name: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<BaselineProcess> {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", new URL("./baseline-server.ts", import.meta.url).pathname, ...args],
-    { stdio: ["ignore", "pipe", "inherit"] },
+    // stdout is read to its end (readline goes on reading), as the stack's logs are.
+    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } },
   );
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const port = await new Promise<number>((resolve, reject) => {
@@ -214,6 +221,9 @@ async function grpcCheck(scenario: Scenario): Promise<string | undefined> {
 async function measure(scenario: Scenario, options: HopOptions, rows: HopRow[]): Promise<void> {
   const problem = await (scenario.check ?? (() => grpcCheck(scenario)))();
   if (problem) throw new Error(`${scenario.name}: a check call ${problem}`);
+  // A fresh process runs slowly for its first seconds (JIT, the embedded database's caches):
+  // a longer warm-up at the highest concurrency first, then one before each row.
+  await h2load(scenario.target, Math.max(...options.concurrencies), options.firstWarmupSeconds);
   for (const concurrency of options.concurrencies) {
     await h2load(scenario.target, concurrency, options.warmupSeconds);
     const failures = scenario.failures?.();
@@ -442,6 +452,7 @@ export async function benchHops(sections: Section[], options: HopOptions): Promi
       await proxy.stop();
       await backend.stop();
     }
+    if (sections.includes("ablation")) await ablationRows(options, rows);
     if (sections.includes("rest")) {
       const json = Buffer.from(JSON.stringify({ point }));
       for (const [mode, name, http1] of [
@@ -494,4 +505,53 @@ async function measureRest(
     options,
     rows,
   );
+}
+
+/**
+ * Baseline B's proxy taking on our runtime's pieces one at a time (see baseline-server.ts),
+ * each measured against plain baseline B in the same run: what each piece costs.
+ */
+async function ablationRows(options: HopOptions, rows: HopRow[]): Promise<void> {
+  const variants = [
+    ["", "ablation: baseline B"],
+    ["passthrough", "ablation: B + pass-through interceptors (server and client)"],
+    ["als", "ablation: B + AsyncLocalStorage.run per call"],
+    ["policy", "ablation: B + peer channel policy (retries, round_robin)"],
+    ["policy,downstream", "ablation: B + policy + downstream()"],
+    ["policy,downstream,log", "ablation: B + policy + downstream + call logs"],
+    ["policy,downstream,log0", "ablation: B + policy + downstream + call logs at sample 0"],
+    ["policy,downstream,logAsync", "ablation: B + policy + downstream + call logs, buffered"],
+  ] as const;
+  const backend = await startBaseline("B backend", ["echo"]);
+  try {
+    for (const [add, name] of variants) {
+      const proxy = await startBaseline(name, ["proxy", String(backend.port)], {
+        BENCH_PROXY_ADD: add,
+      });
+      try {
+        await measure(
+          {
+            section: "ablation",
+            name,
+            generator: h2loadGrpc,
+            logging: add.includes("log") ? "LOG_LEVEL=info (the service logger)" : "none",
+            processes: [
+              { name: "proxy", pid: proxy.pid },
+              { name: "backend", pid: backend.pid },
+            ],
+            target: grpcTarget(proxy.port, "GetFeature"),
+            unit: "calls",
+            perCall: 1,
+            baseline: add === "" ? null : "ablation: baseline B",
+          },
+          options,
+          rows,
+        );
+      } finally {
+        await proxy.stop();
+      }
+    }
+  } finally {
+    await backend.stop();
+  }
 }

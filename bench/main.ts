@@ -1,7 +1,8 @@
 // pnpm bench [unary|streams|rest|stats-reads|all ...]: starts what it measures on loopback,
 // warms up, runs bounded, prints a table and writes bench-results/<name>.json. Figures vary
 // between machines and runs: read the ratios, which compare with a baseline measured in the
-// same run on the same machine. Default: unary streams rest (about 5 minutes).
+// same run on the same machine. Default: unary streams rest (about 6 minutes); `ablation`
+// adds our runtime's pieces one at a time to baseline B's proxy (about 2 minutes more).
 //   BENCH_SECONDS (5)          measured seconds per row and concurrency
 //   BENCH_CONCURRENCY (1,16,64)  calls in flight
 //   BENCH_PROFILE=<dir>        run gateway and route with node --cpu-prof into <dir>
@@ -12,7 +13,7 @@ import { benchStatsReads } from "./stats-reads.js";
 import { requireH2load } from "./support/h2load.js";
 import { formatHopTable, targets } from "./support/report.js";
 
-const known = ["unary", "streams", "rest", "stats-reads", "all"] as const;
+const known = ["unary", "streams", "rest", "ablation", "stats-reads", "all"] as const;
 const asked = process.argv.slice(2);
 for (const name of asked) {
   if (!(known as readonly string[]).includes(name)) {
@@ -22,7 +23,9 @@ for (const name of asked) {
 }
 const chosen = new Set(asked.length === 0 ? ["unary", "streams", "rest"] : asked);
 if (chosen.has("all")) for (const name of known) chosen.add(name);
-const hopSections = (["unary", "streams", "rest"] as const).filter((name) => chosen.has(name));
+const hopSections = (["unary", "streams", "rest", "ablation"] as const).filter((name) =>
+  chosen.has(name),
+);
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
@@ -36,11 +39,12 @@ if (hopSections.length > 0) {
   const options = {
     seconds,
     warmupSeconds: 1,
+    firstWarmupSeconds: 3,
     concurrencies,
     ...(profileDir ? { profileDir } : {}),
   };
   console.log(
-    `hops: ${hopSections.join(", ")}; ${seconds} s per row after a 1 s warm-up, at concurrency ${concurrencies.join(", ")}, on ${machine}; load average before: ${loadavg()
+    `hops: ${hopSections.join(", ")}; ${seconds} s per row after a 1 s warm-up (3 s before a scenario's first row), at concurrency ${concurrencies.join(", ")}, on ${machine}; load average before: ${loadavg()
       .map((value) => value.toFixed(2))
       .join(" ")}`,
   );
