@@ -86,9 +86,7 @@ function packageOf(url: string): string {
 }
 
 for (const file of readdirSync(dir).filter((name) => name.endsWith(".cpuprofile"))) {
-  const pid = Number(
-    /\.(\d+)\.\d+\.cpuprofile$/.exec(file)?.[1] ?? /CPU\.\d+\.\d+\.(\d+)\./.exec(file)?.[1],
-  );
+  const pid = Number(/^CPU\.(\d+)\.cpuprofile$/.exec(file)?.[1]);
   const profile = JSON.parse(readFileSync(join(dir, file), "utf8")) as Profile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const selfUs = new Map<number, number>();
@@ -119,6 +117,32 @@ for (const file of readdirSync(dir).filter((name) => name.endsWith(".cpuprofile"
   }
   console.log("  heaviest functions (self time):");
   for (const [name, us] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, 25)) {
+    console.log(`    ${pct(us).padStart(6)}  ${name}`);
+  }
+  // Inclusive time (the function and all it calls) of our code and of the logger.
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes)
+    for (const child of node.children ?? []) parent.set(child, node.id);
+  const inclusive = new Map<string, number>();
+  for (const [id, us] of selfUs) {
+    const own = (byId.get(id) as ProfileNode).callFrame.functionName;
+    if (own === "(idle)" || own === "(program)" || own === "(garbage collector)") continue;
+    const seen = new Set<string>();
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const { functionName, url, lineNumber } = (byId.get(at) as ProfileNode).callFrame;
+      if (!/\/(packages|services)\/|pino|randomFillSync|async_hooks/.test(url + functionName))
+        continue;
+      const where = url
+        .replace(/^.*node_modules\/\.pnpm\//, "")
+        .replace(/^file:\/\/\/work\/main\//, "");
+      const key = `${functionName || "(anonymous)"} ${where}:${lineNumber + 1}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      inclusive.set(key, (inclusive.get(key) ?? 0) + us);
+    }
+  }
+  console.log("  ours, the logger, random ids and async hooks (inclusive time):");
+  for (const [name, us] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, 30)) {
     console.log(`    ${pct(us).padStart(6)}  ${name}`);
   }
 }
