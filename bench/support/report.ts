@@ -4,6 +4,16 @@ import type { HopRow } from "../hops.js";
 const thousands = (value: number) => value.toLocaleString("en-US");
 const ms = (us: number) => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
 
+/** `value` over the same figure of the row's baseline (same run, same concurrency). */
+function timesBaseline(rows: HopRow[], row: HopRow, figure: (row: HopRow) => number): string {
+  const base = row.baseline
+    ? rows.find((other) => other.scenario === row.baseline && other.concurrency === row.concurrency)
+    : undefined;
+  if (!row.baseline) return "";
+  if (!base || figure(base) === 0) return " (× ?)";
+  return ` (× ${(figure(row) / figure(base)).toFixed(2)})`;
+}
+
 export function formatHopTable(rows: HopRow[]): string {
   const header = [
     "row",
@@ -12,8 +22,8 @@ export function formatHopTable(rows: HopRow[]): string {
     "× baseline",
     "p50 ms",
     "p90 ms",
-    "p99 ms",
-    "CPU µs/call (per process)",
+    "p99 ms (× baseline)",
+    "CPU µs/call (× baseline; per process)",
     "peak RSS MiB",
     "h2load µs/call",
   ];
@@ -24,10 +34,12 @@ export function formatHopTable(rows: HopRow[]): string {
     row.ratio === null ? "1" : row.ratio.toFixed(2),
     ms(row.p50Us),
     ms(row.p90Us),
-    ms(row.p99Us),
-    `${thousands(row.cpuUsPerCallTotal)} (${Object.entries(row.cpuUsPerCall)
+    `${ms(row.p99Us)}${timesBaseline(rows, row, (r) => r.p99Us)}`,
+    `${thousands(row.cpuUsPerCallTotal)}${timesBaseline(rows, row, (r) => r.cpuUsPerCallTotal)}; ${Object.entries(
+      row.cpuUsPerCall,
+    )
       .map(([name, value]) => `${name} ${thousands(value)}`)
-      .join(", ")})`,
+      .join(", ")}`,
     Object.entries(row.peakRssMiB)
       .map(([name, value]) => `${name} ${value}`)
       .join(", "),
