@@ -124,15 +124,24 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
         const { rectangle } = call.request;
         requireRectangle(rectangle);
         const topN = requireTopN(call.request.topN);
-        const features = collectFeatures(route.ListFeatures({ rectangle }, downstream(call)));
-        const lookups = ask<stats.GetStatsResponse__Output>("stats", (done) =>
-          stats.GetStats(
+        const listing = route.ListFeatures({ rectangle }, downstream(call));
+        let lookup: grpc.ClientUnaryCall | undefined;
+        const lookups = ask<stats.GetStatsResponse__Output>("stats", (done) => {
+          lookup = stats.GetStats(
             { topN: maxTopN, within: rectangle, namedOnly: true },
             downstream(call),
             done,
-          ),
+          );
+          return lookup;
+        });
+        // When one fails the answer is that failure: stop the other's work at once.
+        const [named, looked] = await Promise.all([collectFeatures(listing), lookups]).catch(
+          (error: unknown) => {
+            listing.cancel();
+            lookup?.cancel();
+            throw error;
+          },
         );
-        const [named, looked] = await Promise.all([features, lookups]);
         const byLocation = new Map(named.map((feature) => [pointKey(feature.location), feature]));
         const mostLookedUp = (looked.snapshot?.topFeatures ?? [])
           .flatMap((entry) => {
