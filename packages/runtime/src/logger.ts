@@ -151,7 +151,9 @@ export function createLogger(settings: LoggerSettings): Logger {
   const destination =
     settings.format === "pretty"
       ? prettyDestination(settings.destination)
-      : (settings.destination ?? pino.destination(1));
+      : // Asynchronous: a busy process's lines go out together, one write per batch rather
+        // than one blocking write per line; pino flushes what is left when the process exits.
+        (settings.destination ?? pino.destination({ dest: 1, sync: false }));
   return pino(options, destination);
 }
 

@@ -61,8 +61,17 @@ function roundMs(ms: number): number {
   return Math.round(ms * 1000) / 1000;
 }
 
+/**
+ * The logger for the call lines: they hold only what this file puts in them (method, status,
+ * timings, the verified caller's email, the peer's address), never a secret, so they skip the
+ * redaction pass, which was half the cost of a line.
+ */
+function callLineLogger(logger: Logger): Logger {
+  return logger.child({}, { redact: { paths: [] } });
+}
+
 export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInterceptor {
-  const { logger } = options;
+  const logger = callLineLogger(options.logger);
   return (method, call) => {
     const startedAt = performance.now();
     let context: CallContext | undefined;
@@ -95,14 +104,17 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
         (Number.isFinite(deadlineAt) && Date.now() >= deadlineAt - deadlineSkewMs
           ? grpc.status.DEADLINE_EXCEEDED
           : grpc.status.CANCELLED);
-      if (context) {
+      if (context && context.endListeners.length > 0) {
         const { endListeners } = context;
         runInCall(context, () => {
           for (const listener of endListeners) {
             try {
               listener(code);
             } catch (error) {
-              logger.error({ err: error, method: method.path }, "a call's end listener failed");
+              options.logger.error(
+                { err: error, method: method.path },
+                "a call's end listener failed",
+              );
             }
           }
         });
@@ -173,7 +185,7 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
 
 /** For the client of `peer` (a name for the logs, e.g. "route"). */
 export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Interceptor {
-  const { logger } = options;
+  const logger = callLineLogger(options.logger);
   return (callOptions, nextCall) => {
     // Runs synchronously where the call is made, so the caller's call context is current.
     const trace = childSpan(currentCall()?.trace);
