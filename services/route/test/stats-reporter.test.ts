@@ -288,4 +288,25 @@ describe("StatsReporter", () => {
     assert.equal(first?.traceparent, `00-${traceId}-1111111111111111-01`);
     assert.equal(outside?.traceparent, undefined);
   });
+
+  test("events reported just after a batch went out wait for the linger and go out together", async () => {
+    const fake = new FakeStats();
+    const reporter = new StatsReporter(fake.client, logger, { ...options, lingerMs: 1_000 });
+    reporter.report(event("first"));
+    await until(() => fake.delivered.length === 1, "the first event went out at once");
+    for (const name of ["a", "b", "c", "d"]) reporter.report(event(name));
+    // Within the linger nothing more is sent...
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(fake.calls.length, 1);
+    // ...then one batch with all four.
+    await until(() => fake.calls.length === 2, "the lingering batch went out");
+    assert.deepEqual(
+      fake.calls[1]?.events.map((sent) => sent.caller),
+      ["a", "b", "c", "d"],
+    );
+    // A flush does not wait for the linger.
+    reporter.report(event("e"));
+    assert.equal(await reporter.flush(5_000), 0);
+    assert.equal(fake.calls.length, 3);
+  });
 });
