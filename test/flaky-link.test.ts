@@ -12,7 +12,7 @@ import { freePort, type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
 import { FaultProxy } from "../services/stats/test/support/fault-proxy.js";
 import { stackGatewayClient } from "./support/grpc.js";
-import { Load, sleep, totalsOnceCaughtUp } from "./support/load.js";
+import { Load, sleep, steadyLoad, totalsOnceCaughtUp } from "./support/load.js";
 import { describeLocalOnly } from "./support/target.js";
 
 describeLocalOnly("flaky link between route and stats", () => {
@@ -46,13 +46,7 @@ describeLocalOnly("flaky link between route and stats", () => {
     });
     const gateway = await stackGatewayClient(stack);
     client = gateway;
-    const load = new Load(gateway, {
-      workers: 4,
-      maxCalls: 3_000,
-      routeEvery: 4,
-      deadlineMs: 3_000,
-      pauseMs: 40,
-    });
+    const load = new Load(gateway, steadyLoad);
     // The calls made by the end of each phase, to tell the load went on through all of them.
     const phases: Record<string, number> = {};
     let through = 0;

@@ -17,7 +17,7 @@ import {
 } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
 import { eventually, stackGatewayClient } from "./support/grpc.js";
-import { Load, readTotals, sleep, totalsOnceCaughtUp } from "./support/load.js";
+import { Load, readTotals, sleep, steadyLoad, totalsOnceCaughtUp } from "./support/load.js";
 import { describeLocalOnly } from "./support/target.js";
 
 describeLocalOnly("stats down", () => {
@@ -38,13 +38,7 @@ describeLocalOnly("stats down", () => {
     stack = await startStack({ ports: { stats: statsPort }, env: { stats: database } });
     const gateway = await stackGatewayClient(stack);
     client = gateway;
-    const load = new Load(gateway, {
-      workers: 4,
-      maxCalls: 3_000,
-      routeEvery: 4,
-      deadlineMs: 3_000,
-      pauseMs: 40,
-    });
+    const load = new Load(gateway, steadyLoad);
     let countedBeforeKill = 0;
     let duringOutage = 0;
     try {

@@ -38,6 +38,15 @@ export interface LoadOptions {
   pauseMs: number;
 }
 
+/** The fault tests' steady load: four workers, a RecordRoute every fourth call, 3 s deadlines. */
+export const steadyLoad: LoadOptions = {
+  workers: 4,
+  maxCalls: 3_000,
+  routeEvery: 4,
+  deadlineMs: 3_000,
+  pauseMs: 40,
+};
+
 export class Load {
   readonly sent: Sent = {
     featureLookups: 0,
