@@ -10,8 +10,15 @@ export interface CallContext {
   trace: TraceContext;
   /** Called once when the call has ended, with the status code its client was sent. */
   readonly endListeners: ((code: number) => void)[];
+  /** The code the call ended with, once it has. */
+  endedWith?: number;
   /** Whether the client has reset the call's stream (cancelled it, or its deadline passed). */
   readonly reset?: () => boolean;
+  /**
+   * The caller's id for this call (x-call-id): the same on every retry of one call, so work a
+   * call causes can be named after it and counted once.
+   */
+  readonly callId?: string;
 }
 
 const storage = new AsyncLocalStorage<CallContext>();
@@ -27,24 +34,30 @@ export function runInCall<T>(call: CallContext, work: () => T): T {
 }
 
 /**
- * Runs `listener` (in the call's context) once the current call has ended, with the status
- * code actually sent: OK only if the answer went out, not when the client had cancelled or the
- * deadline had passed first. False outside any call (the listener is not kept).
+ * Runs `listener` (in the call's context) once `call` (by default the current one) has ended,
+ * with the status code actually sent: OK only if the answer went out, not when the client had
+ * cancelled or the deadline had passed first; at once if it has already ended. False outside
+ * any call (the listener is not kept). Handlers pass the context they captured when they
+ * started: a stream event can fire in another call's async context.
  */
-export function onCallEnd(listener: (code: number) => void): boolean {
-  const call = storage.getStore();
+export function onCallEnd(
+  listener: (code: number) => void,
+  call: CallContext | undefined = storage.getStore(),
+): boolean {
   if (!call) return false;
-  call.endListeners.push(listener);
+  if (call.endedWith !== undefined) storage.run(call, () => listener(call.endedWith as number));
+  else call.endListeners.push(listener);
   return true;
 }
 
 /**
- * Whether the current call's client has reset its stream. Node reports a reset stream to
- * grpc-js as the end of the request stream first and as a cancellation only after, so a
- * handler that sees the end of a client stream asks this before taking it as complete.
+ * Whether the client has reset the stream of `call` (by default the current one). Node reports
+ * a reset stream to grpc-js as the end of the request stream first and as a cancellation only
+ * after, so a handler that sees the end of a client stream asks this before taking it as
+ * complete, with the context it captured when it started.
  */
-export function callWasReset(): boolean {
-  return storage.getStore()?.reset?.() ?? false;
+export function callWasReset(call: CallContext | undefined = storage.getStore()): boolean {
+  return call?.reset?.() ?? false;
 }
 
 /** Runs `work` as no call's work: background work serving many calls starts its own trace. */

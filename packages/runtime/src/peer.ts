@@ -60,7 +60,11 @@ export function withAddresses(peer: PeerAddress, addresses: readonly string[]): 
   return { ...peer, target: `ipv4:${addresses.join(",")}` };
 }
 
-/** Retries of one call: a few attempts with backoff, only for UNAVAILABLE (never processed). */
+/**
+ * Retries of one call: a few attempts with backoff, only for UNAVAILABLE. That status does not
+ * promise the call was never processed (a drain ends calls mid-way with it), hence only the
+ * methods the contract marks safe to repeat.
+ */
 export const retryPolicy = {
   maxAttempts: 3,
   initialBackoff: "0.1s",

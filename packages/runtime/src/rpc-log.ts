@@ -18,7 +18,13 @@ import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { type CallContext, currentCall, runInCall, traceFields } from "./call-context.js";
 import type { Logger } from "./logger.js";
-import { childSpan, formatTraceparent, traceForIncomingCall, traceInSample } from "./trace.js";
+import {
+  childSpan,
+  formatTraceparent,
+  newCallId,
+  traceForIncomingCall,
+  traceInSample,
+} from "./trace.js";
 
 export interface RpcLogOptions {
   logger: Logger;
@@ -56,6 +62,21 @@ function streamClosed(call: grpc.ServerInterceptingCallInterface): boolean {
   const stream = (call as { stream?: { destroyed?: boolean; closed?: boolean } }).stream;
   return Boolean(stream?.destroyed || stream?.closed);
 }
+
+/** Whether the client reset the stream (RST_STREAM with an error code), e.g. cancelled it. */
+function streamResetByClient(call: grpc.ServerInterceptingCallInterface): boolean {
+  const stream = (call as { stream?: { rstCode?: number } }).stream;
+  return (stream?.rstCode ?? 0) !== 0;
+}
+
+/**
+ * Each outgoing call carries an id of its own, which grpc-js's retries of it resend unchanged:
+ * the callee names what the call causes after it (route's reports), so a retried call counts
+ * once. Trace context cannot serve: a front end (Cloud Run's) may give every attempt its own
+ * span.
+ */
+export const callIdKey = "x-call-id";
+const callIdPattern = /^[0-9a-f]{32}$/;
 
 function roundMs(ms: number): number {
   return Math.round(ms * 1000) / 1000;
@@ -99,11 +120,12 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
       const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
       // No status sent: the client reset the stream. Its deadline passing does that too, and
       // our deadline (from grpc-timeout, on receipt) runs a little behind the client's clock.
-      const code =
-        status?.code ??
-        (Number.isFinite(deadlineAt) && Date.now() >= deadlineAt - deadlineSkewMs
-          ? grpc.status.DEADLINE_EXCEEDED
-          : grpc.status.CANCELLED);
+      const timedOut = Number.isFinite(deadlineAt) && Date.now() >= deadlineAt - deadlineSkewMs;
+      const noStatusCode = timedOut ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED;
+      // A status taken by grpc-js can still be cut off: after response messages its trailers
+      // wait for the data before them, and a reset meanwhile means the client never saw it.
+      const code = status && !streamResetByClient(call) ? status.code : noStatusCode;
+      if (context) context.endedWith = code;
       if (context && context.endListeners.length > 0) {
         const { endListeners } = context;
         runInCall(context, () => {
@@ -152,9 +174,11 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
         next({
           onReceiveMetadata(incoming, pass) {
             metadata = incoming;
+            const callId = firstString(incoming, callIdKey);
             context = {
               endListeners: [],
               reset: () => streamClosed(call),
+              ...(callId && callIdPattern.test(callId) ? { callId } : {}),
               method: method.path,
               trace: traceForIncomingCall({
                 traceparent: firstString(incoming, "traceparent"),
@@ -196,6 +220,7 @@ export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Int
     return new grpc.InterceptingCall(nextCall(callOptions), {
       start(metadata, _listener, next) {
         metadata.set("traceparent", formatTraceparent(trace));
+        metadata.set(callIdKey, newCallId());
         next(metadata, {
           onReceiveMessage(message, pass) {
             received += 1;

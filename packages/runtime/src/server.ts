@@ -167,6 +167,14 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
     revision: config.K_REVISION,
     projectId: config.GOOGLE_CLOUD_PROJECT,
   });
+  // The logger writes asynchronously: let what it holds out before the process ends (bounded).
+  const exit = (code: number) => {
+    const timer = setTimeout(() => process.exit(code), 1000);
+    logger.flush(() => {
+      clearTimeout(timer);
+      process.exit(code);
+    });
+  };
   let running: RunningGrpcServer;
   let afterShutdown: ServiceSetup["afterShutdown"];
   try {
@@ -195,9 +203,14 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
     });
   } catch (error) {
     logger.fatal({ err: error }, "failed to start");
-    process.exit(1);
+    exit(1);
+    return;
   }
+  let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
+    // A second signal while stopping changes nothing (the drain is bounded already).
+    if (stopping) return;
+    stopping = true;
     logger.info({ signal }, "stopping");
     const stopBy = Date.now() + config.SHUTDOWN_GRACE_MS;
     running
@@ -206,14 +219,14 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
       .then(
         () => {
           logger.info("stopped");
-          process.exit(0);
+          exit(0);
         },
         (error: unknown) => {
           logger.error({ err: error }, "error while stopping");
-          process.exit(1);
+          exit(1);
         },
       );
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }

@@ -118,3 +118,8 @@ export function traceInSample(traceId: string, rate: number): boolean {
   if (rate <= 0) return false;
   return Number.parseInt(traceId.slice(-8), 16) / 2 ** 32 < rate;
 }
+
+/** A fresh id for one outgoing call (x-call-id): 32 hex digits, repeated by its retries. */
+export function newCallId(): string {
+  return randomHex(16);
+}

@@ -42,6 +42,9 @@ const echo: grpc.ServiceDefinition = {
 const EchoClient = grpc.makeGenericClientConstructor(echo, "Echo");
 type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
+/** The x-call-id the back server's calls came with. */
+const backCallIds: string[] = [];
+
 /** What onCallEnd told handlers, by trace id. */
 const endedWith = new Map<string, number>();
 const recordEnd = () => {
@@ -88,6 +91,7 @@ before(async () => {
   backServer.addService(echo, {
     Unary: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
       see("back unary");
+      backCallIds.push(currentCall()?.callId ?? "none");
       done(null, call.request);
     },
   });
@@ -201,6 +205,7 @@ describe("per-call log lines and the call context", () => {
     assert.deepEqual(seen.unary?.at(-1), id);
     assert.deepEqual(seen["unary later"]?.at(-1), id);
     assert.deepEqual(seen["back unary"]?.at(-1), id, "the back server got the trace on");
+    assert.match(String(backCallIds.at(-1)), /^[0-9a-f]{32}$/, "each outgoing call has its id");
 
     const [server] = rpcLines(front.entries, id).filter((entry) => entry.rpc?.side === "server");
     assert.equal(server?.rpc?.method, "/test.Echo/Unary");

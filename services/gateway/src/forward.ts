@@ -4,7 +4,7 @@
 // never buffers a whole stream. Cancellation and deadline reach the peer call through
 // grpc-js's `parent` call option, set where the peer call is made.
 import type { Readable, Writable } from "node:stream";
-import { callWasReset, endWithError, fromPeer } from "@cloudrun-grpc/runtime";
+import { callWasReset, currentCall, endWithError, fromPeer } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
 /**
@@ -74,13 +74,16 @@ export function forwardRequests<In, Out>(
   upstream: grpc.ClientWritableStream<Out> | grpc.ClientDuplexStream<Out, unknown>,
   map: (message: In) => Out,
 ): () => void {
+  // The served call, captured now: 'end' can fire after a resume from the peer's 'drain', in
+  // another call's async context.
+  const served = currentCall();
   const stop = pipeWithBackpressure(call, upstream, map);
   call.on("end", () => {
     // An end that comes with the stream already reset is the reset's (Node reports it as an
     // end first): pass on the cancel, not a half-close that would let the peer finish a call
     // its client abandoned. (A Node client's cancel also sends a real END_STREAM just before
     // its RST_STREAM; that one cannot be told apart here: see the README's known limits.)
-    if (callWasReset()) upstream.cancel();
+    if (callWasReset(served)) upstream.cancel();
     else upstream.end();
   });
   return stop;

@@ -3,7 +3,9 @@
 import { verifiedCaller } from "@cloudrun-grpc/auth-client";
 import type { RouteGuideServiceHandlers, routeguide } from "@cloudrun-grpc/proto";
 import {
+  type CallContext,
   callWasReset,
+  currentCall,
   endWithError,
   handlerStatus,
   invalidArgument,
@@ -45,8 +47,8 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
   // What a call did is reported once its answer has gone out: a call its client cancelled, or
   // whose deadline passed, before the answer was sent is not counted. (A client's cancel can
   // reach a handler as a normal end of its request stream; only the status sent tells.)
-  const reportWhenAnswered = (event: NewEvent) => {
-    if (!onCallEnd((code) => code === grpc.status.OK && report(event))) report(event);
+  const reportWhenAnswered = (event: NewEvent, served: CallContext | undefined) => {
+    if (!onCallEnd((code) => code === grpc.status.OK && report(event), served)) report(event);
   };
 
   return {
@@ -55,7 +57,10 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         const point = requirePoint(call.request.point, "point");
         const found = features.at(point);
         const feature = { name: found?.name ?? "", location: point };
-        reportWhenAnswered({ caller: verifiedCaller(call.metadata), featureLookedUp: { feature } });
+        reportWhenAnswered(
+          { caller: verifiedCaller(call.metadata), featureLookedUp: { feature } },
+          currentCall(),
+        );
         callback(null, { feature });
       } catch (error) {
         callback(failed("GetFeature", error));
@@ -76,6 +81,8 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
     },
 
     RecordRoute(call, callback) {
+      // Stream events can fire in another call's async context: keep this call's.
+      const served = currentCall();
       const recorder = new RouteRecorder(features);
       let finished = false;
       const finish = (error: unknown, summary?: routeguide.RouteSummary) => {
@@ -106,14 +113,17 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         // Past the deadline the client gets DEADLINE_EXCEEDED, not a summary: not a route. An
         // end that is a reset (the client cancelled; it reaches us as an end first) is not one
         // either.
-        if (call.cancelled || callWasReset() || deadlinePassed(call.getDeadline())) {
+        if (call.cancelled || callWasReset(served) || deadlinePassed(call.getDeadline())) {
           finish(
             new StatusError(grpc.status.DEADLINE_EXCEEDED, "the route ended after its deadline"),
           );
           return;
         }
         const summary = recorder.summary();
-        reportWhenAnswered({ caller: verifiedCaller(call.metadata), routeRecorded: { summary } });
+        reportWhenAnswered(
+          { caller: verifiedCaller(call.metadata), routeRecorded: { summary } },
+          served,
+        );
         finish(null, summary);
       });
       call.on("error", (error) => finish(error));

@@ -64,9 +64,8 @@ export class StatsReporter {
 
   /**
    * Queues an event; never throws, never waits. Its id names the call that caused it: the
-   * caller's span (trace id + parent span id), which a retry of the same call repeats (gRPC
-   * retries resend the call's metadata), so stats counts a retried GetFeature once. A call
-   * that came without trace context gets a random id.
+   * caller's id for the call (x-call-id, which gRPC retries resend unchanged) and the kind of
+   * event, so stats counts a retried GetFeature once. A call without one gets a random id.
    */
   report(event: NewEvent): void {
     if (this.queue.length >= this.options.maxQueued) {
@@ -78,9 +77,8 @@ export class StatsReporter {
     }
     const call = currentCall();
     const traceparent = event.traceparent ?? currentTraceparent();
-    const id = call?.trace.parentSpanId
-      ? `${call.trace.traceId}-${call.trace.parentSpanId}`
-      : randomUUID();
+    const kind = event.routeRecorded ? "route" : "lookup";
+    const id = call?.callId ? `${call.callId}:${kind}` : randomUUID();
     this.queue.push({ id, ...event, ...(traceparent ? { traceparent } : {}) });
     this.sendNext();
   }

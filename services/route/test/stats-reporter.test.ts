@@ -258,32 +258,42 @@ describe("StatsReporter", () => {
     assert.equal(calls.length, 3);
   });
 
-  test("an event reported for a call is named after the caller's span: a retried call's event has the same id, and carries its trace", async () => {
+  test("an event reported for a call is named after the caller's call id and its kind: a retried call's event has the same id, and carries its trace", async () => {
     const fake = new FakeStats();
     const reporter = new StatsReporter(fake.client, logger, options);
     const traceId = "0af7651916cd43dd8448eb211c80319c";
-    // Two attempts of one call (a retry resends the same traceparent), each served by route
-    // with a span of its own; then another call of the same trace; then no call at all.
-    const attempt = (spanId: string, parentSpanId: string) =>
+    const callA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    // Two attempts of one call (a retry resends its x-call-id; a front end may give each its
+    // own span), each served by route with a span of its own; then another call; then a route
+    // recorded under the first call's id (another kind); then no call at all.
+    const attempt = (spanId: string, callId: string, reported: NewEvent) =>
       runInCall(
         {
           method: "/x/GetFeature",
-          trace: { traceId, spanId, parentSpanId, sampled: true },
+          trace: { traceId, spanId, parentSpanId: spanId, sampled: true },
           endListeners: [],
+          callId,
         },
-        () => reporter.report(event("x")),
+        () => reporter.report(reported),
       );
-    attempt("1111111111111111", "aaaaaaaaaaaaaaaa");
+    attempt("1111111111111111", callA, event("x"));
     assert.equal(await reporter.flush(5_000), 0);
-    attempt("2222222222222222", "aaaaaaaaaaaaaaaa");
+    attempt("2222222222222222", callA, event("x"));
     assert.equal(await reporter.flush(5_000), 0);
-    attempt("3333333333333333", "bbbbbbbbbbbbbbbb");
+    attempt("3333333333333333", "b".repeat(32), event("x"));
+    attempt("4444444444444444", callA, {
+      caller: "x",
+      routeRecorded: {
+        summary: { pointCount: 1, featureCount: 0, distanceMeters: 0, elapsedSeconds: 0 },
+      },
+    });
     reporter.report(event("y"));
     assert.equal(await reporter.flush(5_000), 0);
-    const [first, retry, other, outside] = fake.delivered;
-    assert.equal(first?.id, `${traceId}-aaaaaaaaaaaaaaaa`);
+    const [first, retry, other, route, outside] = fake.delivered;
+    assert.equal(first?.id, `${callA}:lookup`);
     assert.equal(retry?.id, first?.id);
-    assert.equal(other?.id, `${traceId}-bbbbbbbbbbbbbbbb`);
+    assert.equal(other?.id, `${"b".repeat(32)}:lookup`);
+    assert.equal(route?.id, `${callA}:route`);
     assert.match(String(outside?.id), /^[0-9a-f-]{36}$/);
     assert.equal(first?.traceparent, `00-${traceId}-1111111111111111-01`);
     assert.equal(outside?.traceparent, undefined);
