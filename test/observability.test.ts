@@ -253,11 +253,14 @@ describeLocalOnly("observability across gateway, route and stats", () => {
       assert.equal(line?.rpc?.code, "INVALID_ARGUMENT");
       assert.equal(line?.severity, "WARNING");
       assert.equal(serverLine("gateway", slow.id, "RecordRoute")?.rpc?.code, "DEADLINE_EXCEEDED");
-      // Route's deadline is the gateway's less a margin; the gateway's cancel can reach route
-      // a moment before route's own clock says the deadline passed.
+      // Route's line is there too. Its code depends on a race route cannot see: when the
+      // gateway's call to route passes its deadline, grpc-js (Node's HTTP/2) half-closes the
+      // stream just before resetting it, so route may take the route as complete and answer
+      // OK before the reset, or see the reset or its own deadline first (see the README's
+      // known limits).
       assert.match(
         String(serverLine("route", slow.id, "RecordRoute")?.rpc?.code),
-        /^(DEADLINE_EXCEEDED|CANCELLED)$/,
+        /^(DEADLINE_EXCEEDED|CANCELLED|OK)$/,
       );
     });
   });
