@@ -2,7 +2,7 @@
 // trace context, so log lines carry the trace without passing it around, and outgoing calls
 // continue the same trace. The server's call observer (rpc-log.ts) sets it for every call.
 import { AsyncLocalStorage } from "node:async_hooks";
-import { formatTraceparent, type TraceContext } from "./trace.js";
+import type { TraceContext } from "./trace.js";
 
 export interface CallContext {
   /** The full method path, e.g. /routeguide.v1.RouteGuideService/GetFeature. */
@@ -63,12 +63,6 @@ export function callWasReset(call: CallContext | undefined = storage.getStore())
 /** Runs `work` as no call's work: background work serving many calls starts its own trace. */
 export function outsideAnyCall<T>(work: () => T): T {
   return storage.exit(work);
-}
-
-/** The traceparent naming the current call, to hand on with work done for it later. */
-export function currentTraceparent(): string | undefined {
-  const call = storage.getStore();
-  return call ? formatTraceparent(call.trace) : undefined;
 }
 
 /**

@@ -18,6 +18,7 @@ import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { type CallContext, currentCall, runInCall, traceFields } from "./call-context.js";
 import type { Logger } from "./logger.js";
+import type { TraceContext } from "./trace.js";
 import {
   childSpan,
   formatTraceparent,
@@ -53,20 +54,25 @@ function logLevelFor(path: string, code: grpc.status): "debug" | "info" | "warn"
 }
 
 /**
- * Whether the call's HTTP/2 stream is already closed (the client reset it), as grpc-js checks
- * before it sends a status. grpc-js has no public way to ask, so this reads its base call's
- * `stream`; without one (another grpc-js layout) it answers false, the old behaviour, and
- * rpc-log.test.ts fails on the cancelled stream case.
+ * The HTTP/2 stream under a server call. grpc-js has no public way to ask about it, so this
+ * reads its base call's `stream`; without one (another grpc-js layout) the checks below answer
+ * false, the old behaviour, and rpc-log.test.ts fails on its cancelled-call cases.
  */
+function baseStream(
+  call: grpc.ServerInterceptingCallInterface,
+): { destroyed?: boolean; closed?: boolean; rstCode?: number } | undefined {
+  return (call as { stream?: { destroyed?: boolean; closed?: boolean; rstCode?: number } }).stream;
+}
+
+/** Whether the stream is already closed (the client reset it), as grpc-js checks before a status. */
 function streamClosed(call: grpc.ServerInterceptingCallInterface): boolean {
-  const stream = (call as { stream?: { destroyed?: boolean; closed?: boolean } }).stream;
+  const stream = baseStream(call);
   return Boolean(stream?.destroyed || stream?.closed);
 }
 
 /** Whether the client reset the stream (RST_STREAM with an error code), e.g. cancelled it. */
 function streamResetByClient(call: grpc.ServerInterceptingCallInterface): boolean {
-  const stream = (call as { stream?: { rstCode?: number } }).stream;
-  return (stream?.rstCode ?? 0) !== 0;
+  return (baseStream(call)?.rstCode ?? 0) !== 0;
 }
 
 /**
@@ -78,8 +84,21 @@ function streamResetByClient(call: grpc.ServerInterceptingCallInterface): boolea
 export const callIdKey = "x-call-id";
 const callIdPattern = /^[0-9a-f]{32}$/;
 
-function roundMs(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
+/** Writes one call line: the call's trace, and what `rpc` says of the call. */
+function writeCallLine(
+  logger: Logger,
+  level: "debug" | "info" | "warn",
+  trace: TraceContext | undefined,
+  rpc: Record<string, unknown>,
+  message: string,
+): void {
+  const parent = trace?.parentSpanId ? { parentSpanId: trace.parentSpanId } : {};
+  logger[level]({ ...(trace ? traceFields(trace) : {}), rpc: { ...rpc, ...parent } }, message);
+}
+
+/** Milliseconds since `startedAt` (performance.now()), to the microsecond. */
+function elapsedMs(startedAt: number): number {
+  return Math.round((performance.now() - startedAt) * 1000) / 1000;
 }
 
 /**
@@ -146,23 +165,22 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
       const sampledOut = trace && !traceInSample(trace.traceId, options.sampleRate);
       if (code === grpc.status.OK && sampledOut) return;
       if (!logger.isLevelEnabled(level)) return;
-      logger[level](
+      writeCallLine(
+        logger,
+        level,
+        trace,
         {
-          ...(trace ? traceFields(trace) : {}),
-          rpc: {
-            side: "server",
-            method: method.path,
-            code: grpc.status[code],
-            ...(code !== grpc.status.OK
-              ? { details: status?.details ?? "the client cancelled or the deadline passed" }
-              : {}),
-            durationMs: roundMs(performance.now() - startedAt),
-            caller: (metadata && options.callerOf?.(metadata)) || undefined,
-            peer: call.getPeer(),
-            received,
-            sent,
-            ...(trace?.parentSpanId ? { parentSpanId: trace.parentSpanId } : {}),
-          },
+          side: "server",
+          method: method.path,
+          code: grpc.status[code],
+          ...(code !== grpc.status.OK
+            ? { details: status?.details ?? "the client cancelled or the deadline passed" }
+            : {}),
+          durationMs: elapsedMs(startedAt),
+          caller: (metadata && options.callerOf?.(metadata)) || undefined,
+          peer: call.getPeer(),
+          received,
+          sent,
         },
         `${method.path} ${grpc.status[code]}`,
       );
@@ -236,20 +254,19 @@ export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Int
               pass(status);
               return;
             }
-            logger[level](
+            writeCallLine(
+              logger,
+              level,
+              trace,
               {
-                ...traceFields(trace),
-                rpc: {
-                  side: "client",
-                  peer,
-                  method,
-                  code: grpc.status[status.code],
-                  ...(ok ? {} : { details: status.details }),
-                  durationMs: roundMs(performance.now() - startedAt),
-                  received,
-                  sent,
-                  ...(trace.parentSpanId ? { parentSpanId: trace.parentSpanId } : {}),
-                },
+                side: "client",
+                peer,
+                method,
+                code: grpc.status[status.code],
+                ...(ok ? {} : { details: status.details }),
+                durationMs: elapsedMs(startedAt),
+                received,
+                sent,
               },
               `→ ${peer} ${method} ${grpc.status[status.code]}`,
             );

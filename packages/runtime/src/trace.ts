@@ -93,11 +93,6 @@ export function formatTraceparent(context: TraceContext): string {
   return `00-${context.traceId}-${context.spanId}-${context.sampled ? "01" : "00"}`;
 }
 
-/** The same for services that read only X-Cloud-Trace-Context (span in decimal). */
-export function formatCloudTraceContext(context: TraceContext): string {
-  return `${context.traceId}/${BigInt(`0x${context.spanId}`).toString(10)};o=${context.sampled ? 1 : 0}`;
-}
-
 /** A new span for a call made within `parent`, or the first span of a new trace. */
 export function childSpan(parent: TraceContext | undefined): TraceContext {
   if (!parent) return { traceId: randomHex(16), spanId: randomHex(8), sampled: false };
