@@ -15,7 +15,7 @@ import { randomUUID } from "node:crypto";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
 import {
   currentCall,
-  currentTraceparent,
+  formatTraceparent,
   type Logger,
   outsideAnyCall,
 } from "@cloudrun-grpc/runtime";
@@ -48,8 +48,8 @@ export class StatsReporter {
   private queue: stats.Event[] = [];
   private sending = false;
   private failures = 0;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private lingerTimer: NodeJS.Timeout | undefined;
+  /** The next send is waiting: a linger for a fuller batch, or a backoff after a failure. */
+  private waitTimer: NodeJS.Timeout | undefined;
   private lastSentAt = Number.NEGATIVE_INFINITY;
   private flushing = 0;
   private dropped = 0;
@@ -76,7 +76,7 @@ export class StatsReporter {
       }
     }
     const call = currentCall();
-    const traceparent = event.traceparent ?? currentTraceparent();
+    const traceparent = call ? formatTraceparent(call.trace) : undefined;
     const kind = event.routeRecorded ? "route" : "lookup";
     const id = call?.callId ? `${call.callId}:${kind}` : randomUUID();
     this.queue.push({ id, ...event, ...(traceparent ? { traceparent } : {}) });
@@ -92,14 +92,10 @@ export class StatsReporter {
     if (this.queue.length === 0 && !this.sending) return 0;
     this.flushing += 1;
     try {
-      if (this.lingerTimer) {
-        clearTimeout(this.lingerTimer);
-        this.lingerTimer = undefined;
-        this.sendNext();
-      }
-      if (this.retryTimer) {
-        clearTimeout(this.retryTimer);
-        this.retryTimer = undefined;
+      // A flush waits for neither a linger nor a backoff.
+      if (this.waitTimer) {
+        clearTimeout(this.waitTimer);
+        this.waitTimer = undefined;
         this.sendNext();
       }
       await new Promise<void>((resolve) => {
@@ -116,7 +112,7 @@ export class StatsReporter {
   }
 
   private sendNext(): void {
-    if (this.sending || this.retryTimer || this.lingerTimer) return;
+    if (this.sending || this.waitTimer) return;
     if (this.queue.length === 0) {
       for (const wake of this.idleWaiters.splice(0)) wake();
       return;
@@ -124,11 +120,7 @@ export class StatsReporter {
     const lingerMs = this.options.lingerMs ?? 0;
     const waitMs = this.lastSentAt + lingerMs - performance.now();
     if (waitMs > 0 && this.queue.length < this.options.maxBatch && this.flushing === 0) {
-      this.lingerTimer = setTimeout(() => {
-        this.lingerTimer = undefined;
-        this.sendNext();
-      }, waitMs);
-      this.lingerTimer.unref();
+      this.sendAfter(waitMs);
       return;
     }
     this.lastSentAt = performance.now();
@@ -148,6 +140,14 @@ export class StatsReporter {
     }
   }
 
+  private sendAfter(ms: number): void {
+    this.waitTimer = setTimeout(() => {
+      this.waitTimer = undefined;
+      this.sendNext();
+    }, ms);
+    this.waitTimer.unref();
+  }
+
   private sent(batch: stats.Event[], error: Error | null): void {
     this.sending = false;
     if (error && this.dropRejectedEvent(batch, error)) {
@@ -163,11 +163,7 @@ export class StatsReporter {
           "stats unreachable: keeping events queued and retrying",
         );
       }
-      this.retryTimer = setTimeout(() => {
-        this.retryTimer = undefined;
-        this.sendNext();
-      }, backoffMs);
-      this.retryTimer.unref();
+      this.sendAfter(backoffMs);
       return;
     }
     if (this.failures > 0) this.logger.info({ after: this.failures }, "stats reachable again");
