@@ -21,8 +21,13 @@ const flags = { endStream: 0x1, ack: 0x1, endHeaders: 0x4 } as const;
 /** SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §6.5.2). */
 export const settingsMaxConcurrentStreams = 0x3;
 
-/** RFC 9113 §7 error codes the tests look for. */
-export const h2Error = { noError: 0x0, protocolError: 0x1, refusedStream: 0x7 } as const;
+/** RFC 9113 §7 error codes the tests look for (or send). */
+export const h2Error = {
+  noError: 0x0,
+  protocolError: 0x1,
+  refusedStream: 0x7,
+  cancel: 0x8,
+} as const;
 
 export interface Frame {
   type: number;
@@ -182,6 +187,52 @@ export class RawH2Connection {
       ]),
     );
     return streamId;
+  }
+
+  /**
+   * Opens a stream with HEADERS for a gRPC POST to `path` and leaves it open: DATA frames follow
+   * with `send`, and it ends with `send(…, true)` (END_STREAM) or `reset` (RST_STREAM alone).
+   */
+  openStream(authority: string, path: string, extra: [string, string][] = []): number {
+    const streamId = this.nextStreamId;
+    this.nextStreamId += 2;
+    const block = headerBlock([
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":authority", authority],
+      [":path", path],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+      ...extra,
+    ]);
+    this.socket.write(frame(frameType.headers, flags.endHeaders, streamId, block));
+    return streamId;
+  }
+
+  /** One DATA frame on an open stream, ending the client's side of it when `end`. */
+  send(streamId: number, body: Buffer, end = false): void {
+    this.socket.write(frame(frameType.data, end ? flags.endStream : 0, streamId, body));
+  }
+
+  /**
+   * RST_STREAM alone, with no END_STREAM before it: how gRPC's C-core and other clients cancel
+   * a call (node:http2 sends END_STREAM first when a stream's writable side is still open).
+   */
+  reset(streamId: number, code: number = h2Error.cancel): void {
+    const payload = Buffer.alloc(4);
+    payload.writeUInt32BE(code, 0);
+    this.socket.write(frame(frameType.rstStream, 0, streamId, payload));
+  }
+
+  /** Whether the server has ended `streamId` (a frame with END_STREAM, or RST_STREAM). */
+  ended(streamId: number): boolean {
+    return this.frames.some(
+      (received) =>
+        received.streamId === streamId &&
+        (received.type === frameType.rstStream ||
+          ((received.type === frameType.headers || received.type === frameType.data) &&
+            (received.flags & flags.endStream) !== 0)),
+    );
   }
 
   /** Resolves once `condition()` holds, checked after every batch of frames and on close. */

@@ -45,6 +45,14 @@ export function encodeRouteChatRequest(
   return lengthDelimited(1, note);
 }
 
+/** routeguide.v1.RecordRouteRequest (and gateway.v1's, the same layout) { point: Point }. */
+export function encodeRecordRouteRequest(point: { latitude: number; longitude: number }): Buffer {
+  return lengthDelimited(
+    1,
+    Buffer.concat([int32Field(1, point.latitude), int32Field(2, point.longitude)]),
+  );
+}
+
 /** One gRPC length-prefixed message: flag 0 (not compressed), 4-byte big-endian length, bytes. */
 export function grpcFrame(message: Uint8Array): Buffer {
   const header = Buffer.alloc(5);

@@ -55,6 +55,14 @@ export const serviceNames = {
 export type ServiceName = (typeof serviceNames)[keyof typeof serviceNames];
 
 /**
+ * Metadata the contracts define (see the .proto comments): a client's idempotency key, and
+ * the RecordRoute mode in which a route ends with an explicit end_of_route message.
+ */
+export const idempotencyKeyHeader = "idempotency-key";
+export const routeEndHeader = "x-route-end";
+export const explicitRouteEnd = "explicit";
+
+/**
  * The methods of `service` that the contract marks safe to call again (`idempotency_level`
  * IDEMPOTENT or NO_SIDE_EFFECTS in the .proto) and whose request is one message: what a
  * client may retry by itself. Client streams are never retried.

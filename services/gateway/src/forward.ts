@@ -4,7 +4,7 @@
 // never buffers a whole stream. Cancellation and deadline reach the peer call through
 // grpc-js's `parent` call option, set where the peer call is made.
 import type { Readable, Writable } from "node:stream";
-import { callWasReset, currentCall, endWithError, fromPeer } from "@cloudrun-grpc/runtime";
+import { currentCall, endWithError, fromPeer, halfCloseSettled } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
 /**
@@ -65,26 +65,38 @@ export function forwardResponses<In, Out>(
   });
 }
 
+export interface ForwardRequestsOptions<Out> {
+  /** A message to send the peer after the caller's last one, when the caller's stream ends. */
+  lastMessage?: () => Out | undefined;
+}
+
 /**
  * Forwards our caller's request stream to the peer and half-closes the peer call at the end.
- * Returns a function that stops reading from the caller (when the peer call is already over).
+ * A half-close that comes with a reset is the caller's cancel (a grpc-js client sends both:
+ * end-of-input.ts): then the peer call is cancelled, never half-closed, so the peer cannot
+ * finish a call its client abandoned. Returns a function that stops reading from the caller
+ * (when the peer call is already over).
  */
 export function forwardRequests<In, Out>(
   call: grpc.ServerReadableStream<In, unknown> | grpc.ServerDuplexStream<In, unknown>,
   upstream: grpc.ClientWritableStream<Out> | grpc.ClientDuplexStream<Out, unknown>,
   map: (message: In) => Out,
+  options: ForwardRequestsOptions<Out> = {},
 ): () => void {
   // The served call, captured now: 'end' can fire after a resume from the peer's 'drain', in
   // another call's async context.
   const served = currentCall();
   const stop = pipeWithBackpressure(call, upstream, map);
-  call.on("end", () => {
-    // An end that comes with the stream already reset is the reset's (Node reports it as an
-    // end first): pass on the cancel, not a half-close that would let the peer finish a call
-    // its client abandoned. (A Node client's cancel also sends a real END_STREAM just before
-    // its RST_STREAM; that one cannot be told apart here: see the README's known limits.)
-    if (callWasReset(served)) upstream.cancel();
-    else upstream.end();
+  call.on("end", async () => {
+    const complete = await halfCloseSettled(served);
+    if (upstream.writableEnded || upstream.destroyed) return;
+    if (!complete) {
+      upstream.cancel();
+      return;
+    }
+    const last = options.lastMessage?.();
+    if (last !== undefined) upstream.write(last);
+    upstream.end();
   });
   return stop;
 }

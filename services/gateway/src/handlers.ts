@@ -1,16 +1,20 @@
 // The gateway's API: RouteGuide and stats calls passed through to the peers, and
 // DescribeArea, which asks both at once and combines the answers.
-import type {
-  GatewayServiceHandlers,
-  RouteGuideServiceClient,
-  routeguide,
-  StatsServiceClient,
-  stats,
+import {
+  explicitRouteEnd,
+  type GatewayServiceHandlers,
+  idempotencyKeyHeader,
+  type RouteGuideServiceClient,
+  routeEndHeader,
+  type routeguide,
+  type StatsServiceClient,
+  type stats,
 } from "@cloudrun-grpc/proto";
 import {
   downstream,
   fromPeer,
   handlerStatus,
+  idempotencyKeyOf,
   type Logger,
   maxTopN,
   OpenStreams,
@@ -56,8 +60,15 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
 
   const handlers: GatewayServiceHandlers = {
     GetFeature(call, callback) {
+      let metadata: grpc.Metadata;
+      try {
+        metadata = routeMetadata(call.metadata);
+      } catch (error) {
+        callback(failed("GetFeature", error));
+        return;
+      }
       ask<routeguide.GetFeatureResponse__Output>("route", (done) =>
-        route.GetFeature({ point: call.request.point }, downstream(call), done),
+        route.GetFeature({ point: call.request.point }, metadata, downstream(call), done),
       ).then(
         ({ feature }) => callback(null, { feature }),
         (error) => callback(failed("GetFeature", error)),
@@ -77,14 +88,39 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     RecordRoute(call, callback) {
-      const upstream = route.RecordRoute(downstream(call), (error, response) => {
+      let metadata: grpc.Metadata;
+      try {
+        metadata = routeMetadata(call.metadata);
+      } catch (error) {
+        callback(failed("RecordRoute", error));
+        return;
+      }
+      // route is called with explicit ends, so that a cancel of this call (which grpc-js sends
+      // as a half-close and a reset) can never reach route as a complete route.
+      metadata.set(routeEndHeader, explicitRouteEnd);
+      const clientEndsExplicitly = call.metadata.get(routeEndHeader)[0] === explicitRouteEnd;
+      let endOfRouteSent = false;
+      const upstream = route.RecordRoute(metadata, downstream(call), (error, response) => {
         if (error) {
           // The route call is over; stop reading what the client still sends.
           stopReading();
           callback(fromPeer("route", error));
         } else callback(null, { summary: response?.summary ?? null });
       });
-      const stopReading = forwardRequests(call, upstream, (message) => ({ point: message.point }));
+      const stopReading = forwardRequests(
+        call,
+        upstream,
+        (message) => {
+          if (message.endOfRoute) endOfRouteSent = true;
+          return { point: message.point, endOfRoute: message.endOfRoute };
+        },
+        {
+          // Our client's stream ended complete: say so to route, unless the client did (or,
+          // having asked for explicit ends itself, did not: then route refuses the route).
+          lastMessage: () =>
+            clientEndsExplicitly || endOfRouteSent ? undefined : { endOfRoute: true },
+        },
+      );
     },
 
     RouteChat(call) {
@@ -164,6 +200,17 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     handlers,
     endWatches: () => watches.endAll("gateway instance is shutting down; watch again"),
   };
+}
+
+/**
+ * Metadata for a call to route on behalf of a client's call: the client's idempotency key,
+ * checked here (INVALID_ARGUMENT), so a repeat of the client's call counts once at route.
+ */
+function routeMetadata(incoming: grpc.Metadata): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  const key = idempotencyKeyOf(incoming);
+  if (key !== undefined) metadata.set(idempotencyKeyHeader, key);
+  return metadata;
 }
 
 interface NamedFeature {

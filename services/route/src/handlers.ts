@@ -1,13 +1,19 @@
 // The four RouteGuide calls. Each validates what it reads (grpc-js decodes missing fields
 // as defaults and never rejects a message itself) and answers with a precise status.
 import { verifiedCaller } from "@cloudrun-grpc/auth-client";
-import type { RouteGuideServiceHandlers, routeguide } from "@cloudrun-grpc/proto";
+import {
+  explicitRouteEnd,
+  type RouteGuideServiceHandlers,
+  routeEndHeader,
+  type routeguide,
+} from "@cloudrun-grpc/proto";
 import {
   type CallContext,
-  callWasReset,
   currentCall,
   endWithError,
+  halfCloseSettled,
   handlerStatus,
+  idempotencyKeyOf,
   invalidArgument,
   type Logger,
   onCallEnd,
@@ -34,7 +40,8 @@ export const maxNoteBytes = 1024;
 
 export interface RouteDependencies {
   features: FeatureIndex;
-  report: (event: NewEvent) => void;
+  /** Queues an event for stats; a call's idempotency key names it (counted once). */
+  report: (event: NewEvent, idempotencyKey?: string) => void;
   logger: Logger;
   limits: RouteLimits;
 }
@@ -47,19 +54,27 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
   // What a call did is reported once its answer has gone out: a call its client cancelled, or
   // whose deadline passed, before the answer was sent is not counted. (A client's cancel can
   // reach a handler as a normal end of its request stream; only the status sent tells.)
-  const reportWhenAnswered = (event: NewEvent, served: CallContext | undefined) => {
-    if (!onCallEnd((code) => code === grpc.status.OK && report(event), served)) report(event);
+  // A call with an idempotency key names its event after the key (see idempotency.ts).
+  const reportWhenAnswered = (
+    event: NewEvent,
+    served: CallContext | undefined,
+    idempotencyKey: string | undefined,
+  ) => {
+    const send = () => report(event, idempotencyKey);
+    if (!onCallEnd((code) => code === grpc.status.OK && send(), served)) send();
   };
 
   return {
     GetFeature(call, callback) {
       try {
         const point = requirePoint(call.request.point, "point");
+        const idempotencyKey = idempotencyKeyOf(call.metadata);
         const found = features.at(point);
         const feature = { name: found?.name ?? "", location: point };
         reportWhenAnswered(
           { caller: verifiedCaller(call.metadata), featureLookedUp: { feature } },
           currentCall(),
+          idempotencyKey,
         );
         callback(null, { feature });
       } catch (error) {
@@ -84,6 +99,10 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
       // Stream events can fire in another call's async context: keep this call's.
       const served = currentCall();
       const recorder = new RouteRecorder(features);
+      let idempotencyKey: string | undefined;
+      // With "x-route-end: explicit" only an end_of_route message makes the route complete.
+      const explicitEnd = call.metadata.get(routeEndHeader)[0] === explicitRouteEnd;
+      let endOfRoute = false;
       let finished = false;
       const finish = (error: unknown, summary?: routeguide.RouteSummary) => {
         if (finished) return;
@@ -95,8 +114,20 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
           callback(failed("RecordRoute", error));
         } else callback(null, { summary });
       };
+      try {
+        idempotencyKey = idempotencyKeyOf(call.metadata);
+      } catch (error) {
+        finish(error);
+        return;
+      }
       call.on("data", (message: routeguide.RecordRouteRequest__Output) => {
         try {
+          if (endOfRoute) throw invalidArgument("nothing may follow the end_of_route message");
+          if (message.endOfRoute) {
+            if (message.point) throw invalidArgument("the end_of_route message carries no point");
+            endOfRoute = true;
+            return;
+          }
           if (recorder.points >= limits.maxRoutePoints) {
             throw new StatusError(
               grpc.status.RESOURCE_EXHAUSTED,
@@ -108,14 +139,28 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
           finish(error);
         }
       });
-      call.on("end", () => {
+      call.on("end", async () => {
         if (finished) return;
-        // Past the deadline the client gets DEADLINE_EXCEEDED, not a summary: not a route. An
-        // end that is a reset (the client cancelled; it reaches us as an end first) is not one
-        // either.
-        if (call.cancelled || callWasReset(served) || deadlinePassed(call.getDeadline())) {
+        // A half-close is a complete route only if no reset comes with it (a grpc-js client's
+        // cancel sends both: end-of-input.ts).
+        const complete = await halfCloseSettled(served);
+        if (finished) return;
+        if (!complete || call.cancelled) {
+          finish(new StatusError(grpc.status.CANCELLED, "the route was cancelled: not recorded"));
+          return;
+        }
+        // Past the deadline the client gets DEADLINE_EXCEEDED, not a summary: not a route.
+        if (deadlinePassed(call.getDeadline())) {
           finish(
             new StatusError(grpc.status.DEADLINE_EXCEEDED, "the route ended after its deadline"),
+          );
+          return;
+        }
+        if (explicitEnd && !endOfRoute) {
+          finish(
+            invalidArgument(
+              `the route ended without its end_of_route message (${routeEndHeader}: ${explicitRouteEnd}): not recorded`,
+            ),
           );
           return;
         }
@@ -123,6 +168,7 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         reportWhenAnswered(
           { caller: verifiedCaller(call.metadata), routeRecorded: { summary } },
           served,
+          idempotencyKey,
         );
         finish(null, summary);
       });

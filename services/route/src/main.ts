@@ -22,7 +22,7 @@ await runService("route", routeConfigSchema, (config, logger) => {
   const handlers = routeGuideHandlers({
     features,
     logger,
-    report: (event) => reporter.report(event),
+    report: (event, idempotencyKey) => reporter.report(event, idempotencyKey),
     limits: { maxRoutePoints: config.ROUTE_MAX_POINTS, maxChatNotes: config.CHAT_MAX_NOTES },
   });
   return {

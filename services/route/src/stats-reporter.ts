@@ -16,6 +16,7 @@ import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
 import {
   currentCall,
   formatTraceparent,
+  idempotentEventId,
   type Logger,
   outsideAnyCall,
 } from "@cloudrun-grpc/runtime";
@@ -63,11 +64,13 @@ export class StatsReporter {
   ) {}
 
   /**
-   * Queues an event; never throws, never waits. Its id names the call that caused it: the
-   * caller's id for the call (x-call-id, which gRPC retries resend unchanged) and the kind of
-   * event, so stats counts a retried GetFeature once. A call without one gets a random id.
+   * Queues an event; never throws, never waits. Its id names the call that caused it, so stats
+   * counts a repeated call once: with the client's idempotency key, the key (scoped by the
+   * event's caller and kind: a repeat is a new call, from the same client); otherwise the
+   * caller's id for the call (x-call-id, which gRPC retries resend unchanged) and the kind. A
+   * call with neither gets a random id.
    */
-  report(event: NewEvent): void {
+  report(event: NewEvent, idempotencyKey?: string): void {
     if (this.queue.length >= this.options.maxQueued) {
       this.queue.shift();
       this.dropped += 1;
@@ -78,7 +81,11 @@ export class StatsReporter {
     const call = currentCall();
     const traceparent = call ? formatTraceparent(call.trace) : undefined;
     const kind = event.routeRecorded ? "route" : "lookup";
-    const id = call?.callId ? `${call.callId}:${kind}` : randomUUID();
+    const id = idempotencyKey
+      ? idempotentEventId(event.caller ?? "", kind, idempotencyKey)
+      : call?.callId
+        ? `${call.callId}:${kind}`
+        : randomUUID();
     this.queue.push({ id, ...event, ...(traceparent ? { traceparent } : {}) });
     this.sendNext();
   }

@@ -1,0 +1,342 @@
+// The counting rule, tried the way clients break it: stats counts a RecordRoute exactly when its
+// end client received an OK answer. Each variant cancels many calls, at one moment of the call,
+// with one kind of client, directly at route or through the gateway, mixed with calls that end
+// OK; the totals stats then shows must equal exactly what the OK calls sent.
+//
+// The two clients cancel differently on the wire:
+// - grpc-js (Node): its cancel closes the HTTP/2 stream with node:http2's close(), which sends
+//   END_STREAM (a half-close) and then RST_STREAM. A server reads a complete request stream an
+//   instant before it learns of the cancel.
+// - a raw HTTP/2 client (test/support/h2-frames.ts) that sends RST_STREAM alone, as gRPC's
+//   C-core does: the request stream never ends, it is reset.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fixedToken, idTokenInterceptor } from "@cloudrun-grpc/auth-client";
+import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
+import {
+  createGatewayClient,
+  createRouteGuideClient,
+  explicitRouteEnd,
+  type GatewayServiceClient,
+  type RouteGuideServiceClient,
+  routeEndHeader,
+  serviceNames,
+} from "@cloudrun-grpc/proto";
+import { connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
+import { deadline, unary } from "./support/grpc.js";
+import { RawH2Connection } from "./support/h2-frames.js";
+import { totalsOf } from "./support/load.js";
+import { encodeRecordRouteRequest, grpcFrame } from "./support/raw-grpc.js";
+import { describeLocalOnly } from "./support/target.js";
+
+/** Cancelled calls per variant: enough for a race to show. */
+const cancelsPerVariant = 50;
+/** Calls that end OK, mixed in with each variant's cancels (every fifth call). */
+const okEvery = 5;
+/** Calls of a variant under way at once. */
+const concurrency = 10;
+/** The deadline of the calls meant to outlive it. */
+const shortDeadlineMs = 150;
+
+type Moment = "before any point" | "midway" | "right after its last point" | "deadline mid-stream";
+const moments: Moment[] = [
+  "before any point",
+  "midway",
+  "right after its last point",
+  "deadline mid-stream",
+];
+
+/** The i-th point of a route: distinct places, so distances are not zero. */
+const pointAt = (i: number) => ({
+  latitude: 400_000_000 + ((i * 1_000_003) % 10_000_000),
+  longitude: -740_000_000 - ((i * 2_000_029) % 10_000_000),
+});
+
+/** How many points call `n` of a variant sends: varied, so a wrongly counted call shows. */
+const pointsOf = (n: number) => 3 + (n % 7);
+
+type Client = "raw RST_STREAM" | "grpc-js, explicit end" | "grpc-js, half-close only";
+
+interface Counted {
+  routes: number;
+  points: number;
+}
+
+interface Path {
+  name: "route" | "gateway";
+  /** The method's path there. */
+  method: string;
+  url: string;
+  token: string;
+  grpcjs: { RecordRoute: RouteGuideServiceClient["RecordRoute"] };
+}
+
+describeLocalOnly("stats counts exactly the RecordRoutes whose client got OK", () => {
+  let stack: Stack;
+  let gateway: GatewayServiceClient;
+  let route: RouteGuideServiceClient;
+  const paths: Path[] = [];
+  const raws: RawH2Connection[] = [];
+
+  before(async () => {
+    stack = await startStack();
+    const auth = stack.auth;
+    assert.ok(auth, "the stack runs with auth");
+    const gatewayToken = await auth.tokenFor("client", stack.gateway.url);
+    // Directly at route, as its one allowed invoker: the gateway's identity.
+    const routeToken = await auth.tokenFor("gateway", stack.route.url);
+    gateway = connectPeer(parsePeerUrl(stack.gateway.url), createGatewayClient, {
+      service: serviceNames.gateway,
+      interceptors: [idTokenInterceptor(fixedToken(stack.gateway.url, gatewayToken))],
+    });
+    route = connectPeer(parsePeerUrl(stack.route.url), createRouteGuideClient, {
+      service: serviceNames.routeGuide,
+      interceptors: [idTokenInterceptor(fixedToken(stack.route.url, routeToken))],
+    });
+    paths.push(
+      {
+        name: "route",
+        method: "/routeguide.v1.RouteGuideService/RecordRoute",
+        url: stack.route.url,
+        token: routeToken,
+        grpcjs: route as Path["grpcjs"],
+      },
+      {
+        name: "gateway",
+        method: "/gateway.v1.GatewayService/RecordRoute",
+        url: stack.gateway.url,
+        token: gatewayToken,
+        grpcjs: gateway as unknown as Path["grpcjs"],
+      },
+    );
+  });
+
+  after(async () => {
+    for (const raw of raws) await raw.close();
+    gateway?.close();
+    route?.close();
+    await stack?.stop();
+  });
+
+  /** Routes and points stats has counted. */
+  async function totals(): Promise<Counted> {
+    const { snapshot } = await unary<{ snapshot: Parameters<typeof totalsOf>[0] }>((done) =>
+      gateway.GetStats({ topN: 1 }, deadline(), done),
+    );
+    const { routesRecorded, pointsRecorded } = totalsOf(snapshot);
+    return { routes: routesRecorded, points: pointsRecorded };
+  }
+
+  /**
+   * Waits until every report route has queued is in stats: a last OK route through `path`
+   * (reports leave route's queue in order) must show in the totals, then a little longer
+   * than route's linger for anything reported late.
+   */
+  async function settledTotals(path: Path, expected: Counted): Promise<Counted> {
+    const points = 2;
+    assert.equal(await grpcjsRecordRoute(path, points, "ok"), 0, "the last route ends OK");
+    const until = Date.now() + 10_000;
+    let now = await totals();
+    while (now.routes < expected.routes + 1 && Date.now() < until) {
+      await sleep(50);
+      now = await totals();
+    }
+    await sleep(300);
+    now = await totals();
+    return { routes: now.routes - 1, points: now.points - points };
+  }
+
+  /**
+   * One RecordRoute of `points` points by grpc-js, ended as `how`; resolves with its code. With
+   * `explicitEnd` the call asks for explicit ends and a complete route ends with end_of_route.
+   */
+  function grpcjsRecordRoute(
+    path: Path,
+    points: number,
+    how: "ok" | Moment,
+    n = 0,
+    explicitEnd = false,
+  ): Promise<grpc.status> {
+    const options = how === "deadline mid-stream" ? deadline(shortDeadlineMs) : deadline();
+    const metadata = new grpc.Metadata();
+    if (explicitEnd) metadata.set(routeEndHeader, explicitRouteEnd);
+    return new Promise((resolve) => {
+      const call = path.grpcjs.RecordRoute(metadata, options, (error: grpc.ServiceError | null) =>
+        resolve(error ? error.code : 0),
+      );
+      const send = (count: number) => {
+        for (let i = 0; i < count; i += 1) call.write({ point: pointAt(n * 100 + i) });
+      };
+      switch (how) {
+        case "ok":
+          send(points);
+          if (explicitEnd) call.write({ endOfRoute: true });
+          call.end();
+          break;
+        case "before any point":
+          // Some calls are cancelled before their headers can have left, some just after.
+          if (n % 2 === 0) call.cancel();
+          else setTimeout(() => call.cancel(), n % 4);
+          break;
+        case "midway":
+          send(Math.ceil(points / 2));
+          setTimeout(() => call.cancel(), n % 3);
+          break;
+        case "right after its last point":
+          send(points);
+          call.cancel();
+          break;
+        case "deadline mid-stream":
+          send(Math.ceil(points / 2));
+          // Nothing more is sent: the deadline passes with the stream open.
+          break;
+      }
+    });
+  }
+
+  /**
+   * One RecordRoute on a raw HTTP/2 stream that never half-closes when cancelled: RST_STREAM
+   * alone. "ok" is not asked of it (its answer is not decoded here); it resolves when the
+   * stream has ended on both sides.
+   */
+  async function rawRecordRoute(
+    raw: RawH2Connection,
+    path: Path,
+    points: number,
+    how: Moment,
+    n: number,
+  ): Promise<void> {
+    const headers: [string, string][] = [["authorization", `Bearer ${path.token}`]];
+    if (how === "deadline mid-stream") headers.push(["grpc-timeout", `${shortDeadlineMs}m`]);
+    const id = raw.openStream(new URL(path.url).host, path.method, headers);
+    const send = (count: number) => {
+      for (let i = 0; i < count; i += 1) {
+        raw.send(id, grpcFrame(encodeRecordRouteRequest(pointAt(n * 100 + i))));
+      }
+    };
+    switch (how) {
+      case "before any point":
+        if (n % 2 === 1) await sleep(n % 4);
+        break;
+      case "midway":
+        send(Math.ceil(points / 2));
+        await sleep(n % 3);
+        break;
+      case "right after its last point":
+        send(points);
+        break;
+      case "deadline mid-stream":
+        send(Math.ceil(points / 2));
+        // The client's deadline passes; C-core then resets the stream, as here.
+        await sleep(shortDeadlineMs + 20);
+        break;
+    }
+    raw.reset(id);
+  }
+
+  /**
+   * Runs `cancelsPerVariant` cancels at each moment with `client` through `path`, every fifth
+   * call ending OK instead; returns what stats counted of them and what the clients saw.
+   */
+  async function runVariants(path: Path, client: Client) {
+    const raw =
+      client === "raw RST_STREAM"
+        ? await RawH2Connection.open("127.0.0.1", Number(new URL(path.url).port))
+        : undefined;
+    if (raw) raws.push(raw);
+    const explicitEnd = client === "grpc-js, explicit end";
+    const expected = await totals();
+    const start = { ...expected };
+    const outcomes = new Map<string, number>();
+    let cancels = 0;
+    for (const moment of moments) {
+      const calls = cancelsPerVariant + Math.ceil(cancelsPerVariant / (okEvery - 1));
+      let next = 0;
+      const worker = async () => {
+        for (let n = next++; n < calls; n = next++) {
+          const points = pointsOf(n);
+          if (n % okEvery === 0) {
+            const code = await grpcjsRecordRoute(path, points, "ok", n, explicitEnd);
+            assert.equal(code, 0, `an uncancelled RecordRoute ends OK (got code ${code})`);
+            expected.routes += 1;
+            expected.points += points;
+            continue;
+          }
+          cancels += 1;
+          if (raw) {
+            await rawRecordRoute(raw, path, points, moment, n);
+            continue;
+          }
+          const code = await grpcjsRecordRoute(path, points, moment, n, explicitEnd);
+          const key = `${moment}: ${grpc.status[code]}`;
+          outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+          // A cancel that lost the race to the answer ends OK at its client: then it counts.
+          if (code === 0) {
+            expected.routes += 1;
+            expected.points += points;
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: concurrency }, worker));
+    }
+    const counted = await settledTotals(path, expected);
+    const diff = (of: Counted) => ({
+      routes: of.routes - start.routes,
+      points: of.points - start.points,
+    });
+    return {
+      counted: diff(counted),
+      ok: diff(expected),
+      cancels,
+      outcomes: Object.fromEntries(outcomes),
+    };
+  }
+
+  for (const client of ["raw RST_STREAM", "grpc-js, explicit end"] as const) {
+    for (const pathName of ["route", "gateway"] as const) {
+      test(`${client}, at ${pathName}: of ${cancelsPerVariant} cancels at each moment none is counted`, {
+        timeout: 120_000,
+      }, async () => {
+        const path = paths.find((candidate) => candidate.name === pathName) as Path;
+        const { counted, ok, outcomes } = await runVariants(path, client);
+        assert.deepEqual(
+          counted,
+          ok,
+          `stats counted exactly the routes whose client got OK (client outcomes: ${JSON.stringify(outcomes)})`,
+        );
+      });
+    }
+  }
+
+  // The boundary: a grpc-js client's cancel is a half-close followed by a reset. Whoever
+  // reads the half-close first answers; when the reset was still in the client's write queue
+  // at that moment (several cancels at once), the answer is OK, route counts the route, and
+  // the client, having cancelled, reports CANCELLED. Never more than that: an over-count is
+  // only ever a cancelled call whose half-close arrived complete.
+  for (const pathName of ["route", "gateway"] as const) {
+    test(`grpc-js, half-close only, at ${pathName}: only cancels that sent a complete stream can count`, {
+      timeout: 120_000,
+    }, async () => {
+      const path = paths.find((candidate) => candidate.name === pathName) as Path;
+      const { counted, ok, cancels, outcomes } = await runVariants(
+        path,
+        "grpc-js, half-close only",
+      );
+      const overCounted = counted.routes - ok.routes;
+      console.log(
+        `# ${pathName}: ${overCounted} of ${cancels} grpc-js cancels counted (${JSON.stringify(outcomes)})`,
+      );
+      assert.ok(
+        overCounted >= 0,
+        `no route that ended OK is lost (${counted.routes} < ${ok.routes})`,
+      );
+      assert.ok(
+        overCounted <= cancels,
+        `at most the cancels are over-counted (${overCounted} > ${cancels})`,
+      );
+      assert.ok(counted.points >= ok.points, "no point of an OK route is lost");
+    });
+  }
+});
