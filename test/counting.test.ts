@@ -10,6 +10,7 @@
 // - a raw HTTP/2 client (test/support/h2-frames.ts) that sends RST_STREAM alone, as gRPC's
 //   C-core does: the request stream never ends, it is reset.
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fixedToken, idTokenInterceptor } from "@cloudrun-grpc/auth-client";
@@ -19,13 +20,14 @@ import {
   createRouteGuideClient,
   explicitRouteEnd,
   type GatewayServiceClient,
+  idempotencyKeyHeader,
   type RouteGuideServiceClient,
   routeEndHeader,
   serviceNames,
 } from "@cloudrun-grpc/proto";
 import { connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
-import { deadline, unary } from "./support/grpc.js";
+import { deadline, failure, unary } from "./support/grpc.js";
 import { RawH2Connection } from "./support/h2-frames.js";
 import { totalsOf } from "./support/load.js";
 import { encodeRecordRouteRequest, grpcFrame } from "./support/raw-grpc.js";
@@ -337,6 +339,58 @@ describeLocalOnly("stats counts exactly the RecordRoutes whose client got OK", (
         `at most the cancels are over-counted (${overCounted} > ${cancels})`,
       );
       assert.ok(counted.points >= ok.points, "no point of an OK route is lost");
+    });
+  }
+
+  // A client that cannot know whether its call was done (the gateway died mid-call: UNAVAILABLE,
+  // read ECONNRESET) repeats it with the same idempotency-key: counted once.
+  for (const pathName of ["route", "gateway"] as const) {
+    test(`idempotency-key at ${pathName}: a repeated call counts once, another key again`, async () => {
+      const path = paths.find((candidate) => candidate.name === pathName) as Path;
+      const client = path.grpcjs as unknown as RouteGuideServiceClient;
+      const at = pointAt(7);
+      const lookups = async () => {
+        const { snapshot } = await unary<{ snapshot: Parameters<typeof totalsOf>[0] }>((done) =>
+          gateway.GetStats({ topN: 1 }, deadline(), done),
+        );
+        return totalsOf(snapshot).featureLookups;
+      };
+      const getFeature = (key: string) => {
+        const metadata = new grpc.Metadata();
+        metadata.set(idempotencyKeyHeader, key);
+        return unary((done) => client.GetFeature({ point: at }, metadata, deadline(), done));
+      };
+      const routeWithKey = (key: string, points: number) =>
+        new Promise<grpc.ServiceError | null>((resolve) => {
+          const metadata = new grpc.Metadata();
+          metadata.set(idempotencyKeyHeader, key);
+          const call = path.grpcjs.RecordRoute(metadata, deadline(), resolve);
+          for (let i = 0; i < points; i += 1) call.write({ point: pointAt(i) });
+          call.end();
+        });
+
+      const before = await totals();
+      const lookupsBefore = await lookups();
+      const key = `${pathName}-${randomUUID()}`;
+      for (let attempt = 0; attempt < 3; attempt += 1) {
+        await getFeature(key);
+        assert.equal(await routeWithKey(key, 4), null, "a keyed RecordRoute ends OK");
+      }
+      await getFeature(`${key}-other`);
+      assert.equal(await routeWithKey(`${key}-other`, 5), null);
+      const counted = await settledTotals(path, { routes: before.routes + 2, points: 0 });
+      assert.deepEqual(
+        { routes: counted.routes - before.routes, points: counted.points - before.points },
+        { routes: 2, points: 4 + 5 },
+        "three calls with one key count once, a call with another key once more",
+      );
+      assert.equal((await lookups()) - lookupsBefore, 2, "look-ups likewise");
+
+      for (const bad of ["", "x".repeat(129), "with space"]) {
+        const error = await failure(getFeature(bad));
+        assert.equal(error.code, grpc.status.INVALID_ARGUMENT, `key ${JSON.stringify(bad)}`);
+        assert.match(error.details, /idempotency-key must be one value of 1 to 128 visible ASCII/);
+      }
     });
   }
 });

@@ -15,8 +15,8 @@ import {
   startService,
   startStack,
 } from "@cloudrun-grpc/local-stack";
-import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
-import { eventually, stackGatewayClient } from "./support/grpc.js";
+import { type GatewayServiceClient, serviceNames } from "@cloudrun-grpc/proto";
+import { eventually, healthStatus, stackGatewayClient } from "./support/grpc.js";
 import { Load, readTotals, sleep, steadyLoad, totalsOnceCaughtUp } from "./support/load.js";
 import { describeLocalOnly } from "./support/target.js";
 
@@ -63,7 +63,26 @@ describeLocalOnly("stats down", () => {
         port: statsPort,
         env: { ...stack.auth?.envFor("stats", stack.stats.url), ...database },
       });
-      await sleep(2_000);
+      // Route's held reports reach stats within 2 s of its serving again (its retries and its
+      // channel's reconnects are at most half a second apart): what the clients did up to that
+      // moment is counted by then.
+      await eventually(
+        () => healthStatus(stack?.stats.url as string, serviceNames.stats).catch(() => ""),
+        (status) => status === "SERVING",
+        20_000,
+      );
+      const servingAt = Date.now();
+      const sentBeforeServing = { ...load.sent };
+      const caughtUp = await totalsOnceCaughtUp(gateway, sentBeforeServing, 10_000);
+      const catchUpMs = Date.now() - servingAt;
+      console.log(`# held reports counted ${catchUpMs} ms after stats served again`);
+      assert.ok(
+        caughtUp.featureLookups >= sentBeforeServing.featureLookups &&
+          caughtUp.routesRecorded >= sentBeforeServing.routesRecorded,
+        "route's held reports reach stats once it serves again",
+      );
+      assert.ok(catchUpMs <= 2_000, `held reports arrive within 2 s, not ${catchUpMs} ms`);
+      await sleep(1_000);
     } finally {
       await load.stop();
     }
@@ -80,9 +99,7 @@ describeLocalOnly("stats down", () => {
     );
 
     await load.marker();
-    // How soon route's reports arrive depends on grpc-js's reconnect backoff and the
-    // reporter's (each at most a few seconds here): the wait is a generous upper bound.
-    const totals = await totalsOnceCaughtUp(gateway, load.sent, 45_000);
+    const totals = await totalsOnceCaughtUp(gateway, load.sent, 20_000);
     assert.deepEqual(totals, load.sent, "stats counted every report exactly once");
   });
 });

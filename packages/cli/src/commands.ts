@@ -1,8 +1,17 @@
 // What the CLI can do, one function per gateway method, each printing readable results
 // through `out`. The local stack's demo runs the same functions.
+import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import type { GatewayServiceClient, gateway, routeguide, stats } from "@cloudrun-grpc/proto";
-import type * as grpc from "@grpc/grpc-js";
+import {
+  explicitRouteEnd,
+  type GatewayServiceClient,
+  type gateway,
+  idempotencyKeyHeader,
+  routeEndHeader,
+  type routeguide,
+  type stats,
+} from "@cloudrun-grpc/proto";
+import * as grpc from "@grpc/grpc-js";
 
 export type Print = (line: string) => void;
 
@@ -11,6 +20,18 @@ export interface CommandContext {
   out: Print;
   /** Per-call deadline in milliseconds from now. */
   timeoutMs: number;
+  /**
+   * The idempotency key of the calls that stats counts (GetFeature, RecordRoute): running a
+   * command again with the same key counts it once. Default: a new random key per call.
+   */
+  idempotencyKey?: string;
+}
+
+/** Metadata for a call stats counts: its idempotency key, so repeating it is safe. */
+function countedCallMetadata(ctx: CommandContext): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set(idempotencyKeyHeader, ctx.idempotencyKey ?? randomUUID());
+  return metadata;
 }
 
 /** Degrees (e.g. 40.9066) to the contract's E7 integers. */
@@ -93,7 +114,7 @@ async function writeAll<Message>(
 
 export async function getFeature(ctx: CommandContext, at: routeguide.Point) {
   const { feature } = await unary<gateway.GetFeatureResponse__Output>((done) =>
-    ctx.client.GetFeature({ point: at }, deadline(ctx), done),
+    ctx.client.GetFeature({ point: at }, countedCallMetadata(ctx), deadline(ctx), done),
   );
   ctx.out(
     feature?.name
@@ -125,16 +146,21 @@ export async function recordRoute(ctx: CommandContext, points: routeguide.Point[
   const result = unary<gateway.RecordRouteResponse__Output>((done) => {
     settle = done;
   });
-  const stream = ctx.client.RecordRoute(deadline(ctx), (error, response) => {
+  // Explicit ends: a cancel of this call (grpc-js sends a half-close, then a reset) can never
+  // be taken for a complete route, which ends with end_of_route.
+  const metadata = countedCallMetadata(ctx);
+  metadata.set(routeEndHeader, explicitRouteEnd);
+  const stream = ctx.client.RecordRoute(metadata, deadline(ctx), (error, response) => {
     callEnded.abort();
     settle(error, response);
   });
   const writing = writeAll(
     stream,
-    points.map((p) => ({ point: p })),
+    [...points.map((p): gateway.RecordRouteRequest => ({ point: p })), { endOfRoute: true }],
     callEnded.signal,
     (index) => {
-      if ((index + 1) % progressEvery === 0) ctx.out(`  sent ${index + 1}/${points.length} points`);
+      if (index < points.length && (index + 1) % progressEvery === 0)
+        ctx.out(`  sent ${index + 1}/${points.length} points`);
     },
   );
   // Both awaited at once: the call's error rejects this function as soon as it arrives.

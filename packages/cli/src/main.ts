@@ -29,6 +29,8 @@ const usage = `usage: routeguide [--gateway URL] [--timeout SECONDS] <command> [
   --token TOKEN      the ID token to send (default: one for the gateway's URL from Application
                      Default Credentials via google-auth-library; $ROUTEGUIDE_TOKEN works too)
   --no-token         send no token (a stack running with AUTH_MODE=off)
+  --idempotency-key KEY   the idempotency-key of get-feature and record-route (default: a new
+                     random one per call); the same key again is counted once
 
 commands (coordinates in decimal degrees: latitude -90 to 90, longitude -180 to 180):
   get-feature LAT LNG                    the feature at a point
@@ -59,6 +61,7 @@ function parse() {
       gateway: { type: "string" },
       token: { type: "string" },
       "no-token": { type: "boolean" },
+      "idempotency-key": { type: "string" },
       timeout: { type: "string", default: "30" },
       top: { type: "string", default: "10" },
       points: { type: "string", default: "1000" },
@@ -77,6 +80,10 @@ const unstash = (arg: string) =>
 const values = {
   ...parsed.values,
   gateway: parsed.values.gateway === undefined ? undefined : unstash(parsed.values.gateway),
+  "idempotency-key":
+    parsed.values["idempotency-key"] === undefined
+      ? undefined
+      : unstash(parsed.values["idempotency-key"]),
   timeout: unstash(parsed.values.timeout),
   top: unstash(parsed.values.top),
   points: unstash(parsed.values.points),
@@ -93,6 +100,13 @@ function wholeNumber(name: string, raw: string, min: number, max: number): numbe
   if (!/^\d+$/.test(raw) || value < min || value > max)
     fail(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
   return value;
+}
+
+/** The --idempotency-key value, checked as the services check it. */
+function idempotencyKey(raw: string): string {
+  if (!/^[\x21-\x7e]{1,128}$/.test(raw))
+    fail(`--idempotency-key must be 1 to 128 visible ASCII characters, got ${JSON.stringify(raw)}`);
+  return raw;
 }
 
 /** A coordinate argument: a finite number of degrees from -limit to limit. */
@@ -123,6 +137,9 @@ const ctx: CommandContext = {
   client,
   out: (line) => process.stdout.write(`${line}\n`),
   timeoutMs: wholeNumber("timeout", values.timeout, 1, 86_400) * 1000,
+  ...(values["idempotency-key"] === undefined
+    ? {}
+    : { idempotencyKey: idempotencyKey(values["idempotency-key"]) }),
 };
 const topN = wholeNumber("top", values.top, 0, 1000);
 

@@ -5,7 +5,7 @@ import { connectPeer, logOutgoingCalls, runService } from "@cloudrun-grpc/runtim
 import { routeConfigSchema } from "./config.js";
 import { FeatureIndex } from "./features.js";
 import { routeGuideHandlers } from "./handlers.js";
-import { StatsReporter } from "./stats-reporter.js";
+import { reporterChannelOptions, StatsReporter } from "./stats-reporter.js";
 
 await runService("route", routeConfigSchema, (config, logger) => {
   const features = FeatureIndex.load();
@@ -16,6 +16,7 @@ await runService("route", routeConfigSchema, (config, logger) => {
       logOutgoingCalls("stats", { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE }),
       ...auth.clientInterceptors(config.STATS_URL.url),
     ],
+    channelOptions: reporterChannelOptions,
   });
   const reporter = new StatsReporter(stats, logger);
   logger.info({ features: features.features.length, stats: config.STATS_URL.url }, "peers");

@@ -39,9 +39,23 @@ export const defaultReporterOptions: ReporterOptions = {
   maxQueued: 50_000,
   maxBatch: 500,
   batchTimeoutMs: 5_000,
-  maxBackoffMs: 5_000,
+  // Held reports must reach stats soon after it serves again (within 2 s): a retry at most
+  // every half second is one small call, even through a long outage.
+  maxBackoffMs: 500,
   lingerMs: 20,
 };
+
+/**
+ * The reporter's channel to stats reconnects at most half a second after stats listens again:
+ * grpc-js's default reconnect backoff grows to 120 s (1 s × 1.6 per attempt), which after a
+ * few seconds' outage left held reports waiting 7 to 13 s. Batches also wait for the channel
+ * to be ready (waitForReady) within their deadline instead of failing at once while it
+ * reconnects, so a batch goes out as soon as the connection is back.
+ */
+export const reporterChannelOptions = {
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 500,
+} as const;
 
 export type NewEvent = Omit<stats.Event, "id" | "kind">;
 
@@ -137,6 +151,7 @@ export class StatsReporter {
       outsideAnyCall(() =>
         this.client.RecordEvents(
           { events: batch },
+          new grpc.Metadata({ waitForReady: true }),
           { deadline: Date.now() + this.options.batchTimeoutMs },
           (error) => this.sent(batch, error),
         ),
