@@ -169,23 +169,8 @@ export class RawH2Connection {
    * as one DATA frame that ends the stream. Returns the stream's id.
    */
   request(authority: string, path: string, body: Buffer, extra: [string, string][] = []): number {
-    const streamId = this.nextStreamId;
-    this.nextStreamId += 2;
-    const block = headerBlock([
-      [":method", "POST"],
-      [":scheme", "http"],
-      [":authority", authority],
-      [":path", path],
-      ["content-type", "application/grpc"],
-      ["te", "trailers"],
-      ...extra,
-    ]);
-    this.socket.write(
-      Buffer.concat([
-        frame(frameType.headers, flags.endHeaders, streamId, block),
-        frame(frameType.data, flags.endStream, streamId, body),
-      ]),
-    );
+    const streamId = this.openStream(authority, path, extra);
+    this.send(streamId, body, true);
     return streamId;
   }
 
