@@ -125,12 +125,14 @@ export function endUserInterceptor(
             if (claimed.length > 0) {
               const caller = verifiedCaller(metadata);
               const [value] = claimed;
-              // Exactly one text value: the gateway never sends more.
+              // One value, as the gateway sends it: several arrive joined by ", " (grpc-js and
+              // Node join repeated headers), and no email the gateway verified has a comma.
               if (
                 caller !== "" &&
                 trusted.has(caller) &&
                 claimed.length === 1 &&
-                typeof value === "string"
+                typeof value === "string" &&
+                !value.includes(",")
               ) {
                 metadata.set(acceptedEndUserKey, value);
               } else dropped(caller, claimed, method.path);
