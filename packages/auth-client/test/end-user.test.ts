@@ -74,7 +74,8 @@ async function startServer(
 ): Promise<Server> {
   const warnings: Warning[] = [];
   const logger = {
-    warn: (details: object, message: string) => warnings.push({ details, message }),
+    warn: (details: object, message: string) =>
+      warnings.push({ details: details as Record<string, unknown>, message }),
   };
   // The verifier must know the server's own URL (its audience) before the server starts.
   const target = `127.0.0.1:${await freePort()}`;
@@ -145,7 +146,7 @@ describe("the end user, from the gateway's caller to route's handler", () => {
     const token = await tokenFor(email, server.audience);
     const made = new EchoClient(server.target, grpc.credentials.createInsecure(), {
       interceptors: [...interceptors, idTokenInterceptor(fixedToken(server.audience, token))],
-    }) as EchoClient;
+    }) as unknown as EchoClient;
     clients.push(made);
     return made;
   };
@@ -257,7 +258,7 @@ describe("the warning for a dropped x-end-user is rate-limited", () => {
     });
     echoClient = new EchoClient(server.target, grpc.credentials.createInsecure(), {
       interceptors: [idTokenInterceptor(fixedToken(server.audience, token))],
-    }) as EchoClient;
+    }) as unknown as EchoClient;
   });
   after(async () => {
     echoClient?.close();
