@@ -88,6 +88,8 @@ module "stats" {
     # Each instance holds this many connections plus one for LISTEN: keep
     # max_instances × (pool + 1) under the instance's max_connections.
     STATS_DATABASE_POOL_MAX = tostring(var.stats_database_pool_max)
+    # Only the gateway may name a call's end user (x-end-user), here and in route's env.
+    AUTH_END_USER_FROM = module.gateway.service_account_email
   }
 
   invokers = {
@@ -111,7 +113,7 @@ module "route" {
   max_instances       = var.max_instances
   labels              = local.common_labels
   deletion_protection = var.deletion_protection
-  env                 = { LOG_LEVEL = var.log_level }
+  env                 = { LOG_LEVEL = var.log_level, AUTH_END_USER_FROM = module.gateway.service_account_email }
   vpc_egress          = local.vpc_egress
   # route sends its reports to stats off the request path: it needs CPU between requests.
   cpu_always_allocated = true

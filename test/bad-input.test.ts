@@ -794,7 +794,8 @@ describeLocalOnly("bad input gets a precise status, and the services stay health
   // Last but one: it leaves stats unable to answer GetStats (see below).
   test("a response over 4 MiB gets RESOURCE_EXHAUSTED, not a crash", bounded, async () => {
     // The only answer here that can grow past 4 MiB is a stats snapshot, which lists every
-    // caller ever counted (callers come from route's verified callers, so in practice a few).
+    // caller ever counted (callers are the gateway's end clients, bounded by its allowed
+    // invokers plus "" for anonymous, so in practice a few).
     // 13,000 callers of 320 characters make one of ~4.4 MB. Stats keeps them, so GetStats and
     // WatchStats fail from now on in this stack: a finding, not what should happen.
     const callerName = (index: number) => `${index}`.padStart(320, "c");

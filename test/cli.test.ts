@@ -88,6 +88,14 @@ describeLocalOnly("the routeguide CLI", () => {
     assert.equal(stats.code, 0, stats.stderr);
     assert.match(stats.stdout, /^Feature look-ups: [1-9]\d*$/m);
     assert.match(stats.stdout, /^Routes recorded: [1-9]/m);
+    // Counted per end client: the CLI's own identity, not the gateway's.
+    const callers = stats.stdout.split("\n").filter((line) => line.startsWith("  caller "));
+    assert.deepEqual(
+      callers.map((line) => line.split(":")[0]),
+      [`  caller ${stack.auth?.emails.client}`],
+      stats.stdout,
+    );
+    assert.match(callers[0] ?? "", /: [1-9]\d* routes, [1-9]\d* look-ups$/);
 
     const watch = await cli([...gateway, "watch-stats", "--updates", "1"]);
     assert.equal(watch.code, 0, watch.stderr);

@@ -86,6 +86,12 @@ describeLocalOnly("bad configuration stops a service with a clear message", () =
       says: /without path/,
     },
     {
+      service: "route",
+      env: { STATS_URL: peers.STATS_URL, AUTH_END_USER_FROM: "gateway-svc" },
+      variable: "AUTH_END_USER_FROM",
+      says: /must be service account emails \(the gateway's\), comma-separated, got "gateway-svc"/,
+    },
+    {
       service: "gateway",
       env: { STATS_URL: peers.STATS_URL },
       variable: "ROUTE_URL",
@@ -118,6 +124,14 @@ describeLocalOnly("bad configuration stops a service with a clear message", () =
     assert.equal(status, 2);
     assert.match(stderr, /STATS_DATABASE_URL: /);
     assert.doesNotMatch(stderr, /s3cret-pass/);
+  });
+
+  test("several bad end-user sources are one line", () => {
+    const { status, stderr } = startWith("stats", { AUTH_END_USER_FROM: "a b@x,c, d@y" });
+    assert.equal(status, 2);
+    const lines = stderr.split("\n").filter((line) => line.includes("AUTH_END_USER_FROM"));
+    assert.equal(lines.length, 1, stderr);
+    assert.match(lines[0] ?? "", /got "a b@x"$/);
   });
 
   test("every bad variable is reported, one line each", () => {

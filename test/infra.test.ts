@@ -276,6 +276,21 @@ describe("infra: the root, against infra/topology.json", () => {
     );
   });
 
+  test("the gateway's callees believe a call's end user from the gateway's service account only", () => {
+    const output = block(module_, "output", "service_account_email");
+    assert.equal(output.value, expr("google_service_account.this.email"));
+    for (const [name, service] of Object.entries(topology)) {
+      const env = (block(root, "module", name).env ?? {}) as Body;
+      if (service.invoked_by.includes("gateway")) {
+        assert.equal(
+          env.AUTH_END_USER_FROM,
+          expr("module.gateway.service_account_email"),
+          `module ${name}: AUTH_END_USER_FROM`,
+        );
+      } else assert.ok(!("AUTH_END_USER_FROM" in env), `module ${name} trusts no end user`);
+    }
+  });
+
   test("stats reaches Cloud SQL as its own service account by IAM: no password anywhere", () => {
     const env = block(root, "module", "stats").env as Body;
     assert.equal(

@@ -1,4 +1,5 @@
 export * from "./config.js";
+export * from "./end-user.js";
 export * from "./interceptors.js";
 export * from "./server-auth.js";
 export * from "./tokens.js";

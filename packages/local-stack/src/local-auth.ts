@@ -49,6 +49,12 @@ export async function startStackAuth(): Promise<StackAuth> {
       const invokers = allowedInvokerEmails(topology, service, localProject);
       // The gateway's external invokers: locally, the local client identity.
       if (service === "gateway") invokers.push(emails.client);
+      // The gateway passes its caller on as the end user; a service it invokes believes that
+      // from the gateway's own identity only (the topology's edge, as Terraform sets it).
+      const endUserFrom: Record<string, string> = {};
+      if (topology.services[service]?.invoked_by.includes("gateway")) {
+        endUserFrom.AUTH_END_USER_FROM = emails.gateway;
+      }
       return {
         AUTH_MODE: "verify",
         AUTH_AUDIENCES: url,
@@ -56,6 +62,7 @@ export async function startStackAuth(): Promise<StackAuth> {
         AUTH_ISSUER: authority.issuer,
         AUTH_JWKS_URL: authority.jwksUrl,
         GCE_METADATA_HOST: authority.metadataHosts[service] as string,
+        ...endUserFrom,
       };
     },
     async tokenFor(identity, audience) {

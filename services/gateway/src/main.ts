@@ -1,5 +1,9 @@
 // gateway: the entry point. Serves gateway.v1 and calls route and stats.
-import { serviceAuth } from "@cloudrun-grpc/auth-client";
+import {
+  endUserForwardingInterceptor,
+  endUserInterceptor,
+  serviceAuth,
+} from "@cloudrun-grpc/auth-client";
 import {
   createRouteGuideClient,
   createStatsClient,
@@ -13,12 +17,16 @@ import { gatewayHandlers } from "./handlers.js";
 await runService("gateway", gatewayConfigSchema, (config, logger) => {
   const auth = serviceAuth(config, logger);
   const rpcLog = { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE };
+  // route and stats count each call for the gateway's verified caller, named on every peer
+  // call. Not with AUTH_MODE=off: nothing is verified, and the peers trust no one then.
+  const endUser = config.AUTH_MODE === "verify" ? [endUserForwardingInterceptor()] : [];
   // Logging first: it carries the trace on and times the whole call, token included.
   const routePeer = withAddresses(config.ROUTE_URL, config.ROUTE_ADDRESSES);
   const route = connectPeer(routePeer, createRouteGuideClient, {
     service: serviceNames.routeGuide,
     interceptors: [
       logOutgoingCalls("route", rpcLog),
+      ...endUser,
       ...auth.clientInterceptors(config.ROUTE_URL.url),
     ],
   });
@@ -26,6 +34,7 @@ await runService("gateway", gatewayConfigSchema, (config, logger) => {
     service: serviceNames.stats,
     interceptors: [
       logOutgoingCalls("stats", rpcLog),
+      ...endUser,
       ...auth.clientInterceptors(config.STATS_URL.url),
     ],
   });
@@ -36,7 +45,8 @@ await runService("gateway", gatewayConfigSchema, (config, logger) => {
   );
   return {
     services: [gatewayService(gateway.handlers)],
-    interceptors: auth.serverInterceptors,
+    // The gateway trusts no caller's x-end-user: a client's is dropped, with a warning.
+    interceptors: [...auth.serverInterceptors, endUserInterceptor([], logger)],
     callerOf: auth.callerOf,
     onDrain: () => gateway.endWatches(),
     afterShutdown: async () => {

@@ -1,4 +1,4 @@
-import { authEnv, checkAuthConfig } from "@cloudrun-grpc/auth-client";
+import { authEnv, checkAuthConfig, endUserEnv } from "@cloudrun-grpc/auth-client";
 import { integerVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 
@@ -6,6 +6,7 @@ export const routeConfigSchema = z
   .object({
     ...serverEnv,
     ...authEnv,
+    ...endUserEnv,
     STATS_URL: peerUrlVar("the stats service"),
     // Bounds on one call's work: past them the call ends with RESOURCE_EXHAUSTED.
     ROUTE_MAX_POINTS: integerVar(100_000, 1, 10_000_000),

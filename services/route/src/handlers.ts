@@ -1,6 +1,6 @@
 // The four RouteGuide calls. Each validates what it reads (grpc-js decodes missing fields
 // as defaults and never rejects a message itself) and answers with a precise status.
-import { verifiedCaller } from "@cloudrun-grpc/auth-client";
+import { endUser } from "@cloudrun-grpc/auth-client";
 import {
   explicitRouteEnd,
   type RouteGuideServiceHandlers,
@@ -72,7 +72,7 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         const found = features.at(point);
         const feature = { name: found?.name ?? "", location: point };
         reportWhenAnswered(
-          { caller: verifiedCaller(call.metadata), featureLookedUp: { feature } },
+          { caller: endUser(call.metadata), featureLookedUp: { feature } },
           currentCall(),
           idempotencyKey,
         );
@@ -166,7 +166,7 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         }
         const summary = recorder.summary();
         reportWhenAnswered(
-          { caller: verifiedCaller(call.metadata), routeRecorded: { summary } },
+          { caller: endUser(call.metadata), routeRecorded: { summary } },
           served,
           idempotencyKey,
         );

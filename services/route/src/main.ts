@@ -1,5 +1,5 @@
 // route: the RouteGuide service. Reports what it did to stats, off the client's path.
-import { serviceAuth } from "@cloudrun-grpc/auth-client";
+import { endUserInterceptor, endUserSources, serviceAuth } from "@cloudrun-grpc/auth-client";
 import { createStatsClient, routeGuideService, serviceNames } from "@cloudrun-grpc/proto";
 import { connectPeer, logOutgoingCalls, runService } from "@cloudrun-grpc/runtime";
 import { routeConfigSchema } from "./config.js";
@@ -28,7 +28,11 @@ await runService("route", routeConfigSchema, (config, logger) => {
   });
   return {
     services: [routeGuideService(handlers)],
-    interceptors: auth.serverInterceptors,
+    // After the auth check: the end user is believed only from the verified gateway.
+    interceptors: [
+      ...auth.serverInterceptors,
+      endUserInterceptor(endUserSources(config, logger), logger),
+    ],
     callerOf: auth.callerOf,
     afterShutdown: async (remainingMs) => {
       // Calls are over; the last reports get the rest of the grace period to reach stats.

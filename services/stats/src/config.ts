@@ -1,4 +1,4 @@
-import { authEnv, checkAuthConfig } from "@cloudrun-grpc/auth-client";
+import { authEnv, checkAuthConfig, endUserEnv } from "@cloudrun-grpc/auth-client";
 import { integerVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 import { databaseTargetVar } from "./db/target.js";
@@ -7,6 +7,7 @@ export const statsConfigSchema = z
   .object({
     ...serverEnv,
     ...authEnv,
+    ...endUserEnv,
     // Watch updates: a burst of changes within this window is sent as one update.
     STATS_WATCH_COALESCE_MS: integerVar(100, 0, 60_000),
     STATS_DATABASE_URL: databaseTargetVar,

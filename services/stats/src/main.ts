@@ -1,5 +1,5 @@
 // stats: records what route reports, serves the aggregates to the gateway.
-import { serviceAuth } from "@cloudrun-grpc/auth-client";
+import { endUserInterceptor, endUserSources, serviceAuth } from "@cloudrun-grpc/auth-client";
 import { statsService } from "@cloudrun-grpc/proto";
 import { Readiness, runService } from "@cloudrun-grpc/runtime";
 import { statsConfigSchema } from "./config.js";
@@ -31,7 +31,12 @@ await runService("stats", statsConfigSchema, (config, logger) => {
   const auth = serviceAuth(config, logger);
   return {
     services: [statsService(stats.handlers)],
-    interceptors: auth.serverInterceptors,
+    // stats counts per event.caller (set by route); this only keeps a caller other than the
+    // gateway from naming an end user, with a warning, as route does.
+    interceptors: [
+      ...auth.serverInterceptors,
+      endUserInterceptor(endUserSources(config, logger), logger),
+    ],
     callerOf: auth.callerOf,
     readiness,
     onDrain: () => stats.endWatches(),

@@ -1,0 +1,162 @@
+// The end user: who called the gateway, passed on to every hop behind it, so stats counts per
+// end client and not every call as the gateway's.
+//
+//   gateway  sets `x-end-user` on each peer call it makes while serving a call, from that call's
+//            verified caller ("" = anonymous, when a public gateway serves a call without a
+//            token). A client's own `x-end-user` never passes: the gateway trusts nobody's, and
+//            grpc-js copies no incoming header to an outgoing call anyway.
+//   route,   accept `x-end-user` only when the immediate caller, as the auth interceptor verified
+//   stats    it, is one of AUTH_END_USER_FROM (the gateway's service account, from the topology).
+//            From anyone else it is dropped with a warning (rate-limited: a caller allowed in
+//            could otherwise flood the logs), and the call is that caller's own.
+//
+// Handlers read the result with `endUser(metadata)`: the accepted end user, else the verified
+// immediate caller.
+import * as grpc from "@grpc/grpc-js";
+import { z } from "zod";
+import type { AuthLogger } from "./config.js";
+import { verifiedCaller } from "./server-auth.js";
+
+/** The end user's email as the gateway sends it to its peers ("" = anonymous). */
+export const endUserKey = "x-end-user";
+
+/**
+ * Where the end-user interceptor leaves an end user it accepted, for `endUser`. A separate
+ * key, removed from every incoming call, so a value here was always checked by this process.
+ */
+export const acceptedEndUserKey = "x-accepted-end-user";
+
+export const endUserEnv = {
+  // The identities whose `x-end-user` is believed: the gateway's service account email
+  // (comma-separated if ever more than one). Unset: none, every call counts as its caller's.
+  AUTH_END_USER_FROM: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const emails = (raw ?? "")
+        .split(",")
+        .map((item) => item.trim())
+        .filter((item) => item !== "");
+      const bad = emails.find((email) => !/^[^\s@]+@[^\s@]+$/.test(email));
+      if (bad !== undefined) {
+        // One issue for the variable, however many items are bad: one line per bad variable.
+        ctx.addIssue({
+          code: "custom",
+          message: `must be service account emails (the gateway's), comma-separated, got ${JSON.stringify(bad)}`,
+        });
+        return z.NEVER;
+      }
+      return emails;
+    }),
+};
+
+export interface EndUserConfig {
+  AUTH_MODE: "verify" | "off";
+  AUTH_END_USER_FROM: string[];
+}
+
+/**
+ * Whose `x-end-user` this service believes. None with AUTH_MODE=off: nothing is verified then,
+ * so an immediate caller could claim to be the gateway too.
+ */
+export function endUserSources(config: EndUserConfig, logger?: AuthLogger): string[] {
+  if (config.AUTH_MODE === "off") return [];
+  if (config.AUTH_END_USER_FROM.length === 0) {
+    logger?.warn(
+      {},
+      "AUTH_END_USER_FROM is empty: no end user is accepted, every call counts as its immediate caller's",
+    );
+  }
+  return config.AUTH_END_USER_FROM;
+}
+
+/** The end user of a call: the one accepted from the gateway, else the verified caller. */
+export function endUser(metadata: grpc.Metadata): string {
+  const [accepted] = metadata.get(acceptedEndUserKey);
+  return typeof accepted === "string" ? accepted : verifiedCaller(metadata);
+}
+
+export interface EndUserInterceptorOptions {
+  /** At most one warning per this many ms; the next one says how many were left out. */
+  warnIntervalMs?: number;
+}
+
+/**
+ * Server side: accepts `x-end-user` from `trustedCallers` only. Must come after the auth
+ * interceptor in the server's list (grpc-js passes incoming metadata through them in list
+ * order), so the caller it reads was verified, never a client's own `x-verified-caller`.
+ */
+export function endUserInterceptor(
+  trustedCallers: readonly string[],
+  logger?: AuthLogger,
+  options: EndUserInterceptorOptions = {},
+): grpc.ServerInterceptor {
+  const trusted = new Set(trustedCallers);
+  const warnIntervalMs = options.warnIntervalMs ?? 60_000;
+  let lastWarning = Number.NEGATIVE_INFINITY;
+  let unlogged = 0;
+  const dropped = (caller: string, claimed: grpc.MetadataValue[], method: string) => {
+    const now = Date.now();
+    if (now - lastWarning < warnIntervalMs) {
+      unlogged += 1;
+      return;
+    }
+    lastWarning = now;
+    logger?.warn(
+      {
+        caller: caller || undefined,
+        method,
+        // The claim is the caller's to choose: bounded, never trusted.
+        claimedEndUser: claimed.map((value) => String(value).slice(0, 200)),
+        droppedSinceLastWarning: unlogged,
+      },
+      `${endUserKey} dropped: only the gateway may name the end user; the call counts as its caller's`,
+    );
+    unlogged = 0;
+  };
+  return (method, call) =>
+    new grpc.ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata(metadata, accept) {
+            const claimed = metadata.get(endUserKey);
+            metadata.remove(endUserKey);
+            metadata.remove(acceptedEndUserKey);
+            if (claimed.length > 0) {
+              const caller = verifiedCaller(metadata);
+              const [value] = claimed;
+              // One value, as the gateway sends it: several arrive joined by ", " (grpc-js and
+              // Node join repeated headers), and no email the gateway verified has a comma.
+              if (
+                caller !== "" &&
+                trusted.has(caller) &&
+                claimed.length === 1 &&
+                typeof value === "string" &&
+                !value.includes(",")
+              ) {
+                metadata.set(acceptedEndUserKey, value);
+              } else dropped(caller, claimed, method.path);
+            }
+            accept(metadata);
+          },
+        });
+      },
+    });
+}
+
+/**
+ * Client side, for the gateway's peer clients: names the end user of the call being served
+ * (grpc-js's `parent` call option, which `downstream(call)` sets on every peer call) on the
+ * outgoing call. A call made for no served call carries none and counts as the gateway's.
+ */
+export function endUserForwardingInterceptor(): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.remove(endUserKey);
+        const served = options.parent;
+        if (served) metadata.set(endUserKey, endUser(served.metadata));
+        next(metadata, listener);
+      },
+    });
+}
