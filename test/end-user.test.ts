@@ -167,6 +167,28 @@ describeLocalOnly("the end user reaches every hop", () => {
     }
   });
 
+  test("an idempotency-key is the end client's own: the same key from two clients counts twice", async () => {
+    const before = await readCallers();
+    const keyed = () => {
+      const metadata = new grpc.Metadata();
+      metadata.set("idempotency-key", "order-42");
+      return metadata;
+    };
+    for (const who of ["client", "ana", "client", "ana"] as const) {
+      await lookUp(await gatewayAs(who), keyed());
+    }
+    const plusOneLookup = (caller: string) => ({
+      routesRecorded: before.get(caller)?.routesRecorded ?? 0,
+      featureLookups: (before.get(caller)?.featureLookups ?? 0) + 1,
+    });
+    await expectCallers(
+      new Map([
+        [clientEmail, plusOneLookup(clientEmail)],
+        [anaEmail, plusOneLookup(anaEmail)],
+      ]),
+    );
+  });
+
   test("a client's own x-end-user to the gateway does not choose its identity", async () => {
     const before = await readCallers();
     const asClient = await gatewayAs("client");
