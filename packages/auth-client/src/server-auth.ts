@@ -4,11 +4,12 @@
 // valid token from an identity that may not call this service, or not this method →
 // PERMISSION_DENIED naming it and the service or method. The details say which check failed
 // and never contain the token. Only health checks need no token (Cloud Run's probes carry
-// none). Reflection needs a token too, and is open to every allowed invoker of the service,
-// whatever methods it was granted: it describes only the service's own API, which its callers
-// hold as the contract anyway. Other grpc.* services (channelz: sockets and call counts) are
-// for invokers allowed every method only; a caller granted some methods (route → stats:
-// RecordEvents) may call those, reflection, and nothing else.
+// none). The grpc.* services other than health (reflection, and channelz when enabled) need
+// a token too and are open to every allowed invoker of the service, whatever methods it was
+// granted: reflection describes only the service's own API, which its callers hold as the
+// contract anyway, and channelz is an opt-in debugging aid (the tests read it as the callers).
+// The methods granted in the topology are those of the service's own API: a caller granted
+// some (route → stats: RecordEvents) may call those and nothing else of that API.
 // Cloud Run's IAM (roles/run.invoker) grants a whole service, never a method: this check is
 // what enforces the methods of infra/topology.json. Unknown methods reach it too (see
 // routeUnknownMethodsThroughInterceptors in @cloudrun-grpc/runtime), so a caller without a
@@ -60,12 +61,6 @@ export function formatAllowedInvoker(invoker: AllowedInvoker): string {
   return invoker.methods ? `${invoker.email}=${invoker.methods.join("|")}` : invoker.email;
 }
 
-/** Server reflection: any allowed invoker may use it (see above). */
-export const reflectionPaths = new Set([
-  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-]);
-
 export interface ServerAuthOptions {
   verifier: IdTokenVerifier;
   /**
@@ -114,11 +109,9 @@ export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerIn
     if (rule === undefined) {
       return status(grpc.status.PERMISSION_DENIED, `${email} may not call ${service}`);
     }
-    // Method names are those of the service's own API. grpc.* services (reflection, channelz)
-    // are not: a caller granted some methods never reaches them, whatever their method names.
-    if (reflectionPaths.has(path) || (!service.startsWith("grpc.") && rule.has(method))) {
-      return email;
-    }
+    // Granted method names are those of the service's own API; grpc.* (reflection, channelz)
+    // is open to every allowed invoker (see above).
+    if (service.startsWith("grpc.") || rule.has(method)) return email;
     return status(grpc.status.PERMISSION_DENIED, `${email} may not call ${service}/${method}`);
   }
 
