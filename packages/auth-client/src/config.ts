@@ -150,7 +150,7 @@ export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAut
     logger?.warn({ authMode: "off" }, "AUTH_MODE=off: calls are not checked and carry no tokens");
     return { serverInterceptors: [], clientInterceptors: () => [], callerOf: () => "" };
   }
-  if (config.AUTH_ALLOWED_INVOKERS.length === 0) {
+  if (config.AUTH_MODE === "verify" && config.AUTH_ALLOWED_INVOKERS.length === 0) {
     logger?.warn(
       {},
       "AUTH_ALLOWED_INVOKERS is empty: every call but health checks will be refused",
