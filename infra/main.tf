@@ -96,6 +96,9 @@ module "stats" {
     gateway = module.gateway.service_account_member
     route   = module.route.service_account_member
   }
+  # What each may call (the gateway reads, route writes): checked in the container, since
+  # roles/run.invoker grants a whole service.
+  invoker_methods = local.topology.stats.invoked_by
 
   depends_on = [google_project_service.apis]
 }
@@ -125,6 +128,7 @@ module "route" {
   invokers = {
     gateway = module.gateway.service_account_member
   }
+  invoker_methods = local.topology.route.invoked_by
 
   depends_on = [google_project_service.apis]
 }
@@ -150,6 +154,10 @@ module "gateway" {
     ROUTE_URL = module.route.url
     STATS_URL = module.stats.url
   }
+
+  # Off by default. On: anyone may call the gateway without a token (served as the anonymous
+  # caller); route and stats are never public (the module refuses it).
+  public = var.gateway_public
 
   # The gateway is the entry point: only identities from outside the topology call it.
   invokers = merge(

@@ -51,6 +51,12 @@ variable "gateway_invokers" {
   }
 }
 
+variable "gateway_public" {
+  description = "Make the gateway public: calls without an ID token are served as the anonymous caller (a token that is sent must still verify), through Cloud Run's invoker_iam_disabled rather than an allUsers binding. route and stats are never public. Default false: only gateway_invokers, the topology's external invokers and routeguide-client may call it."
+  type        = bool
+  default     = false
+}
+
 variable "client_token_creators" {
   description = "Members allowed to mint ID tokens as the routeguide-client service account (roles/iam.serviceAccountOpenIdTokenCreator): the deployer, CI. That account may call the gateway; the smoke call and the deployed test suite use it."
   type        = list(string)

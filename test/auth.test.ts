@@ -1,10 +1,17 @@
 // Service-to-service auth on real processes: every edge of infra/topology.json is allowed,
-// every other caller is refused, bad tokens are refused, and tokens are fetched once.
+// for its methods only, every other caller is refused, bad tokens are refused (before any
+// method lookup), tokens are fetched once, and a public gateway serves calls without a token.
 // The gateway's front door (no token or a bad one is refused) is checked on the deployed stack
 // too, where Cloud Run's front end refuses such calls before the gateway sees them.
 import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
-import { type Stack, type StackServiceName, startStack } from "@cloudrun-grpc/local-stack";
+import {
+  type Stack,
+  type StackServiceName,
+  serviceEntry,
+  startStack,
+} from "@cloudrun-grpc/local-stack";
 import {
   createGatewayClient,
   createRouteGuideClient,
@@ -47,10 +54,14 @@ describeLocalOnly("invoker-scoped auth across the services", () => {
     metadata.set("authorization", `Bearer ${token}`);
     return metadata;
   };
-  /** Calls `callee` directly: stats' GetStats, or route's or the gateway's GetFeature. */
+  /**
+   * Calls `callee` directly: stats' GetStats (or RecordEvents with no events, `write`), or
+   * route's or the gateway's GetFeature.
+   */
   async function callDirect(
     callee: StackServiceName,
     metadata: grpc.Metadata,
+    write = false,
   ): Promise<grpc.ServiceError | undefined> {
     const target = targetOf(stack[callee].url);
     const credentials = grpc.credentials.createInsecure();
@@ -59,6 +70,9 @@ describeLocalOnly("invoker-scoped auth across the services", () => {
       if (callee === "stats") {
         const client = createStatsClient(target, credentials);
         clients.push(client);
+        if (write) {
+          return unary((done) => client.RecordEvents({ events: [] }, metadata, deadline(), done));
+        }
         return unary((done) => client.GetStats({ topN: 1 }, metadata, deadline(), done));
       }
       const client =
@@ -105,14 +119,93 @@ describeLocalOnly("invoker-scoped auth across the services", () => {
     }
   });
   test("every edge of the topology is allowed, with the caller's own token for the callee's URL", async () => {
-    for (const [caller, callee] of [
-      ["gateway", "route"],
-      ["gateway", "stats"],
-      ["route", "stats"],
-      ["client", "gateway"],
-    ] as [Caller, StackServiceName][]) {
-      const error = await callDirect(callee, bearer(await tokenFrom(caller, callee)));
-      assert.equal(error, undefined, `${caller} → ${callee}: ${error?.details}`);
+    for (const [caller, callee, write] of [
+      ["gateway", "route", false],
+      ["gateway", "stats", false],
+      ["route", "stats", true],
+      ["client", "gateway", false],
+    ] as [Caller, StackServiceName, boolean][]) {
+      const error = await callDirect(callee, bearer(await tokenFrom(caller, callee)), write);
+      if (write) {
+        // An empty batch reaches stats' handler, which refuses it: past auth, nothing counted.
+        assert.equal(error?.details, "events must not be empty", `${caller} → ${callee}`);
+      } else assert.equal(error, undefined, `${caller} → ${callee}: ${error?.details}`);
+    }
+  });
+
+  test("an edge allows only its methods: the gateway may not write to stats, route may not read it", async () => {
+    for (const [caller, write, method] of [
+      ["gateway", true, "RecordEvents"],
+      ["route", false, "GetStats"],
+    ] as [Caller, boolean, string][]) {
+      const error = await callDirect("stats", bearer(await tokenFrom(caller, "stats")), write);
+      assert.equal(error?.code, grpc.status.PERMISSION_DENIED, `${caller} → stats ${method}`);
+      assert.equal(
+        error?.details,
+        `${auth().emails[caller]} may not call stats.v1.StatsService/${method}`,
+      );
+    }
+  });
+
+  test("an unknown method is authenticated first: no token → UNAUTHENTICATED, so methods cannot be probed", async () => {
+    const probe = async (callee: StackServiceName, path: string, metadata: grpc.Metadata) => {
+      const client = new grpc.Client(
+        targetOf(stack[callee].url),
+        grpc.credentials.createInsecure(),
+      );
+      try {
+        return await failure(
+          unary((done) =>
+            client.makeUnaryRequest(
+              path,
+              (value: Buffer) => value,
+              (value: Buffer) => value,
+              Buffer.alloc(0),
+              metadata,
+              deadline(),
+              done,
+            ),
+          ),
+        );
+      } finally {
+        client.close();
+      }
+    };
+    const services = {
+      gateway: "gateway.v1.GatewayService",
+      route: "routeguide.v1.RouteGuideService",
+      stats: "stats.v1.StatsService",
+    };
+    for (const [callee, service] of Object.entries(services) as [StackServiceName, string][]) {
+      for (const path of [
+        `/${service}/DeleteEverything`,
+        "/nothing.v1.Here/At",
+        `/${service}/GetFeature`,
+      ]) {
+        const error = await probe(callee, path, new grpc.Metadata());
+        assert.equal(error.code, grpc.status.UNAUTHENTICATED, `${callee}${path}: ${error.details}`);
+        assert.match(error.details, /^missing authorization/);
+      }
+    }
+    // With a token: an invoker allowed every method learns it does not exist; one granted
+    // some methods is refused anything else, unknown methods included.
+    const unknown = "/gateway.v1.GatewayService/Forget";
+    const asClient = await probe("gateway", unknown, bearer(await tokenFrom("client", "gateway")));
+    assert.equal(asClient.code, grpc.status.UNIMPLEMENTED);
+    assert.equal(asClient.details, `The server does not implement the method ${unknown}`);
+    const asGateway = await probe(
+      "stats",
+      "/stats.v1.StatsService/DeleteEverything",
+      bearer(await tokenFrom("gateway", "stats")),
+    );
+    assert.equal(asGateway.code, grpc.status.PERMISSION_DENIED);
+    assert.equal(
+      asGateway.details,
+      `${auth().emails.gateway} may not call stats.v1.StatsService/DeleteEverything`,
+    );
+    // Health stays open to all.
+    for (const callee of ["gateway", "route", "stats"] as const) {
+      assert.equal(await healthStatus(targetOf(stack[callee].url), ""), "SERVING");
     }
   });
 
@@ -167,6 +260,11 @@ describeLocalOnly("invoker-scoped auth across the services", () => {
           /audience is not this service/,
         ],
         [bearer(await signed({ aud: `${aud}/` })), /audience is not this service/],
+        // An array naming this service and another is not a token for this service.
+        [
+          bearer(await signed({ aud: [aud, "https://elsewhere.example.com"] })),
+          /audience is not this service alone/,
+        ],
         [
           bearer(await signed({ aud: aud.replace("http:", "https:") })),
           /audience is not this service/,
@@ -231,6 +329,123 @@ describe("the gateway's front door", () => {
       // Deployed, Cloud Run's front end answers HTTP 401 (grpc-js: UNAUTHENTICATED, with no
       // reason); locally the gateway's own check names the check that failed.
       if (!deployed) assert.match(error.details, details, label);
+    }
+  });
+});
+
+describeLocalOnly("auth configuration", () => {
+  function startWith(service: StackServiceName, env: Record<string, string>) {
+    const result = spawnSync(process.execPath, [serviceEntry(service)], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOST: "127.0.0.1",
+        PORT: "0",
+        ROUTE_URL: "http://127.0.0.1:1",
+        STATS_URL: "http://127.0.0.1:1",
+        STATS_DATABASE_URL: "pglite://memory",
+        ...env,
+      },
+      encoding: "utf8",
+      timeout: 15_000,
+    });
+    return { status: result.status, lines: result.stderr.trim().split("\n") };
+  }
+
+  test("AUTH_MODE=off is refused on Cloud Run (K_SERVICE set), with one clear line", () => {
+    for (const service of ["gateway", "route", "stats"] as const) {
+      const { status, lines } = startWith(service, { AUTH_MODE: "off", K_SERVICE: service });
+      assert.equal(status, 2, lines.join("\n"));
+      assert.deepEqual(lines, [
+        `${service}: config error: AUTH_MODE: off is refused on Cloud Run (K_SERVICE="${service}" is set): use verify, or optional for a public gateway`,
+      ]);
+    }
+  });
+
+  test("route and stats refuse AUTH_MODE=optional: only the gateway may be public", () => {
+    const audiences = { AUTH_AUDIENCES: "http://127.0.0.1:1" };
+    for (const service of ["route", "stats"] as const) {
+      const { status, lines } = startWith(service, { AUTH_MODE: "optional", ...audiences });
+      assert.equal(status, 2, lines.join("\n"));
+      assert.deepEqual(lines, [
+        `${service}: config error: AUTH_MODE: optional is for a public gateway only: this service is never public`,
+      ]);
+    }
+  });
+
+  test("a bad AUTH_ALLOWED_INVOKERS entry is one line naming the variable and the entry", () => {
+    const { status, lines } = startWith("stats", {
+      AUTH_AUDIENCES: "http://127.0.0.1:1",
+      AUTH_ALLOWED_INVOKERS: "ok@p.iam.gserviceaccount.com=GetStats,route@p=record-events",
+    });
+    assert.equal(status, 2);
+    assert.deepEqual(lines, [
+      'stats: config error: AUTH_ALLOWED_INVOKERS: "route@p=record-events": "record-events" is not a method name (e.g. GetStats)',
+    ]);
+  });
+});
+
+describeLocalOnly("a public gateway (AUTH_MODE=optional, Terraform's gateway_public)", () => {
+  let stack: Stack;
+  const cliEntry = new URL("../packages/cli/dist/main.js", import.meta.url).pathname;
+  function cli(args: string[], env: Record<string, string> = {}) {
+    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [cliEntry, ...args], {
+        env: { PATH: process.env.PATH ?? "", ...env },
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (chunk) => (stdout += chunk));
+      child.stderr.on("data", (chunk) => (stderr += chunk));
+      child.on("exit", (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+  before(async () => {
+    stack = await startStack({ publicGateway: true });
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test("the CLI's --no-token is served, as the anonymous caller", async () => {
+    const gateway = ["--gateway", stack.gateway.url, "--timeout", "20", "--no-token"];
+    const got = await cli([...gateway, "get-feature", "40.2223", "-74.93"]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.match(got.stdout, /^Feature at 40\.2223, -74\.93/);
+    const stats = await cli([...gateway, "get-stats", "--top", "1"]);
+    assert.equal(stats.code, 0, stats.stderr);
+    const line = stack.gateway.lines
+      .map((text) => JSON.parse(text))
+      .find((entry) => entry.rpc?.method === "/gateway.v1.GatewayService/GetFeature");
+    assert.equal(line?.rpc?.caller, "anonymous", JSON.stringify(line));
+    assert.equal(line?.rpc?.code, "OK");
+  });
+
+  test("a token that is present must still verify; the local client's good token is served", async () => {
+    const bad = await cli(["--gateway", stack.gateway.url, "--token", "garbage", "get-stats"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /UNAUTHENTICATED/);
+    assert.match(bad.stderr, /not a JWT/);
+    const good = await cli(["--gateway", stack.gateway.url, "get-stats", "--top", "1"], {
+      GCE_METADATA_HOST: stack.auth?.authority.metadataHosts.client as string,
+    });
+    assert.equal(good.code, 0, good.stderr);
+  });
+
+  test("route and stats stay closed: a call without a token is refused", async () => {
+    const route = createRouteGuideClient(
+      targetOf(stack.route.url),
+      grpc.credentials.createInsecure(),
+    );
+    const stats = createStatsClient(targetOf(stack.stats.url), grpc.credentials.createInsecure());
+    try {
+      const refused = [
+        await failure(unary((done) => route.GetFeature({ point: here }, deadline(), done))),
+        await failure(unary((done) => stats.GetStats({ topN: 1 }, deadline(), done))),
+      ];
+      for (const error of refused) assert.equal(error.code, grpc.status.UNAUTHENTICATED);
+    } finally {
+      route.close();
+      stats.close();
     }
   });
 });

@@ -5,7 +5,8 @@
 // outputs, and no variable declared but unused or used but undeclared.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -96,9 +97,89 @@ const withoutComments = (text: string) => text.replace(/^\s*(#|\/\/).*$/gm, "");
 /** The services each service calls, from the topology. */
 function callees(service: string): string[] {
   return Object.entries(topology)
-    .filter(([, callee]) => callee.invoked_by.includes(service))
+    .filter(([, callee]) => service in callee.invoked_by)
     .map(([name]) => name)
     .sort();
+}
+
+/** The HCL source of an expression attribute as hcl2json gives it ("${<expression>}"). */
+const source = (value: unknown) => {
+  const text = String(value);
+  assert.ok(text.startsWith("${") && text.endsWith("}"), `not an expression: ${text}`);
+  return text.slice(2, -1);
+};
+
+const terraformFound = !spawnSync("terraform", ["version"], { stdio: "ignore" }).error;
+
+/**
+ * The module's own expressions, evaluated by terraform itself with the given inputs: its
+ * variables.tf (validations included), its locals and the service's preconditions copied into
+ * a configuration without resources, so no provider is needed (there is no registry here).
+ * Returns the outputs, or terraform's error.
+ */
+function evaluateModule(inputs: Record<string, unknown>): {
+  error?: string;
+  env?: Record<string, string>;
+  invokerIamDisabled?: boolean;
+} {
+  const locals = Object.assign({}, ...Object.values(module_.config.locals ?? {})) as Body;
+  const service = resource(module_, "google_cloud_run_v2_service", "this");
+  const preconditions = (nested(service, "lifecycle").precondition ?? []) as Body[];
+  const dir = mkdtempSync(join(tmpdir(), "grpc-service-eval-"));
+  try {
+    writeFileSync(join(dir, "variables.tf"), module_.files["variables.tf"] as string);
+    writeFileSync(
+      join(dir, "eval.tf"),
+      [
+        "locals {",
+        // The real one reads the project number from a data source (a provider).
+        '  url = "https://svc-123.europe-west1.run.app"',
+        ...["invoker_emails", "allowed_invokers", "container_env"].map(
+          (name) => `  ${name} = ${source(locals[name])}`,
+        ),
+        "}",
+        'output "env" {',
+        "  value = local.container_env",
+        ...preconditions.map(
+          (check) =>
+            `  precondition {\n    condition = ${source(check.condition)}\n    error_message = ${JSON.stringify(check.error_message)}\n  }`,
+        ),
+        "}",
+        `output "invoker_iam_disabled" { value = ${source(service.invoker_iam_disabled)} }`,
+        "",
+      ].join("\n"),
+    );
+    const vars = {
+      project_id: "my-project",
+      region: "europe-west1",
+      service_account_id: "svc-account",
+      image: "image",
+      health_service: "x.v1.X",
+      ingress: "INGRESS_TRAFFIC_ALL",
+      ...inputs,
+    };
+    writeFileSync(join(dir, "terraform.tfvars.json"), JSON.stringify(vars));
+    const run = (args: string[]) =>
+      spawnSync("terraform", args, {
+        cwd: dir,
+        encoding: "utf8",
+        env: { ...process.env, TF_IN_AUTOMATION: "1", CHECKPOINT_DISABLE: "1" },
+      });
+    const init = run(["init", "-input=false", "-no-color"]);
+    assert.equal(init.status, 0, init.stderr);
+    const applied = run(["apply", "-auto-approve", "-input=false", "-no-color"]);
+    if (applied.status !== 0) return { error: applied.stderr.replace(/\s+/g, " ") };
+    const outputs = JSON.parse(run(["output", "-json", "-no-color"]).stdout) as Record<
+      string,
+      { value: unknown }
+    >;
+    return {
+      env: outputs.env?.value as Record<string, string>,
+      invokerIamDisabled: outputs.invoker_iam_disabled?.value as boolean,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 let root: TerraformDir;
@@ -154,12 +235,16 @@ describe("infra: the grpc-service module", () => {
     // Blocks without labels (locals, terraform) are lists of bodies, merged here by index.
     const locals = Object.assign({}, ...Object.values(module_.config.locals ?? {})) as Body;
     assert.match(String(locals.invoker_emails), /values\(var\.invokers\)/);
+    assert.match(String(locals.allowed_invokers), /for label, member in var\.invokers/);
     assert.match(
       String(locals.container_env),
-      /AUTH_ALLOWED_INVOKERS\s*=\s*join\(",", local\.invoker_emails\)/,
+      /AUTH_ALLOWED_INVOKERS\s*=\s*join\(",", local\.allowed_invokers\)/,
     );
     assert.match(String(locals.container_env), /AUTH_AUDIENCES\s*=\s*local\.url/);
-    assert.match(String(locals.container_env), /AUTH_MODE\s*=\s*"verify"/);
+    assert.match(
+      String(locals.container_env),
+      /AUTH_MODE\s*=\s*var\.public \? "optional" : "verify"/,
+    );
   });
 
   test("gives every service its project id, so log lines link their trace to Cloud Trace", () => {
@@ -199,29 +284,57 @@ describe("infra: the root, against infra/topology.json", () => {
 
   test("grants run.invoker on each internal service to exactly its topology callers' service accounts", () => {
     for (const [name, service] of Object.entries(topology)) {
-      if (service.invoked_by.length === 0) continue;
+      if (Object.keys(service.invoked_by).length === 0) continue;
       assert.deepEqual(
         service.external_invokers,
         [],
         `${name}: external invokers of an internal service are not wired in main.tf`,
       );
+      const callers = Object.keys(service.invoked_by);
       const expected = Object.fromEntries(
-        service.invoked_by.map((caller) => [
-          caller,
-          expr(`module.${caller}.service_account_member`),
-        ]),
+        callers.map((caller) => [caller, expr(`module.${caller}.service_account_member`)]),
       );
       assert.deepEqual(
         block(root, "module", name).invokers,
         expected,
-        `module ${name}: invokers must be exactly ${service.invoked_by.join(", ")} (infra/topology.json)`,
+        `module ${name}: invokers must be exactly ${callers.join(", ")} (infra/topology.json)`,
       );
     }
   });
 
+  test("gives each internal service its callers' methods from the topology (checked in the container)", () => {
+    for (const [name, service] of Object.entries(topology)) {
+      const call = block(root, "module", name);
+      if (Object.keys(service.invoked_by).length === 0) {
+        assert.ok(!("invoker_methods" in call), `module ${name}: no topology caller`);
+        continue;
+      }
+      assert.equal(
+        call.invoker_methods,
+        expr(`local.topology.${name}.invoked_by`),
+        `module ${name}: invoker_methods must come from infra/topology.json`,
+      );
+    }
+  });
+
+  test("only the gateway may be public, and only through var.gateway_public (default off)", () => {
+    const variable = block(root, "variable", "gateway_public");
+    assert.equal(variable.type, expr("bool"));
+    assert.equal(variable.default, false);
+    for (const name of Object.keys(topology)) {
+      const call = block(root, "module", name);
+      if (name === "gateway") assert.equal(call.public, expr("var.gateway_public"));
+      else assert.ok(!("public" in call), `module ${name} must never be public`);
+    }
+    const service = resource(module_, "google_cloud_run_v2_service", "this");
+    assert.equal(service.invoker_iam_disabled, expr("var.public"));
+    assert.equal(block(module_, "variable", "public").default, false);
+  });
+
   test("internal services take internal ingress only; the entry point has no topology caller", () => {
     for (const [name, service] of Object.entries(topology)) {
-      const internal = service.invoked_by.length > 0 && service.external_invokers.length === 0;
+      const internal =
+        Object.keys(service.invoked_by).length > 0 && service.external_invokers.length === 0;
       assert.equal(
         block(root, "module", name).ingress,
         internal ? "INGRESS_TRAFFIC_INTERNAL_ONLY" : "INGRESS_TRAFFIC_ALL",
@@ -383,6 +496,88 @@ describe("infra: variables", () => {
       const google = providers.google as Body;
       assert.equal(google.source, "hashicorp/google");
       assert.match(String(google.version), /^~> \d+\.\d+$/);
+    }
+  });
+});
+
+describe("infra: the module's expressions, evaluated by terraform", () => {
+  const skip = terraformFound ? false : "terraform is not on PATH here";
+  const gatewaySa = "serviceAccount:gateway-svc@my-project.iam.gserviceaccount.com";
+  const routeSa = "serviceAccount:route-svc@my-project.iam.gserviceaccount.com";
+
+  test("not public (the default): AUTH_MODE=verify, the invoker IAM check on", { skip }, () => {
+    for (const name of ["gateway", "route", "stats"]) {
+      const result = evaluateModule({ name, invokers: { client: routeSa } });
+      assert.equal(result.error, undefined, result.error);
+      assert.equal(result.env?.AUTH_MODE, "verify", name);
+      assert.equal(result.invokerIamDisabled, false, name);
+    }
+  });
+
+  test("public: the gateway gets AUTH_MODE=optional and invoker_iam_disabled; route and stats are refused", {
+    skip,
+  }, () => {
+    const gateway = evaluateModule({ name: "gateway", public: true, invokers: {} });
+    assert.equal(gateway.error, undefined, gateway.error);
+    assert.equal(gateway.env?.AUTH_MODE, "optional");
+    assert.equal(gateway.invokerIamDisabled, true);
+    for (const name of ["route", "stats"]) {
+      const refused = evaluateModule({ name, public: true, invokers: { gateway: gatewaySa } });
+      assert.match(refused.error ?? "", /Only the gateway may be public/, name);
+    }
+  });
+
+  test("AUTH_ALLOWED_INVOKERS carries each invoker's methods from the topology", { skip }, () => {
+    const result = evaluateModule({
+      name: "stats",
+      invokers: { gateway: gatewaySa, route: routeSa },
+      invoker_methods: topology.stats?.invoked_by,
+    });
+    assert.equal(result.error, undefined, result.error);
+    assert.equal(
+      result.env?.AUTH_ALLOWED_INVOKERS,
+      "gateway-svc@my-project.iam.gserviceaccount.com=GetStats|WatchStats,route-svc@my-project.iam.gserviceaccount.com=RecordEvents",
+    );
+    // An invoker without methods listed may call every method (the gateway's clients).
+    const open = evaluateModule({ name: "gateway", invokers: { client: routeSa } });
+    assert.equal(open.env?.AUTH_ALLOWED_INVOKERS, "route-svc@my-project.iam.gserviceaccount.com");
+    const unknown = evaluateModule({
+      name: "stats",
+      invokers: { route: routeSa },
+      invoker_methods: { gateway: ["GetStats"] },
+    });
+    assert.match(unknown.error ?? "", /invoker_methods names an invoker label/);
+    const badName = evaluateModule({
+      name: "stats",
+      invokers: { route: routeSa },
+      invoker_methods: { route: ["recordEvents"] },
+    });
+    assert.match(badName.error ?? "", /method names such as GetStats/);
+  });
+
+  test("peers takes <SERVICE>_URL names only: no AUTH_JWKS_URL or other settings slipped in", {
+    skip,
+  }, () => {
+    const base = { name: "route", invokers: { gateway: gatewaySa } };
+    const ok = evaluateModule({
+      ...base,
+      peers: { STATS_URL: "https://stats-1.europe-west1.run.app" },
+    });
+    assert.equal(ok.error, undefined, ok.error);
+    assert.equal(ok.env?.STATS_URL, "https://stats-1.europe-west1.run.app");
+    for (const peers of [
+      { AUTH_JWKS_URL: "https://attacker.example/jwks" },
+      { AUTH_URL: "https://attacker.example" },
+      { STATS_DATABASE_URL: "https://stats-1.europe-west1.run.app" },
+      { STATS_URL: "http://stats-1.europe-west1.run.app" },
+      { STATS_URL: "https://stats-1.europe-west1.run.app/path" },
+    ]) {
+      const refused = evaluateModule({ ...base, peers });
+      assert.match(
+        refused.error ?? "",
+        /peers must map <SERVICE>_URL variables/,
+        JSON.stringify(peers),
+      );
     }
   });
 });

@@ -13,10 +13,23 @@ locals {
   # The emails in the invokers' ID tokens: the in-container check of every call.
   invoker_emails = [for member in values(var.invokers) : split(":", member)[1]]
 
+  # The in-container allow-list, per method: "email" (every method) or "email=M1|M2" for an
+  # invoker with an entry in var.invoker_methods. roles/run.invoker below is per service only
+  # (Cloud Run's IAM has no per-method grant): the container's check is what limits methods.
+  allowed_invokers = [
+    for label, member in var.invokers : (
+      contains(keys(var.invoker_methods), label)
+      ? "${split(":", member)[1]}=${join("|", var.invoker_methods[label])}"
+      : split(":", member)[1]
+    )
+  ]
+
   container_env = merge(var.env, var.peers, {
-    AUTH_MODE             = "verify"
+    # optional: calls without a token are served as the anonymous caller; a token that is
+    # present must still verify. Only with var.public (the gateway; see the precondition).
+    AUTH_MODE             = var.public ? "optional" : "verify"
     AUTH_AUDIENCES        = local.url
-    AUTH_ALLOWED_INVOKERS = join(",", local.invoker_emails)
+    AUTH_ALLOWED_INVOKERS = join(",", local.allowed_invokers)
     # Log lines name their trace as projects/<id>/traces/<trace>, which Cloud Logging links
     # to Cloud Trace (Cloud Run sets no variable with the project id).
     GOOGLE_CLOUD_PROJECT = var.project_id
@@ -39,6 +52,24 @@ resource "google_cloud_run_v2_service" "this" {
   ingress             = var.ingress
   labels              = local.labels
   deletion_protection = var.deletion_protection
+
+  # Public the way Cloud Run recommends: the invoker IAM check turned off for this service
+  # (google provider: google_cloud_run_v2_service.invoker_iam_disabled, the Run Admin API v2
+  # field invokerIamDisabled, "Disables IAM permission check for run.routes.invoke for callers
+  # of this service"; https://cloud.google.com/run/docs/authenticating/public), never an
+  # allUsers binding. The container still checks every token that is sent (AUTH_MODE=optional).
+  invoker_iam_disabled = var.public
+
+  lifecycle {
+    precondition {
+      condition     = !var.public || var.name == "gateway"
+      error_message = "Only the gateway may be public: route and stats are internal services, and every call to them needs an ID token."
+    }
+    precondition {
+      condition     = alltrue([for label in keys(var.invoker_methods) : contains(keys(var.invokers), label)])
+      error_message = "invoker_methods names an invoker label that var.invokers does not have."
+    }
+  }
 
   template {
     service_account                  = google_service_account.this.email

@@ -69,14 +69,31 @@ variable "invokers" {
   }
 }
 
+variable "invoker_methods" {
+  description = "Invoker label (a key of invokers) => the methods of this service's own API it may call, e.g. { gateway = [\"GetStats\", \"WatchStats\"] } (from infra/topology.json). An invoker without an entry may call every method. Enforced in the container (AUTH_ALLOWED_INVOKERS email=M1|M2): roles/run.invoker is per service only."
+  type        = map(list(string))
+  default     = {}
+
+  validation {
+    condition     = alltrue(flatten([for label, methods in var.invoker_methods : [for method in methods : can(regex("^[A-Z][A-Za-z0-9]*$", method))]])) && alltrue([for label, methods in var.invoker_methods : length(methods) > 0])
+    error_message = "invoker_methods must map invoker labels to non-empty lists of method names such as GetStats."
+  }
+}
+
+variable "public" {
+  description = "Serve calls without an ID token (as the anonymous caller; a token that is sent must still verify): Cloud Run's invoker IAM check is turned off (invoker_iam_disabled) and AUTH_MODE is optional. Only the gateway may be public (a precondition refuses any other service)."
+  type        = bool
+  default     = false
+}
+
 variable "peers" {
-  description = "Environment variable => URL of each service this one calls (e.g. STATS_URL => the stats module's url output). The URL is also the audience of the ID tokens this service sends there."
+  description = "Peer URL variable => URL of each service this one calls (e.g. STATS_URL => the stats module's url output). The URL is also the audience of the ID tokens this service sends there. Only <SERVICE>_URL names: no AUTH_* (AUTH_JWKS_URL would replace the token issuer's keys) and no other *_URL setting."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = alltrue([for key, url in var.peers : can(regex("^[A-Z][A-Z0-9_]*_URL$", key)) && can(regex("^https://", url))])
-    error_message = "peers must map NAME_URL environment variables to https:// URLs."
+    condition     = alltrue([for key, url in var.peers : can(regex("^[A-Z][A-Z0-9]*_URL$", key)) && !startswith(key, "AUTH_") && can(regex("^https://[^/?#[:space:]]+$", url))])
+    error_message = "peers must map <SERVICE>_URL variables (one word, e.g. STATS_URL; never AUTH_*) to https:// URLs without a path."
   }
 }
 

@@ -1,14 +1,24 @@
 // How a service is told about auth, from its environment (parsed with its other settings):
 //   AUTH_MODE              verify (default): every call needs a verified ID token of an allowed
 //                          invoker, and outgoing calls carry this service's own ID tokens;
-//                          off: neither (explicit, for benchmarks and experiments; never deploy).
+//                          optional (a public gateway only): a call without a token is served
+//                          as the anonymous caller; a token that is present must verify;
+//                          off: neither (explicit, for benchmarks and experiments; never deploy,
+//                          and refused where K_SERVICE says this is Cloud Run).
 //   AUTH_AUDIENCES         this service's own URL(s), comma-separated: a token's aud must equal one.
-//   AUTH_ALLOWED_INVOKERS  emails allowed to call it, comma-separated (from infra/topology.json).
+//   AUTH_ALLOWED_INVOKERS  who may call it, comma-separated (from infra/topology.json): an email
+//                          (every method of the service, and reflection), or
+//                          email=Method1|Method2 (only those methods of the service's own API).
 //   AUTH_ISSUER, AUTH_JWKS_URL   the token issuer and its keys; default: Google.
 import type * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
 import { idTokenInterceptor } from "./interceptors.js";
-import { serverAuthInterceptor, verifiedCaller } from "./server-auth.js";
+import {
+  type AllowedInvoker,
+  parseAllowedInvoker,
+  serverAuthInterceptor,
+  verifiedCaller,
+} from "./server-auth.js";
 import { IdTokenSources } from "./tokens.js";
 import { googleIssuers, IdTokenVerifier } from "./verify.js";
 
@@ -28,30 +38,56 @@ export const authEnv = {
     .optional()
     .transform((raw, ctx) => {
       const mode = raw === undefined || raw.trim() === "" ? "verify" : raw.trim();
-      if (mode === "verify" || mode === "off") return mode;
+      if (mode === "verify" || mode === "optional" || mode === "off") return mode;
       ctx.addIssue({
         code: "custom",
-        message: `must be verify or off, got ${JSON.stringify(raw)}`,
+        message: `must be verify, optional or off, got ${JSON.stringify(raw)}`,
       });
       return z.NEVER;
     }),
   AUTH_AUDIENCES: list,
-  AUTH_ALLOWED_INVOKERS: list,
+  AUTH_ALLOWED_INVOKERS: list.transform((entries, ctx) => {
+    const parsed: AllowedInvoker[] = [];
+    const bad: string[] = [];
+    for (const entry of entries) {
+      const invoker = parseAllowedInvoker(entry);
+      if (typeof invoker === "string") bad.push(invoker);
+      else parsed.push(invoker);
+    }
+    // One line for the variable, naming every bad entry.
+    if (bad.length > 0) {
+      ctx.addIssue({ code: "custom", message: bad.join("; ") });
+      return z.NEVER;
+    }
+    return parsed;
+  }),
   AUTH_ISSUER: z.string().optional(),
   AUTH_JWKS_URL: z.string().optional(),
 };
 
 export interface AuthConfig {
-  AUTH_MODE: "verify" | "off";
+  AUTH_MODE: "verify" | "optional" | "off";
   AUTH_AUDIENCES: string[];
-  AUTH_ALLOWED_INVOKERS: string[];
+  AUTH_ALLOWED_INVOKERS: AllowedInvoker[];
   AUTH_ISSUER?: string | undefined;
   AUTH_JWKS_URL?: string | undefined;
+  /** Set by Cloud Run in every container (serverEnv reads it). */
+  K_SERVICE?: string | undefined;
 }
 
 /** Cross-field checks for a schema that includes `authEnv` (use with `.superRefine`). */
 export function checkAuthConfig(config: AuthConfig, ctx: z.RefinementCtx): void {
-  if (config.AUTH_MODE === "off") return;
+  if (config.AUTH_MODE === "off") {
+    // Cloud Run sets K_SERVICE in every container: off there would serve anyone, unchecked.
+    if (config.K_SERVICE !== undefined && config.K_SERVICE.trim() !== "") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["AUTH_MODE"],
+        message: `off is refused on Cloud Run (K_SERVICE=${JSON.stringify(config.K_SERVICE)} is set): use verify, or optional for a public gateway`,
+      });
+    }
+    return;
+  }
   for (const audience of config.AUTH_AUDIENCES) {
     let origin: string | undefined;
     try {
@@ -69,8 +105,7 @@ export function checkAuthConfig(config: AuthConfig, ctx: z.RefinementCtx): void 
     ctx.addIssue({
       code: "custom",
       path: ["AUTH_AUDIENCES"],
-      message:
-        "is required with AUTH_MODE=verify: this service's own URL(s), e.g. https://route-xyz.a.run.app",
+      message: `is required with AUTH_MODE=${config.AUTH_MODE}: this service's own URL(s), e.g. https://route-xyz.a.run.app`,
     });
   }
   if ((config.AUTH_ISSUER === undefined) !== (config.AUTH_JWKS_URL === undefined)) {
@@ -78,6 +113,20 @@ export function checkAuthConfig(config: AuthConfig, ctx: z.RefinementCtx): void 
       code: "custom",
       path: [config.AUTH_ISSUER === undefined ? "AUTH_ISSUER" : "AUTH_JWKS_URL"],
       message: "AUTH_ISSUER and AUTH_JWKS_URL go together (leave both unset for Google)",
+    });
+  }
+}
+
+/**
+ * For services that must never be public (route, stats: `.superRefine(refusePublicAuth)`):
+ * AUTH_MODE=optional would serve callers without a token. Terraform refuses it too.
+ */
+export function refusePublicAuth(config: Pick<AuthConfig, "AUTH_MODE">, ctx: z.RefinementCtx) {
+  if (config.AUTH_MODE === "optional") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["AUTH_MODE"],
+      message: "optional is for a public gateway only: this service is never public",
     });
   }
 }
@@ -101,7 +150,7 @@ export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAut
     logger?.warn({ authMode: "off" }, "AUTH_MODE=off: calls are not checked and carry no tokens");
     return { serverInterceptors: [], clientInterceptors: () => [], callerOf: () => "" };
   }
-  if (config.AUTH_ALLOWED_INVOKERS.length === 0) {
+  if (config.AUTH_MODE === "verify" && config.AUTH_ALLOWED_INVOKERS.length === 0) {
     logger?.warn(
       {},
       "AUTH_ALLOWED_INVOKERS is empty: every call but health checks will be refused",
@@ -111,11 +160,25 @@ export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAut
     config.AUTH_ISSUER && config.AUTH_JWKS_URL
       ? { [config.AUTH_ISSUER]: config.AUTH_JWKS_URL }
       : googleIssuers;
-  const verifier = new IdTokenVerifier({ audiences: config.AUTH_AUDIENCES, issuers });
+  if (config.AUTH_MODE === "optional") {
+    logger?.warn(
+      { authMode: "optional" },
+      "AUTH_MODE=optional: calls without a token are served as the anonymous caller",
+    );
+  }
+  const verifier = new IdTokenVerifier({
+    audiences: config.AUTH_AUDIENCES,
+    issuers,
+    ...(logger ? { logger } : {}),
+  });
   const sources = new IdTokenSources();
   return {
     serverInterceptors: [
-      serverAuthInterceptor({ verifier, allowedInvokers: config.AUTH_ALLOWED_INVOKERS }),
+      serverAuthInterceptor({
+        verifier,
+        allowedInvokers: config.AUTH_ALLOWED_INVOKERS,
+        anonymous: config.AUTH_MODE === "optional",
+      }),
     ],
     clientInterceptors: (peerUrl) => {
       const source = sources.forAudience(peerUrl);

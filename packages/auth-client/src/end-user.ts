@@ -51,7 +51,7 @@ export const endUserEnv = {
 };
 
 export interface EndUserConfig {
-  AUTH_MODE: "verify" | "off";
+  AUTH_MODE: "verify" | "optional" | "off";
   AUTH_END_USER_FROM: string[];
 }
 

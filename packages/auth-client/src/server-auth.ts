@@ -1,10 +1,21 @@
 // Incoming: one check for every call, at the server's registration point (a grpc-js server
-// interceptor): a verified ID token from an allowed invoker, or the call ends before any
-// handler runs. No, malformed or invalid token → UNAUTHENTICATED; valid token from an identity
-// that may not call this service → PERMISSION_DENIED. The details say which check failed and
-// never contain the token. Only health checks need no token (Cloud Run's probes carry none);
-// reflection shows the whole API, so it needs a token like any call. The verified email
-// reaches handlers in the call's metadata (`verifiedCaller`).
+// interceptor): a verified ID token from an allowed invoker, for a method it is allowed, or
+// the call ends before any handler runs. No, malformed or invalid token → UNAUTHENTICATED;
+// valid token from an identity that may not call this service, or not this method →
+// PERMISSION_DENIED naming it and the service or method. The details say which check failed
+// and never contain the token. Only health checks need no token (Cloud Run's probes carry
+// none). The grpc.* services other than health (reflection, and channelz when enabled) need
+// a token too and are open to every allowed invoker of the service, whatever methods it was
+// granted: reflection describes only the service's own API, which its callers hold as the
+// contract anyway, and channelz is an opt-in debugging aid (the tests read it as the callers).
+// The methods granted in the topology are those of the service's own API: a caller granted
+// some (route → stats: RecordEvents) may call those and nothing else of that API.
+// Cloud Run's IAM (roles/run.invoker) grants a whole service, never a method: this check is
+// what enforces the methods of infra/topology.json. Unknown methods reach it too (see
+// routeUnknownMethodsThroughInterceptors in @cloudrun-grpc/runtime), so a caller without a
+// token learns nothing of which methods exist. The verified email reaches handlers in the
+// call's metadata (`verifiedCaller`); with `anonymous` (AUTH_MODE=optional, a public gateway)
+// a call without a token is let through as `anonymousCaller`.
 import * as grpc from "@grpc/grpc-js";
 import { type IdTokenVerifier, TokenRejected } from "./verify.js";
 
@@ -18,10 +29,47 @@ export const unauthenticatedPaths = new Set([
   "/grpc.health.v1.Health/List",
 ]);
 
+/** The caller of a call that came without a token, where that is allowed (AUTH_MODE=optional). */
+export const anonymousCaller = "anonymous";
+
+/** Who may call: an email, and the methods of the service's own API it may call (all: absent). */
+export interface AllowedInvoker {
+  email: string;
+  methods?: readonly string[];
+}
+
+const emailPattern = /^[^\s@=|,]+@[^\s@=|,]+$/;
+const methodPattern = /^[A-Z][A-Za-z0-9]*$/;
+
+/** `email` or `email=Method1|Method2` (AUTH_ALLOWED_INVOKERS), or what is wrong with it. */
+export function parseAllowedInvoker(entry: string): AllowedInvoker | string {
+  const [email = "", methods, ...rest] = entry.split("=");
+  if (!emailPattern.test(email) || rest.length > 0) {
+    return `${JSON.stringify(entry)} is not an email or email=Method1|Method2`;
+  }
+  if (methods === undefined) return { email };
+  const names = methods.split("|");
+  const bad = names.filter((name) => !methodPattern.test(name));
+  if (bad.length > 0) {
+    return `${JSON.stringify(entry)}: ${bad.map((name) => JSON.stringify(name)).join(", ")} is not a method name (e.g. GetStats)`;
+  }
+  return { email, methods: names };
+}
+
+/** The AUTH_ALLOWED_INVOKERS entry of an invoker. */
+export function formatAllowedInvoker(invoker: AllowedInvoker): string {
+  return invoker.methods ? `${invoker.email}=${invoker.methods.join("|")}` : invoker.email;
+}
+
 export interface ServerAuthOptions {
   verifier: IdTokenVerifier;
-  /** Emails of the identities allowed to call this server (its invokers in the topology). */
-  allowedInvokers: readonly string[];
+  /**
+   * The identities allowed to call this server (its invokers in the topology): an email may
+   * call every method; with `methods`, only those methods of the service's own API.
+   */
+  allowedInvokers: readonly (string | AllowedInvoker)[];
+  /** Serve a call without any authorization header as `anonymousCaller` (a public gateway). */
+  anonymous?: boolean;
 }
 
 /** The email of the verified caller, as set by the auth interceptor ("" if none). */
@@ -31,7 +79,14 @@ export function verifiedCaller(metadata: grpc.Metadata): string {
 }
 
 export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerInterceptor {
-  const allowed = new Set(options.allowedInvokers);
+  // email → "all", or the method names it may call. An email listed twice gets the union.
+  const allowed = new Map<string, "all" | Set<string>>();
+  for (const entry of options.allowedInvokers) {
+    const { email, methods } = typeof entry === "string" ? { email: entry } : entry;
+    const known = allowed.get(email);
+    if (methods === undefined || known === "all") allowed.set(email, "all");
+    else allowed.set(email, new Set([...(known ?? []), ...methods]));
+  }
 
   /** The Bearer token of a call, or the refusal: no, several or a malformed header. */
   function bearerToken(metadata: grpc.Metadata): string | grpc.StatusObject {
@@ -46,11 +101,18 @@ export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerIn
     return match[1] as string;
   }
 
-  /** The caller's email if it may call this server, else the refusal. */
+  /** The caller's email if it may call this method, else the refusal. */
   function permitted(email: string, path: string): string | grpc.StatusObject {
-    if (allowed.has(email)) return email;
-    const service = path.split("/")[1] ?? path;
-    return status(grpc.status.PERMISSION_DENIED, `${email} may not call ${service}`);
+    const rule = allowed.get(email);
+    if (rule === "all") return email;
+    const [, service = path, method = ""] = path.split("/");
+    if (rule === undefined) {
+      return status(grpc.status.PERMISSION_DENIED, `${email} may not call ${service}`);
+    }
+    // Granted method names are those of the service's own API; grpc.* (reflection, channelz)
+    // is open to every allowed invoker (see above).
+    if (service.startsWith("grpc.") || rule.has(method)) return email;
+    return status(grpc.status.PERMISSION_DENIED, `${email} may not call ${service}/${method}`);
   }
 
   /** A token seen for the first time (or expired from the cache): a signature check. */
@@ -82,6 +144,11 @@ export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerIn
                 accept(metadata);
               } else intercepting.sendStatus(outcome);
             };
+            if (options.anonymous && metadata.get("authorization").length === 0) {
+              metadata.set(verifiedCallerKey, anonymousCaller);
+              accept(metadata);
+              return;
+            }
             const token = bearerToken(metadata);
             if (typeof token !== "string") {
               decide(token);

@@ -1,9 +1,13 @@
 // The call graph, from infra/topology.json: for each service, its identity (service account
-// id) and who may invoke it: other services of the topology (`invoked_by`) and identities from
-// outside it (`external_invokers`, IAM member strings such as "user:ana@example.com"; set for
-// the gateway). Terraform reads the same file for service accounts and run.invoker bindings.
+// id) and who may invoke it: other services of the topology, each with the methods of this
+// service it may call (`invoked_by`: caller → ["GetStats", …]), and identities from outside
+// it (`external_invokers`, IAM member strings such as "user:ana@example.com"; set for the
+// gateway; they may call every method). Terraform reads the same file for service accounts,
+// run.invoker bindings (per service: Cloud Run's IAM has no per-method grant) and each
+// service's AUTH_ALLOWED_INVOKERS (email=Method1|Method2), which the service enforces itself.
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import type { AllowedInvoker } from "./server-auth.js";
 
 const serviceName = z.string().regex(/^[a-z][a-z0-9-]*$/, "must be a lowercase service name");
 
@@ -19,7 +23,14 @@ export const topologySchema = z
             /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/,
             "must be a valid service account id (6-30 of a-z, 0-9, -)",
           ),
-        invoked_by: z.array(serviceName),
+        invoked_by: z.record(
+          serviceName,
+          z
+            .array(
+              z.string().regex(/^[A-Z][A-Za-z0-9]*$/, "must be a method name such as GetStats"),
+            )
+            .min(1, "names the methods the caller may call (at least one)"),
+        ),
         // Only members a service can also check itself, by the email in the token.
         external_invokers: z.array(
           z
@@ -34,7 +45,7 @@ export const topologySchema = z
   })
   .superRefine((topology, ctx) => {
     for (const [name, service] of Object.entries(topology.services)) {
-      for (const caller of service.invoked_by) {
+      for (const caller of Object.keys(service.invoked_by)) {
         if (!(caller in topology.services)) {
           ctx.addIssue({
             code: "custom",
@@ -80,25 +91,52 @@ export function serviceAccountEmail(accountId: string, projectId: string): strin
 /** Every caller → callee edge of the topology, sorted, as "caller→callee". */
 export function topologyEdges(topology: Topology): string[] {
   return Object.entries(topology.services)
-    .flatMap(([callee, service]) => service.invoked_by.map((caller) => `${caller}→${callee}`))
+    .flatMap(([callee, service]) =>
+      Object.keys(service.invoked_by).map((caller) => `${caller}→${callee}`),
+    )
+    .sort();
+}
+
+/** Every method each caller may call on each callee, sorted, as "caller→callee/Method". */
+export function topologyMethodEdges(topology: Topology): string[] {
+  return Object.entries(topology.services)
+    .flatMap(([callee, service]) =>
+      Object.entries(service.invoked_by).flatMap(([caller, methods]) =>
+        methods.map((method) => `${caller}→${callee}/${method}`),
+      ),
+    )
     .sort();
 }
 
 /**
- * The emails allowed to invoke `service`: its callers' service accounts in the given project,
- * then its external invokers (their IAM member prefix dropped).
+ * Who may invoke `service`: its callers' service accounts in the given project with the
+ * methods each may call, then its external invokers (their IAM member prefix dropped; every
+ * method).
  */
+export function allowedInvokers(
+  topology: Topology,
+  service: string,
+  projectId: string,
+): AllowedInvoker[] {
+  const entry = topology.services[service];
+  if (!entry) throw new Error(`the topology has no service ${JSON.stringify(service)}`);
+  return [
+    ...Object.entries(entry.invoked_by).map(([caller, methods]) => ({
+      email: serviceAccountEmail(
+        topology.services[caller]?.service_account_id as string,
+        projectId,
+      ),
+      methods,
+    })),
+    ...entry.external_invokers.map((member) => ({ email: member.slice(member.indexOf(":") + 1) })),
+  ];
+}
+
+/** The emails of `allowedInvokers`, whatever their methods. */
 export function allowedInvokerEmails(
   topology: Topology,
   service: string,
   projectId: string,
 ): string[] {
-  const entry = topology.services[service];
-  if (!entry) throw new Error(`the topology has no service ${JSON.stringify(service)}`);
-  return [
-    ...entry.invoked_by.map((caller) =>
-      serviceAccountEmail(topology.services[caller]?.service_account_id as string, projectId),
-    ),
-    ...entry.external_invokers.map((member) => member.slice(member.indexOf(":") + 1)),
-  ];
+  return allowedInvokers(topology, service, projectId).map((invoker) => invoker.email);
 }

@@ -35,6 +35,15 @@ export interface VerifierOptions {
   cacheSize?: number;
   /** Least time between two fetches of a key set for an unknown key id, in ms. */
   keyRefetchCooldownMs?: number;
+  /** Told when a key set could not be fetched (rate-limited: see `keyErrorLogIntervalMs`). */
+  logger?: VerifierLogger;
+  /** Least time between two warnings about failed key fetches, per issuer, in ms. */
+  keyErrorLogIntervalMs?: number;
+}
+
+/** Just what the verifier logs (a pino logger fits). */
+export interface VerifierLogger {
+  warn(details: object, message: string): void;
 }
 
 export interface VerifiedCaller {
@@ -74,7 +83,11 @@ export class IdTokenVerifier {
     for (const [issuer, jwksUrl] of Object.entries(options.issuers)) {
       this.keySets.set(
         issuer,
-        new IssuerKeys(new URL(jwksUrl), options.keyRefetchCooldownMs ?? 30_000),
+        new IssuerKeys(new URL(jwksUrl), options.keyRefetchCooldownMs ?? 30_000, {
+          issuer,
+          logger: options.logger,
+          intervalMs: options.keyErrorLogIntervalMs ?? 60_000,
+        }),
       );
     }
   }
@@ -143,6 +156,14 @@ export class IdTokenVerifier {
       }));
     } catch (error) {
       throw new TokenRejected(describeJoseError(error));
+    }
+    // jose accepts an array `aud` that merely contains one of ours; a token minted for several
+    // services at once is not one for this service: `aud` must be one string (or a
+    // one-element array) equal to one of our audiences.
+    const aud =
+      Array.isArray(payload.aud) && payload.aud.length === 1 ? payload.aud[0] : payload.aud;
+    if (typeof aud !== "string" || !this.options.audiences.includes(aud)) {
+      throw new TokenRejected("token audience is not this service alone");
     }
     const {
       exp,
@@ -217,10 +238,36 @@ class IssuerKeys {
   private static readonly freshForMs = 10 * 60_000;
   private static readonly usableForMs = 24 * 3600_000;
 
+  /** Failed fetches since the last warning, and when that warning was written. */
+  private failuresUnlogged = 0;
+  private lastWarningAt = Number.NEGATIVE_INFINITY;
+
   constructor(
     private readonly url: URL,
     private readonly cooldownMs: number,
+    private readonly log: { issuer: string; logger?: VerifierLogger; intervalMs: number },
   ) {}
+
+  /** A failed fetch: one warning per interval at most, counting the failures in between. */
+  private failed(reason: string): void {
+    this.failuresUnlogged += 1;
+    const now = Date.now();
+    if (!this.log.logger || now - this.lastWarningAt < this.log.intervalMs) return;
+    this.log.logger.warn(
+      {
+        issuer: this.log.issuer,
+        jwksUrl: this.url.href,
+        reason,
+        failures: this.failuresUnlogged,
+        keysHeld: this.keys !== undefined,
+      },
+      this.keys
+        ? "token keys could not be refreshed: keeping the keys held"
+        : "token keys could not be fetched: every token is refused until they are",
+    );
+    this.failuresUnlogged = 0;
+    this.lastWarningAt = now;
+  }
 
   async keyFor(header: JWSHeaderParameters) {
     const now = Date.now();
@@ -244,13 +291,20 @@ class IssuerKeys {
     this.inflight ??= (async () => {
       try {
         const response = await fetch(this.url, { signal: AbortSignal.timeout(5_000) });
-        if (!response.ok) return;
+        if (!response.ok) {
+          this.failed(`HTTP ${response.status}`);
+          return;
+        }
         const jwks = (await response.json()) as JSONWebKeySet;
-        if (!Array.isArray(jwks?.keys)) return;
+        if (!Array.isArray(jwks?.keys)) {
+          this.failed("the answer is not a JWKS");
+          return;
+        }
         this.keys = createLocalJWKSet(jwks);
         this.fetchedAt = Date.now();
-      } catch {
-        // Unreachable or not JSON: keep the keys we have (if any).
+      } catch (error) {
+        // Unreachable or not JSON: keep the keys we have (if any), and say so.
+        this.failed((error as Error)?.message ?? String(error));
       } finally {
         this.inflight = undefined;
       }

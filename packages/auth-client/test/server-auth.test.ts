@@ -4,11 +4,19 @@ import { type AddressInfo, createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/local-authority.js";
-import { serverAuthInterceptor, verifiedCaller, verifiedCallerKey } from "../src/server-auth.js";
+import {
+  anonymousCaller,
+  parseAllowedInvoker,
+  serverAuthInterceptor,
+  verifiedCaller,
+  verifiedCallerKey,
+} from "../src/server-auth.js";
 import { IdTokenVerifier } from "../src/verify.js";
 
 const gateway = "gateway-svc@local-project.iam.gserviceaccount.com";
 const stranger = "stranger@local-project.iam.gserviceaccount.com";
+// Granted one method only, as route is granted RecordEvents on stats.
+const reader = "reader@local-project.iam.gserviceaccount.com";
 
 function unaryMethod(path: string): grpc.MethodDefinition<Buffer, Buffer> {
   return {
@@ -24,6 +32,14 @@ function unaryMethod(path: string): grpc.MethodDefinition<Buffer, Buffer> {
 // A protected method that answers with the caller the handler sees, and a health look-alike.
 const echo: grpc.ServiceDefinition = { Echo: unaryMethod("/test.Echo/Echo") };
 const health: grpc.ServiceDefinition = { Check: unaryMethod("/grpc.health.v1.Health/Check") };
+const write: grpc.ServiceDefinition = { Write: unaryMethod("/test.Echo/Write") };
+// Paths of grpc.* services (reflection, channelz), open to every allowed invoker.
+const reflection: grpc.ServiceDefinition = {
+  Info: unaryMethod("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+};
+const channelzEcho: grpc.ServiceDefinition = {
+  Echo: unaryMethod("/grpc.channelz.v1.Channelz/Echo"),
+};
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -42,7 +58,7 @@ describe("serverAuthInterceptor", () => {
   let handled = 0;
 
   before(async () => {
-    authority = await startLocalTokenAuthority({ identities: { gateway, stranger } });
+    authority = await startLocalTokenAuthority({ identities: { gateway, stranger, reader } });
     // The verifier must know the server's own URL (its audience) before the server starts.
     const port = await freePort();
     target = `127.0.0.1:${port}`;
@@ -54,7 +70,7 @@ describe("serverAuthInterceptor", () => {
             audiences: [audience],
             issuers: { [authority.issuer]: authority.jwksUrl },
           }),
-          allowedInvokers: [gateway],
+          allowedInvokers: [gateway, { email: reader, methods: ["Echo"] }],
         }),
       ],
     });
@@ -67,6 +83,9 @@ describe("serverAuthInterceptor", () => {
     };
     server.addService(echo, { Echo: answer });
     server.addService(health, { Check: answer });
+    server.addService(write, { Write: answer });
+    server.addService(reflection, { Info: answer });
+    server.addService(channelzEcho, { Echo: answer });
     await new Promise<number>((resolve, reject) =>
       server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (error, bound) =>
         error ? reject(error) : resolve(bound),
@@ -160,5 +179,158 @@ describe("serverAuthInterceptor", () => {
     const result = await call(health, new grpc.Metadata());
     assert.equal(result.error, undefined);
     assert.equal(result.caller, "");
+  });
+
+  test("an invoker granted some methods calls those and grpc.* services; any other method: PERMISSION_DENIED naming it and the method", async () => {
+    const token = await tokenFor(reader);
+    assert.equal((await call(echo, bearer(token))).caller, reader);
+    assert.equal((await call(reflection, bearer(token))).caller, reader);
+    assert.equal((await call(channelzEcho, bearer(token))).caller, reader);
+    const before = handled;
+    const denied = await call(write, bearer(token));
+    assert.equal(denied.error?.code, grpc.status.PERMISSION_DENIED);
+    assert.equal(denied.error?.details, `${reader} may not call test.Echo/Write`);
+    assert.equal(handled, before);
+    // An invoker allowed every method reaches them all.
+    for (const definition of [echo, write, reflection, channelzEcho]) {
+      assert.equal((await call(definition, bearer(await tokenFor(gateway)))).caller, gateway);
+    }
+    // grpc.* needs a token like any call.
+    assert.equal(
+      (await call(channelzEcho, new grpc.Metadata())).error?.code,
+      grpc.status.UNAUTHENTICATED,
+    );
+  });
+
+  test("a call without a token is refused even with optional auth off (the default)", async () => {
+    const { error } = await call(echo, new grpc.Metadata());
+    assert.equal(error?.code, grpc.status.UNAUTHENTICATED);
+  });
+});
+
+describe("parseAllowedInvoker (AUTH_ALLOWED_INVOKERS entries)", () => {
+  test("an email, or an email with the methods it may call", () => {
+    assert.deepEqual(parseAllowedInvoker("a@p.iam.gserviceaccount.com"), {
+      email: "a@p.iam.gserviceaccount.com",
+    });
+    assert.deepEqual(parseAllowedInvoker("a@p.iam=GetStats|WatchStats"), {
+      email: "a@p.iam",
+      methods: ["GetStats", "WatchStats"],
+    });
+  });
+
+  test("anything else says what is wrong", () => {
+    assert.match(
+      String(parseAllowedInvoker("not-an-email")),
+      /is not an email or email=Method1\|Method2/,
+    );
+    assert.match(String(parseAllowedInvoker("a@p=GetStats=x")), /is not an email/);
+    assert.match(String(parseAllowedInvoker("a@p=")), /"" is not a method name/);
+    assert.match(
+      String(parseAllowedInvoker("a@p=getStats|/x")),
+      /"getStats", "\/x" is not a method name/,
+    );
+  });
+});
+
+describe("serverAuthInterceptor with anonymous callers allowed (AUTH_MODE=optional)", () => {
+  let authority: LocalTokenAuthority;
+  let server: grpc.Server;
+  let target: string;
+
+  before(async () => {
+    authority = await startLocalTokenAuthority({ identities: { gateway, stranger } });
+    const port = await freePort();
+    target = `127.0.0.1:${port}`;
+    server = new grpc.Server({
+      interceptors: [
+        serverAuthInterceptor({
+          verifier: new IdTokenVerifier({
+            audiences: [`http://${target}`],
+            issuers: { [authority.issuer]: authority.jwksUrl },
+          }),
+          allowedInvokers: [gateway],
+          anonymous: true,
+        }),
+      ],
+    });
+    server.addService(echo, {
+      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+        callback(null, Buffer.from(verifiedCaller(call.metadata))),
+    });
+    await new Promise<number>((resolve, reject) =>
+      server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (error, bound) =>
+        error ? reject(error) : resolve(bound),
+      ),
+    );
+  });
+  after(async () => {
+    server?.forceShutdown();
+    await authority?.close();
+  });
+
+  async function echoAs(metadata: grpc.Metadata) {
+    const Client = grpc.makeGenericClientConstructor(echo, "Test");
+    const client = new Client(target, grpc.credentials.createInsecure());
+    try {
+      return await new Promise<{ caller?: string; error?: grpc.ServiceError }>((resolve) =>
+        (client as unknown as Record<string, (...args: unknown[]) => void>).Echo?.(
+          Buffer.alloc(0),
+          metadata,
+          (error: grpc.ServiceError | null, response?: Buffer) =>
+            resolve(error ? { error } : { caller: String(response) }),
+        ),
+      );
+    } finally {
+      client.close();
+    }
+  }
+  const withAuthorization = (value: string) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", value);
+    return metadata;
+  };
+  const token = (email: string, aud = `http://${target}`) => {
+    const now = Math.floor(Date.now() / 1000);
+    return authority.sign({
+      iss: authority.issuer,
+      aud,
+      email,
+      email_verified: true,
+      iat: now,
+      exp: now + 3600,
+    });
+  };
+
+  test("no token: served as the anonymous caller, who cannot be claimed", async () => {
+    assert.deepEqual(await echoAs(new grpc.Metadata()), { caller: anonymousCaller });
+    const claiming = new grpc.Metadata();
+    claiming.set(verifiedCallerKey, gateway);
+    assert.deepEqual(await echoAs(claiming), { caller: anonymousCaller });
+  });
+
+  test("a token that is present must verify; the allow-list still applies to it", async () => {
+    assert.deepEqual(await echoAs(withAuthorization(`Bearer ${await token(gateway)}`)), {
+      caller: gateway,
+    });
+    const cases: [grpc.Metadata, grpc.status, RegExp][] = [
+      [withAuthorization("Bearer garbage"), grpc.status.UNAUTHENTICATED, /not a JWT/],
+      [withAuthorization("Basic dXNlcjpwYXNz"), grpc.status.UNAUTHENTICATED, /not a Bearer token/],
+      [
+        withAuthorization(`Bearer ${await token(gateway, "http://other.example")}`),
+        grpc.status.UNAUTHENTICATED,
+        /audience is not this service/,
+      ],
+      [
+        withAuthorization(`Bearer ${await token(stranger)}`),
+        grpc.status.PERMISSION_DENIED,
+        /may not call test\.Echo/,
+      ],
+    ];
+    for (const [metadata, code, details] of cases) {
+      const { error } = await echoAs(metadata);
+      assert.equal(error?.code, code, String(details));
+      assert.match(error?.details ?? "", details);
+    }
   });
 });

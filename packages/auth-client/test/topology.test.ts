@@ -3,7 +3,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { allowedInvokerEmails, loadTopology } from "../src/topology.js";
+import {
+  allowedInvokerEmails,
+  allowedInvokers,
+  loadTopology,
+  topologyMethodEdges,
+} from "../src/topology.js";
 
 function topologyFile(content: unknown): string {
   const path = join(mkdtempSync(join(tmpdir(), "topology-")), "topology.json");
@@ -11,9 +16,9 @@ function topologyFile(content: unknown): string {
   return path;
 }
 
-const service = (invokedBy: string[], id: string) => ({
+const service = (invokedBy: string[], id: string, methods = ["Call"]) => ({
   service_account_id: id,
-  invoked_by: invokedBy,
+  invoked_by: Object.fromEntries(invokedBy.map((caller) => [caller, methods])),
   external_invokers: [],
 });
 
@@ -25,6 +30,10 @@ describe("topology", () => {
       `${topology.services.route?.service_account_id}@my-project.iam.gserviceaccount.com`,
     ]);
     assert.deepEqual(allowedInvokerEmails(topology, "gateway", "my-project"), []);
+    assert.deepEqual(allowedInvokers(topology, "stats", "p"), [
+      { email: "gateway-svc@p.iam.gserviceaccount.com", methods: ["GetStats", "WatchStats"] },
+      { email: "route-svc@p.iam.gserviceaccount.com", methods: ["RecordEvents"] },
+    ]);
     assert.throws(() => allowedInvokerEmails(topology, "nope", "my-project"), /no service "nope"/);
   });
 
@@ -40,9 +49,9 @@ describe("topology", () => {
         },
       },
     });
-    assert.deepEqual(allowedInvokerEmails(loadTopology(path), "gateway", "p"), [
-      "ana@example.com",
-      "ci@p.iam.gserviceaccount.com",
+    assert.deepEqual(allowedInvokers(loadTopology(path), "gateway", "p"), [
+      { email: "ana@example.com" },
+      { email: "ci@p.iam.gserviceaccount.com" },
     ]);
     const group = topologyFile({
       services: {
@@ -64,6 +73,23 @@ describe("topology", () => {
       [
         { services: { a: service(["a"], "a-service") } },
         /services\.a\.invoked_by: a service does not invoke itself/,
+      ],
+      [
+        { services: { a: service([], "a-service"), b: service(["a"], "b-service", []) } },
+        /services\.b\.invoked_by\.a: names the methods the caller may call/,
+      ],
+      [
+        {
+          services: {
+            a: service([], "a-service"),
+            b: service(["a"], "b-service", ["getStats"]),
+          },
+        },
+        /services\.b\.invoked_by\.a\.0: must be a method name/,
+      ],
+      [
+        { services: { a: { ...service([], "a-service"), invoked_by: ["b"] } } },
+        /services\.a\.invoked_by: /,
       ],
       [
         { services: { a: service([], "A") } },
@@ -88,5 +114,17 @@ describe("topology", () => {
       );
     }
     assert.throws(() => loadTopology(topologyFile("{")), /cannot read the topology/);
+  });
+
+  test("each edge names its methods: the gateway reads stats, route writes to it", () => {
+    assert.deepEqual(topologyMethodEdges(loadTopology()), [
+      "gateway→route/GetFeature",
+      "gateway→route/ListFeatures",
+      "gateway→route/RecordRoute",
+      "gateway→route/RouteChat",
+      "gateway→stats/GetStats",
+      "gateway→stats/WatchStats",
+      "route→stats/RecordEvents",
+    ]);
   });
 });

@@ -92,6 +92,51 @@ describe("IdTokenVerifier", () => {
     );
   });
 
+  test("aud must be this service alone: an array naming another service too is refused", async () => {
+    // Minted here with jose and a key of our own, which a verifier of its own trusts: the
+    // attack needs no help from a token authority (which would never mint such a token).
+    const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const jwk = { ...publicKey.export({ format: "jwk" }), kid: "attacker-test", alg: "RS256" };
+    const issuer = "https://issuer.test";
+    const keys = createServer((_request, response) => {
+      response.setHeader("content-type", "application/json");
+      response.end(JSON.stringify({ keys: [jwk] }));
+    });
+    await new Promise<void>((resolve) => keys.listen(0, "127.0.0.1", resolve));
+    try {
+      const trusting = new IdTokenVerifier({
+        audiences: [audience, "https://route-xyz.a.run.app"],
+        issuers: { [issuer]: `http://127.0.0.1:${(keys.address() as AddressInfo).port}/jwks` },
+      });
+      const mint = (aud: unknown) =>
+        new SignJWT({ ...good(), iss: issuer, aud } as never)
+          .setProtectedHeader({ alg: "RS256", kid: "attacker-test" })
+          .sign(privateKey);
+      for (const aud of [
+        [audience, "https://stats-xyz.a.run.app"],
+        ["https://stats-xyz.a.run.app", audience],
+        // Both of this service's own audiences at once: still not one audience.
+        [audience, "https://route-xyz.a.run.app"],
+        [],
+      ]) {
+        await assert.rejects(trusting.verify(await mint(aud)), (error: unknown) => {
+          assert.ok(error instanceof TokenRejected, String(error));
+          assert.match(error.message, /audience is not this service/, JSON.stringify(aud));
+          return true;
+        });
+      }
+      // One string, or a one-element array of it, is this service's.
+      assert.equal((await trusting.verify(await mint(audience))).email, email);
+      assert.equal((await trusting.verify(await mint([audience]))).email, email);
+      assert.equal(
+        (await trusting.verify(await mint(["https://route-xyz.a.run.app"]))).email,
+        email,
+      );
+    } finally {
+      await new Promise((resolve) => keys.close(resolve));
+    }
+  });
+
   test("expired, not yet valid, issued in the future, no exp, too long a life: refused", async () => {
     await rejected(
       await authority.sign({ ...good(), iat: now() - 7200, exp: now() - 3600 }),
@@ -197,5 +242,48 @@ describe("IdTokenVerifier", () => {
       /issuer keys are unreachable/,
     );
     await new Promise((resolve) => dead.close(resolve));
+  });
+
+  test("a failed key refresh is logged as a warning, at most once per interval", async () => {
+    let answer: "keys" | "error" = "keys";
+    const flaky = createServer(async (_request, response) => {
+      if (answer === "error") {
+        response.statusCode = 503;
+        response.end();
+        return;
+      }
+      response.setHeader("content-type", "application/json");
+      response.end(await (await fetch(authority.jwksUrl)).text());
+    });
+    await new Promise<void>((resolve) => flaky.listen(0, "127.0.0.1", resolve));
+    const warnings: { details: Record<string, unknown>; message: string }[] = [];
+    const logged = new IdTokenVerifier({
+      audiences: [audience],
+      issuers: { [authority.issuer]: `http://127.0.0.1:${(flaky.address() as AddressInfo).port}` },
+      keyRefetchCooldownMs: 0,
+      keyErrorLogIntervalMs: 60_000,
+      logger: { warn: (details, message) => warnings.push({ details: { ...details }, message }) },
+    });
+    try {
+      assert.equal((await logged.verify(await authority.sign(good()))).email, email);
+      assert.equal(warnings.length, 0, "a good fetch logs nothing");
+      answer = "error";
+      // Unknown key ids make the verifier refresh; every refresh fails.
+      for (let index = 0; index < 5; index += 1) {
+        await assert.rejects(
+          logged.verify(await authority.sign(good(), { kid: `unknown-${index}` })),
+          /key id is unknown/,
+        );
+      }
+      assert.equal(warnings.length, 1, JSON.stringify(warnings));
+      const [warning] = warnings;
+      assert.match(warning?.message ?? "", /could not be refreshed: keeping the keys held/);
+      assert.equal(warning?.details.reason, "HTTP 503");
+      assert.equal(warning?.details.issuer, authority.issuer);
+      // Tokens signed with the keys held still pass.
+      assert.equal((await logged.verify(await authority.sign(good()))).email, email);
+    } finally {
+      await new Promise((resolve) => flaky.close(resolve));
+    }
   });
 });

@@ -28,7 +28,7 @@ const usage = `usage: routeguide [--gateway URL] [--timeout SECONDS] <command> [
   --timeout SECONDS  deadline of each call, a whole number from 1 to 86400 (default 30)
   --token TOKEN      the ID token to send (default: one for the gateway's URL from Application
                      Default Credentials via google-auth-library; $ROUTEGUIDE_TOKEN works too)
-  --no-token         send no token (a stack running with AUTH_MODE=off)
+  --no-token         send no token (a public gateway, or a stack with AUTH_MODE=off)
   --idempotency-key KEY   the idempotency-key of get-feature and record-route (default: a new
                      random one per call); the same key again is counted once
 

@@ -3,7 +3,8 @@
 // authority through each service's GCE_METADATA_HOST, and each service told its own URL
 // (the audience), the issuer, and its allowed invokers.
 import {
-  allowedInvokerEmails,
+  allowedInvokers,
+  formatAllowedInvoker,
   loadTopology,
   serviceAccountEmail,
 } from "@cloudrun-grpc/auth-client";
@@ -21,8 +22,16 @@ export interface StackAuth {
   authority: LocalTokenAuthority;
   /** Each identity's service account email. */
   emails: Record<Identity, string>;
-  /** The auth environment of a service listening at `url`. */
-  envFor(service: Exclude<Identity, "client">, url: string): Record<string, string>;
+  /**
+   * The auth environment of a service listening at `url`. `publicGateway`: the gateway serves
+   * calls without a token as the anonymous caller (AUTH_MODE=optional), as Terraform's
+   * gateway_public makes it; other services ignore it (they are never public).
+   */
+  envFor(
+    service: Exclude<Identity, "client">,
+    url: string,
+    options?: { publicGateway?: boolean },
+  ): Record<string, string>;
   /** An ID token for `identity` with `audience`, asked of the authority as the metadata protocol does. */
   tokenFor(identity: Identity, audience: string): Promise<string>;
   close(): Promise<void>;
@@ -45,20 +54,22 @@ export async function startStackAuth(): Promise<StackAuth> {
   return {
     authority,
     emails,
-    envFor(service, url) {
-      const invokers = allowedInvokerEmails(topology, service, localProject);
-      // The gateway's external invokers: locally, the local client identity.
-      if (service === "gateway") invokers.push(emails.client);
+    envFor(service, url, options) {
+      // Each caller with the methods the topology grants it.
+      const invokers = allowedInvokers(topology, service, localProject);
+      // The gateway's external invokers: locally, the local client identity (every method).
+      if (service === "gateway") invokers.push({ email: emails.client });
+      const isPublic = service === "gateway" && options?.publicGateway === true;
       // The gateway passes its caller on as the end user; a service it invokes believes that
       // from the gateway's own identity only (the topology's edge, as Terraform sets it).
       const endUserFrom: Record<string, string> = {};
-      if (topology.services[service]?.invoked_by.includes("gateway")) {
+      if ("gateway" in (topology.services[service]?.invoked_by ?? {})) {
         endUserFrom.AUTH_END_USER_FROM = emails.gateway;
       }
       return {
-        AUTH_MODE: "verify",
+        AUTH_MODE: isPublic ? "optional" : "verify",
         AUTH_AUDIENCES: url,
-        AUTH_ALLOWED_INVOKERS: invokers.join(","),
+        AUTH_ALLOWED_INVOKERS: invokers.map(formatAllowedInvoker).join(","),
         AUTH_ISSUER: authority.issuer,
         AUTH_JWKS_URL: authority.jwksUrl,
         GCE_METADATA_HOST: authority.metadataHosts[service] as string,

@@ -7,6 +7,7 @@
 // stack learns each one's port from its "listening" line.
 // LOG_FORMAT: how those lines are shown: pretty (the default on a terminal) or json (the
 // services' own output, unchanged; the default when stdout is not a terminal).
+// GATEWAY_PUBLIC=true: a public gateway (AUTH_MODE=optional), callable with `--no-token`.
 import { connectGateway, demo } from "@cloudrun-grpc/cli";
 import {
   integerVar,
@@ -26,6 +27,10 @@ const config = loadConfigOrExit(
     STATS_PORT: integerVar(0, 0, 65535),
     LOG_LEVEL: logLevelVar,
     LOG_FORMAT: logFormatVar,
+    GATEWAY_PUBLIC: z
+      .enum(["true", "false", ""])
+      .optional()
+      .transform((value) => value === "true"),
   }),
 );
 const showPretty = process.env.LOG_FORMAT ? config.LOG_FORMAT === "pretty" : process.stdout.isTTY;
@@ -65,6 +70,7 @@ const print = (line: string) => process.stdout.write(`${line}\n`);
 const startAborter = new AbortController();
 const starting = startStack({
   ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
+  publicGateway: config.GATEWAY_PUBLIC,
   env: {
     // JSON always: the stack reads the services' lines (pretty is only how they are shown).
     all: { LOG_LEVEL: serviceLogLevel, LOG_FORMAT: "json" },
@@ -153,4 +159,7 @@ print(
 print(
   "(GCE_METADATA_HOST points google-auth-library at the local token authority, as the local client.)",
 );
+if (config.GATEWAY_PUBLIC) {
+  print(`The gateway is public: pnpm cli --gateway ${stack.gateway.url} --no-token get-stats`);
+}
 print("Press Ctrl-C to stop.");

@@ -202,6 +202,12 @@ export interface StackOptions {
   /** Service-to-service auth with ID tokens from a local token authority (default true). */
   auth?: boolean;
   /**
+   * A public gateway (with auth): calls without a token are served as the anonymous caller,
+   * a token that is present must still verify (AUTH_MODE=optional, what Terraform's
+   * gateway_public deploys). route and stats stay closed.
+   */
+  publicGateway?: boolean;
+  /**
    * Route instances behind the gateway (default 1). With more, they share the first one's URL
    * as their identity and token audience, as instances of one Cloud Run service share its URL,
    * and the gateway gets all their addresses (ROUTE_ADDRESSES) and balances over them.
@@ -232,7 +238,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       name,
       port,
       env: {
-        ...auth?.envFor(name, instance?.sharedUrl ?? `http://127.0.0.1:${port}`),
+        ...auth?.envFor(name, instance?.sharedUrl ?? `http://127.0.0.1:${port}`, {
+          publicGateway: options.publicGateway,
+        }),
         ...options.env?.all,
         ...peers,
         ...options.env?.[name],

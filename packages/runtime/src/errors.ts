@@ -31,13 +31,53 @@ export function toStatus(error: unknown): { code: grpc.status; details: string }
 }
 
 /**
+ * Codes whose details a peer writes about the caller's own request (a missing field, a limit):
+ * the caller needs them to fix the request, and they are our services' own validation
+ * messages (or grpc-js's size limits), never addresses or internals.
+ */
+const requestCodes = new Set([
+  grpc.status.INVALID_ARGUMENT,
+  grpc.status.OUT_OF_RANGE,
+  grpc.status.RESOURCE_EXHAUSTED,
+]);
+
+/** What our caller is told for each other code: the peer's details stay in our logs. */
+function ownMessage(peerName: string, code: grpc.status): string {
+  switch (code) {
+    case grpc.status.DEADLINE_EXCEEDED:
+      return `${peerName} did not answer in time`;
+    case grpc.status.UNAVAILABLE:
+      return `${peerName} is unavailable: try again`;
+    case grpc.status.CANCELLED:
+      return `the call to ${peerName} was cancelled`;
+    case grpc.status.UNAUTHENTICATED:
+    case grpc.status.PERMISSION_DENIED:
+      return `the call to ${peerName} was not authorized`;
+    case grpc.status.NOT_FOUND:
+      return `${peerName} found nothing`;
+    case grpc.status.UNIMPLEMENTED:
+      return `${peerName} does not implement this call`;
+    default:
+      return `${peerName} failed`;
+  }
+}
+
+/**
  * An error from a peer, passed on to our own caller: same code (the caller can act on
- * UNAVAILABLE, DEADLINE_EXCEEDED, INVALID_ARGUMENT as if it had called the peer), and the
- * details prefixed with the peer's name so the hop that failed is visible.
+ * UNAVAILABLE, DEADLINE_EXCEEDED, INVALID_ARGUMENT as if it had called the peer), with the
+ * peer named first so the hop that failed is visible. The peer's own details pass on only
+ * for codes about the caller's request (`requestCodes`); for any other code the caller gets
+ * our fixed message, since peer details can carry internals (`route: Deadline exceeded after
+ * 0.285s,LB pick: 0.001s,remote_addr=127.0.0.1:52052`, a peer's URL, a service account). The
+ * peer's details are logged where the peer call ends: the client call line of
+ * logOutgoingCalls, a warning with `details`, written for every failed peer call.
  */
 export function fromPeer(peerName: string, error: unknown): StatusError {
   const { code, details } = toStatus(error);
-  return new StatusError(code, `${peerName}: ${details}`);
+  return new StatusError(
+    code,
+    requestCodes.has(code) ? `${peerName}: ${details}` : ownMessage(peerName, code),
+  );
 }
 
 /**

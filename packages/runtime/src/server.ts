@@ -47,6 +47,43 @@ function listenAddress(host: string, port: number): string {
   return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/**
+ * Makes a call to a method the server does not have run through the interceptors (auth
+ * first), answered UNIMPLEMENTED only by a handler behind them. grpc-js itself answers such a
+ * path before any interceptor runs (grpc-js 1.14 src/server.ts, _streamHandler and
+ * _channelzHandler: `const handler = this._retrieveHandler(path); if (!handler) {
+ * this._respondWithError(getUnimplementedStatusResponse(path), …); return; }`, and only then
+ * `getServerInterceptingCall([...extraInterceptors, ...this.interceptors], …)`), so a caller
+ * without a token could probe which methods exist. grpc-js has no public fallback handler:
+ * this wraps the private _retrieveHandler (throws at start if a grpc-js upgrade removes it;
+ * test/auth.test.ts fails if it stops working).
+ */
+export function routeUnknownMethodsThroughInterceptors(server: grpc.Server): void {
+  const internals = server as unknown as { _retrieveHandler?: (path: string) => unknown };
+  const retrieve = internals._retrieveHandler;
+  if (typeof retrieve !== "function") {
+    throw new Error("grpc-js's Server has no _retrieveHandler: unknown methods would skip auth");
+  }
+  internals._retrieveHandler = function (this: grpc.Server, path: string) {
+    return (
+      retrieve.call(this, path) ?? {
+        // A stream both ways takes any number of messages (kept as bytes, never decoded).
+        type: "bidi",
+        path,
+        serialize: (value: Buffer) => value,
+        deserialize: (bytes: Buffer) => bytes,
+        func: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+          // grpc-js's own words for it (getUnimplementedStatusResponse).
+          call.emit("error", {
+            code: grpc.status.UNIMPLEMENTED,
+            details: `The server does not implement the method ${path}`,
+          });
+        },
+      }
+    );
+  };
+}
+
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const { logger } = options;
   const openCalls = new OpenCalls();
@@ -64,6 +101,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     // After the caller's own (the call log first, so it sees the status this one sends).
     interceptors: [...(options.serverOptions?.interceptors ?? []), openCalls.interceptor()],
   });
+  routeUnknownMethodsThroughInterceptors(server);
   const names = options.services.map((service) => service.name);
   for (const service of options.services) server.addService(service.definition, service.handlers);
 

@@ -61,23 +61,48 @@ describe("toStatus", () => {
 });
 
 describe("fromPeer", () => {
-  test("keeps the peer's code and prefixes the details with the peer's name", () => {
-    const error = fromPeer("stats", new StatusError(grpc.status.UNAVAILABLE, "connection refused"));
-    assert.ok(error instanceof StatusError);
-    assert.equal(error.code, grpc.status.UNAVAILABLE);
-    assert.equal(error.details, "stats: connection refused");
+  test("keeps the peer's code; for codes not about the request, our own message, not the peer's details", () => {
+    const leaky = "Deadline exceeded after 0.285s,LB pick: 0.001s,remote_addr=127.0.0.1:52052";
+    const cases: [grpc.status, string][] = [
+      [grpc.status.DEADLINE_EXCEEDED, "route did not answer in time"],
+      [grpc.status.UNAVAILABLE, "route is unavailable: try again"],
+      [grpc.status.CANCELLED, "the call to route was cancelled"],
+      [grpc.status.UNAUTHENTICATED, "the call to route was not authorized"],
+      [grpc.status.PERMISSION_DENIED, "the call to route was not authorized"],
+      [grpc.status.NOT_FOUND, "route found nothing"],
+      [grpc.status.UNIMPLEMENTED, "route does not implement this call"],
+      [grpc.status.INTERNAL, "route failed"],
+      [grpc.status.UNKNOWN, "route failed"],
+      [grpc.status.FAILED_PRECONDITION, "route failed"],
+    ];
+    for (const [code, expected] of cases) {
+      const error = fromPeer("route", new StatusError(code, leaky));
+      assert.ok(error instanceof StatusError);
+      assert.equal(error.code, code);
+      assert.equal(error.details, expected, grpc.status[code]);
+      assert.ok(!error.message.includes("127.0.0.1"));
+    }
   });
 
-  test("passes INVALID_ARGUMENT on as INVALID_ARGUMENT", () => {
-    const error = fromPeer("route", invalidArgument("point is required"));
-    assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
-    assert.equal(error.details, "route: point is required");
+  test("passes the peer's words on for codes about the caller's request", () => {
+    assert.equal(
+      fromPeer("route", invalidArgument("point is required")).details,
+      "route: point is required",
+    );
+    const tooMany = fromPeer(
+      "route",
+      new StatusError(grpc.status.RESOURCE_EXHAUSTED, "a route may have at most 50 points"),
+    );
+    assert.equal(tooMany.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.equal(tooMany.details, "route: a route may have at most 50 points");
+    const outOfRange = fromPeer("stats", new StatusError(grpc.status.OUT_OF_RANGE, "past the end"));
+    assert.equal(outOfRange.details, "stats: past the end");
   });
 
   test("a plain Error from a peer becomes INTERNAL with no internal message", () => {
     const error = fromPeer("route", new Error("stack trace with internals"));
     assert.equal(error.code, grpc.status.INTERNAL);
-    assert.equal(error.details, "route: internal error");
+    assert.equal(error.details, "route failed");
     assert.ok(!error.message.includes("internals"));
   });
 });

@@ -19,7 +19,7 @@ await runService("gateway", gatewayConfigSchema, (config, logger) => {
   const rpcLog = { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE };
   // route and stats count each call for the gateway's verified caller, named on every peer
   // call. Not with AUTH_MODE=off: nothing is verified, and the peers trust no one then.
-  const endUser = config.AUTH_MODE === "verify" ? [endUserForwardingInterceptor()] : [];
+  const endUser = config.AUTH_MODE === "off" ? [] : [endUserForwardingInterceptor()];
   // Logging first: it carries the trace on and times the whole call, token included.
   const routePeer = withAddresses(config.ROUTE_URL, config.ROUTE_ADDRESSES);
   const route = connectPeer(routePeer, createRouteGuideClient, {

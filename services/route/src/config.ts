@@ -1,4 +1,4 @@
-import { authEnv, checkAuthConfig, endUserEnv } from "@cloudrun-grpc/auth-client";
+import { authEnv, checkAuthConfig, endUserEnv, refusePublicAuth } from "@cloudrun-grpc/auth-client";
 import { integerVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 
@@ -13,6 +13,8 @@ export const routeConfigSchema = z
     // Each note is answered with the earlier notes at its place, so answers grow with notes².
     CHAT_MAX_NOTES: integerVar(1_000, 1, 100_000),
   })
-  .superRefine(checkAuthConfig);
+  .superRefine(checkAuthConfig)
+  // Never public: only the gateway may serve calls without a token.
+  .superRefine(refusePublicAuth);
 
 export type RouteConfig = z.infer<typeof routeConfigSchema>;

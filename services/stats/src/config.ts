@@ -1,4 +1,4 @@
-import { authEnv, checkAuthConfig, endUserEnv } from "@cloudrun-grpc/auth-client";
+import { authEnv, checkAuthConfig, endUserEnv, refusePublicAuth } from "@cloudrun-grpc/auth-client";
 import { integerVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 import { databaseTargetVar } from "./db/target.js";
@@ -21,6 +21,8 @@ export const statsConfigSchema = z
     STATS_EVENT_ID_RETENTION_HOURS: integerVar(168, 1, 24 * 365),
   })
   .superRefine(checkAuthConfig)
+  // Never public: only the gateway may serve calls without a token.
+  .superRefine(refusePublicAuth)
   .superRefine((config, ctx) => {
     const iamUser = config.STATS_DATABASE_IAM_USER?.trim() ?? "";
     if (config.STATS_DATABASE_URL.kind === "cloudsql" && iamUser === "") {
