@@ -394,7 +394,7 @@ describe("infra: the root, against infra/topology.json", () => {
     assert.equal(output.value, expr("google_service_account.this.email"));
     for (const [name, service] of Object.entries(topology)) {
       const env = (block(root, "module", name).env ?? {}) as Body;
-      if (service.invoked_by.includes("gateway")) {
+      if ("gateway" in service.invoked_by) {
         assert.equal(
           env.AUTH_END_USER_FROM,
           expr("module.gateway.service_account_email"),
