@@ -15,6 +15,11 @@ export interface CallContext {
   /** Whether the client has reset the call's stream (cancelled it, or its deadline passed). */
   readonly reset?: () => boolean;
   /**
+   * Resolves once everything the client sent before acknowledging a PING sent now has been
+   * read (client-read-barrier.ts); false when no PING could be acknowledged.
+   */
+  readonly readBarrier?: () => Promise<boolean>;
+  /**
    * The caller's id for this call (x-call-id): the same on every retry of one call, so work a
    * call causes can be named after it and counted once.
    */

@@ -8,28 +8,33 @@
 //   submits RST_STREAM right after. On the wire: END_STREAM, then RST_STREAM.
 // - gRPC's C-core (and Go, Java) send RST_STREAM alone.
 //
-// Node reads the two frames as they arrive; grpc-js then passes the half-close to the handler
-// at once. A handler that answered there would answer a cancelled call whose reset is already
-// in this process's socket buffer, or about to be. So before a half-close is taken as the end
-// of a complete request, the input that has already arrived is read: two more passes of the
-// event loop's poll phase, where Node reads sockets. Not a timer: a reset that the client sent
-// with its half-close is seen; one sent later is a cancel after the request was complete, which
-// no server can tell from a client that gave up while the answer was on its way (README:
-// "Counting").
+// Node reads the two frames as they arrive, and holds the reset back behind a write in
+// progress (client-read-barrier.ts); grpc-js passes the half-close to the handler at once. A
+// handler that answered there would answer a cancelled call whose reset is on its way. So
+// before a half-close is taken as the end of a complete request, this waits until everything
+// the client sent before acknowledging a PING sent now has been read: a reset that came with
+// the half-close is seen. One that the client sends later is a cancel after its request was
+// complete, which no server can tell from a client that gave up while the answer was on its
+// way (README: "Counting"). Where no PING can be acknowledged, the input already received is
+// read instead (two more passes of the event loop's poll phase).
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { type CallContext, callWasReset } from "./call-context.js";
 
-/** Poll phases to let pass: the reset may arrive in the read after the half-close's. */
+/** Poll phases to let pass without a barrier: the reset may be in the next read. */
 const pollsToSettle = 2;
 
 /**
- * Resolves true if `call`'s request stream ended with a half-close that no reset followed once
- * the input already received was read; false if the client reset the stream.
+ * Resolves true if `call`'s request stream ended with a half-close that no reset followed (see
+ * above); false if the client reset the stream.
  */
 export async function halfCloseSettled(call: CallContext | undefined): Promise<boolean> {
-  // An immediate scheduled from a nextTick (where stream 'end' handlers run) runs before the
-  // next poll phase; each further one runs after one.
-  for (let turn = 0; turn <= pollsToSettle; turn += 1) {
+  if (callWasReset(call)) return false;
+  const barrierPassed = (await call?.readBarrier?.()) ?? false;
+  // The ACK and a reset after it can share a read: its frames are handled after the ACK's
+  // callback has run. An immediate scheduled from there runs before the next poll phase; each
+  // further one runs after one.
+  const turns = barrierPassed ? 1 : pollsToSettle + 1;
+  for (let turn = 0; turn < turns; turn += 1) {
     if (callWasReset(call)) return false;
     await nextTurn();
   }

@@ -14,9 +14,11 @@
 // grpc-js runs handlers outside an interceptor's async context (unary handlers start from
 // the half-close event, streaming ones from the metadata event, stream callbacks from later
 // events), so every event this interceptor passes on is passed inside the call's context.
+import type * as http2 from "node:http2";
 import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { type CallContext, currentCall, runInCall, traceFields } from "./call-context.js";
+import { clientReadBarrier } from "./client-read-barrier.js";
 import type { Logger } from "./logger.js";
 import type { TraceContext } from "./trace.js";
 import {
@@ -58,10 +60,21 @@ function logLevelFor(path: string, code: grpc.status): "debug" | "info" | "warn"
  * reads its base call's `stream`; without one (another grpc-js layout) the checks below answer
  * false, the old behaviour, and rpc-log.test.ts fails on its cancelled-call cases.
  */
-function baseStream(
-  call: grpc.ServerInterceptingCallInterface,
-): { destroyed?: boolean; closed?: boolean; rstCode?: number } | undefined {
-  return (call as { stream?: { destroyed?: boolean; closed?: boolean; rstCode?: number } }).stream;
+interface BaseStream {
+  destroyed?: boolean;
+  closed?: boolean;
+  rstCode?: number;
+  session?: http2.Http2Session;
+}
+
+function baseStream(call: grpc.ServerInterceptingCallInterface): BaseStream | undefined {
+  return (call as { stream?: BaseStream }).stream;
+}
+
+/** The client-read barrier of the call's connection; false when grpc-js hides the session. */
+function readBarrier(call: grpc.ServerInterceptingCallInterface): Promise<boolean> {
+  const session = baseStream(call)?.session;
+  return session ? clientReadBarrier(session) : Promise.resolve(false);
 }
 
 /** Whether the stream is already closed (the client reset it), as grpc-js checks before a status. */
@@ -196,6 +209,7 @@ export function logIncomingCalls(options: IncomingRpcLogOptions): grpc.ServerInt
             context = {
               endListeners: [],
               reset: () => streamClosed(call),
+              readBarrier: () => readBarrier(call),
               ...(callId && callIdPattern.test(callId) ? { callId } : {}),
               method: method.path,
               trace: traceForIncomingCall({

@@ -30,6 +30,7 @@ class FakeStats {
 
   RecordEvents(
     request: stats.RecordEventsRequest,
+    _metadata: grpc.Metadata,
     _options: grpc.CallOptions,
     callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
   ): void {
@@ -126,17 +127,21 @@ describe("StatsReporter", () => {
     );
   });
 
-  test("each call carries a deadline of batchTimeoutMs", async () => {
+  test("each call carries a deadline of batchTimeoutMs and waits for the channel", async () => {
     const deadlines: number[] = [];
+    const waitsForReady: boolean[] = [];
     const fake = new FakeStats();
     const client = {
       RecordEvents: (
         request: stats.RecordEventsRequest,
+        metadata: grpc.Metadata,
         callOptions: grpc.CallOptions,
         callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
       ) => {
         deadlines.push(Number(callOptions.deadline) - Date.now());
-        fake.RecordEvents(request, callOptions, callback);
+        // Batches wait for the channel to be ready rather than failing while it reconnects.
+        waitsForReady.push(metadata.getOptions().waitForReady === true);
+        fake.RecordEvents(request, metadata, callOptions, callback);
       },
     } as unknown as StatsServiceClient;
     const reporter = new StatsReporter(client, logger, options);
@@ -231,6 +236,7 @@ describe("StatsReporter", () => {
     const client = {
       RecordEvents(
         request: stats.RecordEventsRequest,
+        _metadata: grpc.Metadata,
         _options: grpc.CallOptions,
         callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
       ) {
@@ -297,6 +303,32 @@ describe("StatsReporter", () => {
     assert.match(String(outside?.id), /^[0-9a-f-]{36}$/);
     assert.equal(first?.traceparent, `00-${traceId}-1111111111111111-01`);
     assert.equal(outside?.traceparent, undefined);
+  });
+
+  test("an event with an idempotency key is named after the key, its caller and its kind, whatever the call", async () => {
+    const fake = new FakeStats();
+    const reporter = new StatsReporter(fake.client, logger, options);
+    const inCall = (callId: string, work: () => void) =>
+      runInCall(
+        {
+          method: "/x/GetFeature",
+          trace: { traceId: "1".repeat(32), spanId: "2".repeat(16), sampled: true },
+          endListeners: [],
+          callId,
+        },
+        work,
+      );
+    // The same key in two calls (a client's repeat), in another caller's call, and another key.
+    inCall("a".repeat(32), () => reporter.report(event("ana"), "order-1"));
+    inCall("b".repeat(32), () => reporter.report(event("ana"), "order-1"));
+    inCall("c".repeat(32), () => reporter.report(event("bob"), "order-1"));
+    inCall("d".repeat(32), () => reporter.report(event("ana"), "order-2"));
+    assert.equal(await reporter.flush(5_000), 0);
+    const [first, repeat, otherCaller, otherKey] = fake.delivered.map((sent) => sent.id);
+    assert.match(String(first), /^key:[0-9a-f]{64}$/);
+    assert.equal(repeat, first, "a repeat with the same key has the same id");
+    assert.notEqual(otherCaller, first, "another caller's key is another call");
+    assert.notEqual(otherKey, first);
   });
 
   test("events reported just after a batch went out wait for the linger and go out together", async () => {
