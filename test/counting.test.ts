@@ -3,10 +3,13 @@
 // with one kind of client, directly at route or through the gateway, mixed with calls that end
 // OK; the totals stats then shows must equal exactly what the OK calls sent.
 //
-// The two clients cancel differently on the wire:
+// The clients cancel differently on the wire:
 // - grpc-js (Node): its cancel closes the HTTP/2 stream with node:http2's close(), which sends
-//   END_STREAM (a half-close) and then RST_STREAM. A server reads a complete request stream an
-//   instant before it learns of the cancel.
+//   END_STREAM (a half-close) and then RST_STREAM, the reset held back while a write is in
+//   progress. A server reads a complete request stream before it learns of the cancel (the
+//   PING barrier of packages/runtime/src/client-read-barrier.ts is what tells them apart).
+//   Once as a plain client that half-closes its routes, once with explicit ends
+//   ("x-route-end: explicit" and an end_of_route message).
 // - a raw HTTP/2 client (test/support/h2-frames.ts) that sends RST_STREAM alone, as gRPC's
 //   C-core does: the request stream never ends, it is reset.
 import assert from "node:assert/strict";
@@ -14,7 +17,13 @@ import { randomUUID } from "node:crypto";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fixedToken, idTokenInterceptor } from "@cloudrun-grpc/auth-client";
-import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
+import {
+  freePort,
+  type ServiceProcess,
+  type Stack,
+  startService,
+  startStack,
+} from "@cloudrun-grpc/local-stack";
 import {
   createGatewayClient,
   createRouteGuideClient,
@@ -27,7 +36,7 @@ import {
 } from "@cloudrun-grpc/proto";
 import { connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
-import { deadline, failure, unary } from "./support/grpc.js";
+import { deadline, eventually, failure, unary } from "./support/grpc.js";
 import { RawH2Connection } from "./support/h2-frames.js";
 import { totalsOf } from "./support/load.js";
 import { encodeRecordRouteRequest, grpcFrame } from "./support/raw-grpc.js";
@@ -252,7 +261,6 @@ describeLocalOnly("stats counts exactly the RecordRoutes whose client got OK", (
     const expected = await totals();
     const start = { ...expected };
     const outcomes = new Map<string, number>();
-    let cancels = 0;
     for (const moment of moments) {
       const calls = cancelsPerVariant + Math.ceil(cancelsPerVariant / (okEvery - 1));
       let next = 0;
@@ -266,7 +274,6 @@ describeLocalOnly("stats counts exactly the RecordRoutes whose client got OK", (
             expected.points += points;
             continue;
           }
-          cancels += 1;
           if (raw) {
             await rawRecordRoute(raw, path, points, moment, n);
             continue;
@@ -288,15 +295,14 @@ describeLocalOnly("stats counts exactly the RecordRoutes whose client got OK", (
       routes: of.routes - start.routes,
       points: of.points - start.points,
     });
-    return {
-      counted: diff(counted),
-      ok: diff(expected),
-      cancels,
-      outcomes: Object.fromEntries(outcomes),
-    };
+    return { counted: diff(counted), ok: diff(expected), outcomes: Object.fromEntries(outcomes) };
   }
 
-  for (const client of ["raw RST_STREAM", "grpc-js, explicit end"] as const) {
+  for (const client of [
+    "raw RST_STREAM",
+    "grpc-js, half-close only",
+    "grpc-js, explicit end",
+  ] as const) {
     for (const pathName of ["route", "gateway"] as const) {
       test(`${client}, at ${pathName}: of ${cancelsPerVariant} cancels at each moment none is counted`, {
         timeout: 120_000,
@@ -310,36 +316,6 @@ describeLocalOnly("stats counts exactly the RecordRoutes whose client got OK", (
         );
       });
     }
-  }
-
-  // The boundary: a grpc-js client's cancel is a half-close followed by a reset. Whoever
-  // reads the half-close first answers; when the reset was still in the client's write queue
-  // at that moment (several cancels at once), the answer is OK, route counts the route, and
-  // the client, having cancelled, reports CANCELLED. Never more than that: an over-count is
-  // only ever a cancelled call whose half-close arrived complete.
-  for (const pathName of ["route", "gateway"] as const) {
-    test(`grpc-js, half-close only, at ${pathName}: only cancels that sent a complete stream can count`, {
-      timeout: 120_000,
-    }, async () => {
-      const path = paths.find((candidate) => candidate.name === pathName) as Path;
-      const { counted, ok, cancels, outcomes } = await runVariants(
-        path,
-        "grpc-js, half-close only",
-      );
-      const overCounted = counted.routes - ok.routes;
-      console.log(
-        `# ${pathName}: ${overCounted} of ${cancels} grpc-js cancels counted (${JSON.stringify(outcomes)})`,
-      );
-      assert.ok(
-        overCounted >= 0,
-        `no route that ended OK is lost (${counted.routes} < ${ok.routes})`,
-      );
-      assert.ok(
-        overCounted <= cancels,
-        `at most the cancels are over-counted (${overCounted} > ${cancels})`,
-      );
-      assert.ok(counted.points >= ok.points, "no point of an OK route is lost");
-    });
   }
 
   // A client that cannot know whether its call was done (the gateway died mid-call: UNAVAILABLE,
@@ -393,4 +369,102 @@ describeLocalOnly("stats counts exactly the RecordRoutes whose client got OK", (
       }
     });
   }
+});
+
+// The gateway dies mid-call: its clients see UNAVAILABLE (read ECONNRESET) and cannot know
+// whether route counted the call. Repeated with the same idempotency-key once the gateway is
+// back, every call counts exactly once.
+describeLocalOnly("a call repeated with its idempotency-key after the gateway died", () => {
+  let stack: Stack;
+  let gateway: ServiceProcess | undefined;
+  const clients: grpc.Client[] = [];
+  after(async () => {
+    for (const client of clients) client.close();
+    await gateway?.stop();
+    await stack?.stop();
+  });
+
+  test("SIGKILL the gateway under keyed load, repeat the failed calls: each key counts once", {
+    timeout: 120_000,
+  }, async () => {
+    const gatewayPort = await freePort();
+    stack = await startStack({ ports: { gateway: gatewayPort } });
+    const auth = stack.auth;
+    assert.ok(auth, "the stack runs with auth");
+    const url = stack.gateway.url;
+    const client = connectPeer(parsePeerUrl(url), createGatewayClient, {
+      service: serviceNames.gateway,
+      interceptors: [idTokenInterceptor(fixedToken(url, await auth.tokenFor("client", url)))],
+    });
+    clients.push(client);
+    const lookUp = (key: string) => {
+      const metadata = new grpc.Metadata();
+      metadata.set(idempotencyKeyHeader, key);
+      return unary((done) =>
+        client.GetFeature(
+          { point: pointAt(Number(key.split("-")[1])) },
+          metadata,
+          deadline(5_000),
+          done,
+        ),
+      );
+    };
+    const lookups = async () => {
+      const { snapshot } = await unary<{ snapshot: Parameters<typeof totalsOf>[0] }>((done) =>
+        client.GetStats({ topN: 1 }, deadline(), done),
+      );
+      return totalsOf(snapshot).featureLookups;
+    };
+
+    // Keyed look-ups at 16 at once; the gateway is killed while they run.
+    const keys = Array.from({ length: 600 }, (_, i) => `k-${i}-${randomUUID()}`);
+    const failed: string[] = [];
+    let next = 0;
+    let killed = false;
+    const worker = async () => {
+      for (let i = next++; i < keys.length; i = next++) {
+        const key = keys[i] as string;
+        if (i === 200 && !killed) {
+          killed = true;
+          stack.gateway.child.kill("SIGKILL");
+        }
+        await lookUp(key).catch(() => failed.push(key));
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+    assert.ok(failed.length > 0, "calls failed while the gateway was down");
+
+    // Back on the same port, as the same service; the failed calls are repeated with their keys
+    // until they succeed (the gateway may still be starting).
+    gateway = await startService({
+      name: "gateway",
+      port: gatewayPort,
+      env: {
+        ...auth.envFor("gateway", url),
+        ROUTE_URL: stack.route.url,
+        STATS_URL: stack.stats.url,
+      },
+    });
+    for (const key of failed) {
+      let attempts = 0;
+      for (;;) {
+        try {
+          await lookUp(key);
+          break;
+        } catch (error) {
+          attempts += 1;
+          if (attempts >= 20) throw error;
+          await sleep(100);
+        }
+      }
+    }
+    const counted = await eventually(lookups, (n) => n >= keys.length, 10_000);
+    await sleep(300);
+    assert.equal(
+      await lookups(),
+      keys.length,
+      `each of ${keys.length} keys counted once (${failed.length} repeated)`,
+    );
+    assert.equal(counted, keys.length);
+  });
 });
