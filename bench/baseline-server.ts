@@ -9,7 +9,7 @@
 //                 runtime one at a time, to measure each (pnpm bench ablation): `policy` (the
 //                 peer channel of connectPeer: round_robin, retry policy, keepalive),
 //                 `downstream` (deadline and cancellation bound to the served call), `log`
-//                 (logIncomingCalls / logOutgoingCalls with the service logger, a line per
+//                 (the call observer logging its ends, propagation + logOutgoingCalls, a line per
 //                 call), `log0` (the same with LOG_RPC_SAMPLE_RATE=0), `logAsync` (as log,
 //                 the logger writing through a 16 KiB buffer instead of a write per line),
 //                 `als` (an AsyncLocalStorage.run around each handler, as call-context.ts
@@ -36,9 +36,11 @@ import {
   connectPeer,
   createLogger,
   downstream,
-  logIncomingCalls,
+  logCallEnds,
   logOutgoingCalls,
+  observeCalls,
   parsePeerUrl,
+  propagateCallContext,
 } from "../packages/runtime/src/index.js";
 
 interface Point {
@@ -166,14 +168,14 @@ const passClient: grpc.Interceptor = (options, nextCall) =>
     sendMessage: (message, pass) => pass(message),
   });
 const serverInterceptors = [
-  ...(logging ? [logIncomingCalls(rpcLog)] : []),
+  ...(logging ? [observeCalls({ logger: rpcLog.logger, onEnd: logCallEnds(rpcLog) })] : []),
   ...(added.has("passthrough") ? [passServer] : []),
 ];
 
 function proxyHandlers(backendPort: number): grpc.UntypedServiceImplementation {
   const target = `127.0.0.1:${backendPort}`;
   const interceptors = [
-    ...(logging ? [logOutgoingCalls("backend", rpcLog)] : []),
+    ...(logging ? [propagateCallContext(), logOutgoingCalls("backend", rpcLog)] : []),
     ...(added.has("passthrough") ? [passClient] : []),
   ];
   const backend = (

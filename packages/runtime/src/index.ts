@@ -1,4 +1,5 @@
 export * from "./call-context.js";
+export * from "./call-observer.js";
 export * from "./config.js";
 export * from "./downstream.js";
 export * from "./end-of-input.js";
@@ -6,6 +7,7 @@ export * from "./errors.js";
 export * from "./idempotency.js";
 export * from "./logger.js";
 export * from "./peer.js";
+export * from "./propagation.js";
 export * from "./readiness.js";
 export * from "./rpc-log.js";
 export * from "./server.js";

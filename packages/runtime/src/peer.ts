@@ -4,6 +4,8 @@
 // The URL's origin is also the audience of the ID tokens minted for that peer.
 import { retryableMethods, type ServiceName } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
+import { propagateCallContext } from "./propagation.js";
+import { logOutgoingCalls, type RpcLogOptions } from "./rpc-log.js";
 
 export interface PeerAddress {
   /** The normalised origin, e.g. `https://route-xyz.a.run.app`: the peer's identity and token audience. */
@@ -128,5 +130,40 @@ export function connectPeer<Client>(
     ...peerKeepalive,
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
     ...options.channelOptions,
+  });
+}
+
+export interface ServicePeerOptions {
+  /** The service called (its idempotent methods are retried). */
+  service: ServiceName;
+  /** The peer's name in the call lines, e.g. "route". */
+  name: string;
+  rpcLog: RpcLogOptions;
+  /** The ID-token interceptors for the peer's URL, last: they see the final metadata. */
+  auth: grpc.Interceptor[];
+  /** Interceptors between the call line and auth (e.g. the gateway naming the end user). */
+  more?: grpc.Interceptor[];
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/**
+ * A service's client of a peer, wired the one way every service uses: propagation of the call
+ * (trace, x-call-id) first, then the call line (which reads the span propagation sent), then
+ * `more`, then the ID token.
+ */
+export function connectServicePeer<Client>(
+  peer: PeerAddress,
+  factory: ClientFactory<Client>,
+  options: ServicePeerOptions,
+): Client {
+  return connectPeer(peer, factory, {
+    service: options.service,
+    interceptors: [
+      propagateCallContext(),
+      logOutgoingCalls(options.name, options.rpcLog),
+      ...(options.more ?? []),
+      ...options.auth,
+    ],
+    ...(options.channelOptions ? { channelOptions: options.channelOptions } : {}),
   });
 }

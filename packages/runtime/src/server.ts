@@ -6,11 +6,12 @@ import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import type { z } from "zod";
+import { observeCalls } from "./call-observer.js";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
 import { OpenCalls } from "./open-calls.js";
 import type { Readiness } from "./readiness.js";
-import { logIncomingCalls } from "./rpc-log.js";
+import { logCallEnds } from "./rpc-log.js";
 
 export interface GrpcServerOptions {
   host: string;
@@ -228,12 +229,16 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
       readiness: service.readiness,
       channelz: config.CHANNELZ_ENABLED,
       serverOptions: {
-        // First, so the call's trace context is set before anything else runs for it.
+        // The call observer first, always: the call's context is set before anything else
+        // runs for it, and it sees every status (counting, cancel and the call lines hang on it).
         interceptors: [
-          logIncomingCalls({
+          observeCalls({
             logger,
-            sampleRate: config.LOG_RPC_SAMPLE_RATE,
-            callerOf: service.callerOf,
+            onEnd: logCallEnds({
+              logger,
+              sampleRate: config.LOG_RPC_SAMPLE_RATE,
+              callerOf: service.callerOf,
+            }),
           }),
           ...(service.interceptors ?? []),
         ],

@@ -5,8 +5,14 @@ import { Writable } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { currentCall, onCallEnd } from "../src/call-context.js";
+import { observeCalls } from "../src/call-observer.js";
 import { createLogger } from "../src/logger.js";
-import { logIncomingCalls, logOutgoingCalls } from "../src/rpc-log.js";
+import { propagateCallContext } from "../src/propagation.js";
+import { type IncomingRpcLogOptions, logCallEnds, logOutgoingCalls } from "../src/rpc-log.js";
+
+/** What runService installs first on every server: the call observer, logging its ends. */
+const observedAndLogged = (options: IncomingRpcLogOptions) =>
+  observeCalls({ logger: options.logger, onEnd: logCallEnds(options) });
 
 type Entry = Record<string, unknown> & {
   rpc?: Record<string, unknown>;
@@ -86,7 +92,7 @@ const unary = (client: Client, method: string, metadata = new grpc.Metadata(), m
 
 before(async () => {
   const backServer = new grpc.Server({
-    interceptors: [logIncomingCalls({ logger: back.logger, sampleRate: 1 })],
+    interceptors: [observedAndLogged({ logger: back.logger, sampleRate: 1 })],
   });
   backServer.addService(echo, {
     Unary: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
@@ -98,6 +104,7 @@ before(async () => {
   const backPort = await listen(backServer);
   backClient = new EchoClient(`127.0.0.1:${backPort}`, grpc.credentials.createInsecure(), {
     interceptors: [
+      propagateCallContext(),
       logOutgoingCalls("back", {
         logger: front.logger,
         get sampleRate() {
@@ -109,7 +116,7 @@ before(async () => {
 
   const frontServer = new grpc.Server({
     interceptors: [
-      logIncomingCalls({
+      observedAndLogged({
         logger: front.logger,
         get sampleRate() {
           return sampleRate;

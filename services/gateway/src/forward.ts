@@ -4,7 +4,7 @@
 // never buffers a whole stream. Cancellation and deadline reach the peer call through
 // grpc-js's `parent` call option, set where the peer call is made.
 import type { Readable, Writable } from "node:stream";
-import { currentCall, endWithError, fromPeer, halfCloseSettled } from "@cloudrun-grpc/runtime";
+import { callContextOf, endWithError, fromPeer, halfCloseSettled } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
 /**
@@ -83,9 +83,9 @@ export function forwardRequests<In, Out>(
   map: (message: In) => Out,
   options: ForwardRequestsOptions<Out> = {},
 ): () => void {
-  // The served call, captured now: 'end' can fire after a resume from the peer's 'drain', in
-  // another call's async context.
-  const served = currentCall();
+  // The served call's context, explicitly: 'end' can fire after a resume from the peer's
+  // 'drain', in another call's async context.
+  const served = callContextOf(call);
   const stop = pipeWithBackpressure(call, upstream, map);
   call.on("end", async () => {
     const complete = await halfCloseSettled(served);

@@ -10,7 +10,7 @@ import {
   gatewayService,
   serviceNames,
 } from "@cloudrun-grpc/proto";
-import { connectPeer, logOutgoingCalls, runService, withAddresses } from "@cloudrun-grpc/runtime";
+import { connectServicePeer, runService, withAddresses } from "@cloudrun-grpc/runtime";
 import { gatewayConfigSchema } from "./config.js";
 import { gatewayHandlers } from "./handlers.js";
 
@@ -20,23 +20,20 @@ await runService("gateway", gatewayConfigSchema, (config, logger) => {
   // route and stats count each call for the gateway's verified caller, named on every peer
   // call. Not with AUTH_MODE=off: nothing is verified, and the peers trust no one then.
   const endUser = config.AUTH_MODE === "off" ? [] : [endUserForwardingInterceptor()];
-  // Logging first: it carries the trace on and times the whole call, token included.
   const routePeer = withAddresses(config.ROUTE_URL, config.ROUTE_ADDRESSES);
-  const route = connectPeer(routePeer, createRouteGuideClient, {
+  const route = connectServicePeer(routePeer, createRouteGuideClient, {
     service: serviceNames.routeGuide,
-    interceptors: [
-      logOutgoingCalls("route", rpcLog),
-      ...endUser,
-      ...auth.clientInterceptors(config.ROUTE_URL.url),
-    ],
+    name: "route",
+    rpcLog,
+    more: endUser,
+    auth: auth.clientInterceptors(config.ROUTE_URL.url),
   });
-  const stats = connectPeer(config.STATS_URL, createStatsClient, {
+  const stats = connectServicePeer(config.STATS_URL, createStatsClient, {
     service: serviceNames.stats,
-    interceptors: [
-      logOutgoingCalls("stats", rpcLog),
-      ...endUser,
-      ...auth.clientInterceptors(config.STATS_URL.url),
-    ],
+    name: "stats",
+    rpcLog,
+    more: endUser,
+    auth: auth.clientInterceptors(config.STATS_URL.url),
   });
   const gateway = gatewayHandlers({ route, stats, logger });
   logger.info(

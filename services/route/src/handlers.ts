@@ -9,7 +9,7 @@ import {
 } from "@cloudrun-grpc/proto";
 import {
   type CallContext,
-  currentCall,
+  callContextOf,
   endWithError,
   halfCloseSettled,
   handlerStatus,
@@ -73,7 +73,7 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
         const feature = { name: found?.name ?? "", location: point };
         reportWhenAnswered(
           { caller: endUser(call.metadata), featureLookedUp: { feature } },
-          currentCall(),
+          callContextOf(call),
           idempotencyKey,
         );
         callback(null, { feature });
@@ -96,8 +96,8 @@ export function routeGuideHandlers(deps: RouteDependencies): RouteGuideServiceHa
     },
 
     RecordRoute(call, callback) {
-      // Stream events can fire in another call's async context: keep this call's.
-      const served = currentCall();
+      // This call's context, explicitly: stream events can fire in another call's async context.
+      const served = callContextOf(call);
       const recorder = new RouteRecorder(features);
       let idempotencyKey: string | undefined;
       // With "x-route-end: explicit" only an end_of_route message makes the route complete.

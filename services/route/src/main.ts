@@ -1,7 +1,7 @@
 // route: the RouteGuide service. Reports what it did to stats, off the client's path.
 import { endUserInterceptor, endUserSources, serviceAuth } from "@cloudrun-grpc/auth-client";
 import { createStatsClient, routeGuideService, serviceNames } from "@cloudrun-grpc/proto";
-import { connectPeer, logOutgoingCalls, runService } from "@cloudrun-grpc/runtime";
+import { connectServicePeer, runService } from "@cloudrun-grpc/runtime";
 import { routeConfigSchema } from "./config.js";
 import { FeatureIndex } from "./features.js";
 import { routeGuideHandlers } from "./handlers.js";
@@ -10,12 +10,11 @@ import { reporterChannelOptions, StatsReporter } from "./stats-reporter.js";
 await runService("route", routeConfigSchema, (config, logger) => {
   const features = FeatureIndex.load();
   const auth = serviceAuth(config, logger);
-  const stats = connectPeer(config.STATS_URL, createStatsClient, {
+  const stats = connectServicePeer(config.STATS_URL, createStatsClient, {
     service: serviceNames.stats,
-    interceptors: [
-      logOutgoingCalls("stats", { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE }),
-      ...auth.clientInterceptors(config.STATS_URL.url),
-    ],
+    name: "stats",
+    rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE },
+    auth: auth.clientInterceptors(config.STATS_URL.url),
     channelOptions: reporterChannelOptions,
   });
   const reporter = new StatsReporter(stats, logger);
