@@ -88,9 +88,9 @@ module "stats" {
     # Each instance holds this many connections plus one for LISTEN: keep
     # max_instances × (pool + 1) under the instance's max_connections.
     STATS_DATABASE_POOL_MAX = tostring(var.stats_database_pool_max)
-    # Only the gateway may name a call's end user (x-end-user), here and in route's env.
-    AUTH_END_USER_FROM = module.gateway.service_account_email
   }
+  # Only the gateway may name a call's end user (x-end-user), here and in route.
+  end_user_from = [module.gateway.service_account_email]
 
   invokers = {
     gateway = module.gateway.service_account_member
@@ -116,7 +116,8 @@ module "route" {
   max_instances       = var.max_instances
   labels              = local.common_labels
   deletion_protection = var.deletion_protection
-  env                 = { LOG_LEVEL = var.log_level, AUTH_END_USER_FROM = module.gateway.service_account_email }
+  env                 = { LOG_LEVEL = var.log_level }
+  end_user_from       = [module.gateway.service_account_email]
   vpc_egress          = local.vpc_egress
   # route sends its reports to stats off the request path: it needs CPU between requests.
   cpu_always_allocated = true

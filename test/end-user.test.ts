@@ -259,15 +259,17 @@ describeLocalOnly("the end user reaches every hop", () => {
     );
     clients.push(statsClient);
     const token = await auth().tokenFor("route", stack.stats.url);
-    // RecordEvents: the one method the topology grants route on stats (an empty batch).
-    await unary((done) =>
+    // RecordEvents: the one method the topology grants route on stats. An empty batch, which
+    // stats refuses: the end-user check before it is what this is about.
+    const refused = await new Promise<grpc.ServiceError | null>((resolve) =>
       statsClient.RecordEvents(
         { events: [] },
         bearer(token, "someone@else.example"),
         deadline(),
-        done,
+        (error) => resolve(error),
       ),
     );
+    assert.equal(refused?.code, grpc.status.INVALID_ARGUMENT);
     const warnings = await eventually(
       async () => dropWarnings(stack.stats.lines),
       (found) => found.length > 0,

@@ -393,14 +393,18 @@ describe("infra: the root, against infra/topology.json", () => {
     const output = block(module_, "output", "service_account_email");
     assert.equal(output.value, expr("google_service_account.this.email"));
     for (const [name, service] of Object.entries(topology)) {
-      const env = (block(root, "module", name).env ?? {}) as Body;
+      const module = block(root, "module", name);
+      assert.ok(
+        !("AUTH_END_USER_FROM" in ((module.env ?? {}) as Body)),
+        `module ${name}: AUTH_* belongs to the module, not env`,
+      );
       if ("gateway" in service.invoked_by) {
-        assert.equal(
-          env.AUTH_END_USER_FROM,
-          expr("module.gateway.service_account_email"),
-          `module ${name}: AUTH_END_USER_FROM`,
+        assert.deepEqual(
+          module.end_user_from,
+          [expr("module.gateway.service_account_email")],
+          `module ${name}: end_user_from`,
         );
-      } else assert.ok(!("AUTH_END_USER_FROM" in env), `module ${name} trusts no end user`);
+      } else assert.ok(!("end_user_from" in module), `module ${name} trusts no end user`);
     }
   });
 
@@ -553,6 +557,39 @@ describe("infra: the module's expressions, evaluated by terraform", () => {
       invoker_methods: { route: ["recordEvents"] },
     });
     assert.match(badName.error ?? "", /method names such as GetStats/);
+  });
+
+  test("every module block of the root passes the module's checks with its own env keys and end users", {
+    skip,
+  }, () => {
+    for (const name of ["gateway", "route", "stats"]) {
+      const module = block(root, "module", name);
+      const env = Object.fromEntries(
+        Object.keys((module.env ?? {}) as Body).map((key) => [key, "value"]),
+      );
+      const endUserFrom =
+        "end_user_from" in module ? ["gateway-svc@my-project.iam.gserviceaccount.com"] : [];
+      const result = evaluateModule({
+        name,
+        invokers: { gateway: gatewaySa },
+        env,
+        end_user_from: endUserFrom,
+      });
+      assert.equal(result.error, undefined, `module ${name}: ${result.error}`);
+      assert.equal(result.env?.AUTH_END_USER_FROM, endUserFrom.join(","), name);
+    }
+    const refused = evaluateModule({
+      name: "route",
+      invokers: { gateway: gatewaySa },
+      env: { AUTH_END_USER_FROM: "someone@example.com" },
+    });
+    assert.match(refused.error ?? "", /env must not set PORT/);
+    const notEmail = evaluateModule({
+      name: "route",
+      invokers: { gateway: gatewaySa },
+      end_user_from: ["not an email"],
+    });
+    assert.match(notEmail.error ?? "", /end_user_from must list email addresses/);
   });
 
   test("peers takes <SERVICE>_URL names only: no AUTH_JWKS_URL or other settings slipped in", {

@@ -30,6 +30,8 @@ locals {
     AUTH_MODE             = var.public ? "optional" : "verify"
     AUTH_AUDIENCES        = local.url
     AUTH_ALLOWED_INVOKERS = join(",", local.allowed_invokers)
+    # Whose x-end-user this service believes (the gateway's account); empty: nobody's.
+    AUTH_END_USER_FROM = join(",", var.end_user_from)
     # Log lines name their trace as projects/<id>/traces/<trace>, which Cloud Logging links
     # to Cloud Trace (Cloud Run sets no variable with the project id).
     GOOGLE_CLOUD_PROJECT = var.project_id

@@ -80,6 +80,17 @@ variable "invoker_methods" {
   }
 }
 
+variable "end_user_from" {
+  description = "Emails of the callers whose x-end-user (the end client they call for) this service believes: the gateway's service account for the services it calls (AUTH_END_USER_FROM). Empty: it believes nobody's, and counts every call as its verified caller's."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for email in var.end_user_from : can(regex("^[^@,[:space:]]+@[^@,[:space:]]+$", email))])
+    error_message = "end_user_from must list email addresses."
+  }
+}
+
 variable "public" {
   description = "Serve calls without an ID token (as the anonymous caller; a token that is sent must still verify): Cloud Run's invoker IAM check is turned off (invoker_iam_disabled) and AUTH_MODE is optional. Only the gateway may be public (a precondition refuses any other service)."
   type        = bool
