@@ -8,17 +8,24 @@ import { callContextOf, endWithError, fromPeer, halfCloseSettled } from "@cloudr
 import * as grpc from "@grpc/grpc-js";
 
 /**
- * Pipes `from` into `to`, pausing `from` while `to` is full. Does not end `to`. Returns a
- * function that stops the pipe for good (no later 'drain' resumes it).
+ * Pipes `from` into `to`, pausing `from` while `to` is full; a message `map` turns into
+ * undefined is not passed on. Does not end `to`. Returns a function that stops the pipe for
+ * good (no later 'drain' resumes it).
  */
-function pipeWithBackpressure<In, Out>(from: Readable, to: Writable, map: (message: In) => Out) {
+function pipeWithBackpressure<In, Out>(
+  from: Readable,
+  to: Writable,
+  map: (message: In) => Out | undefined,
+) {
   let stopped = false;
   const resume = () => {
     if (!stopped) from.resume();
   };
   const onData = (message: In) => {
     if (to.destroyed || to.writableEnded) return;
-    if (!to.write(map(message))) {
+    const mapped = map(message);
+    if (mapped === undefined || stopped) return;
+    if (!to.write(mapped)) {
       from.pause();
       to.once("drain", resume);
     }
@@ -80,7 +87,7 @@ export interface ForwardRequestsOptions<Out> {
 export function forwardRequests<In, Out>(
   call: grpc.ServerReadableStream<In, unknown> | grpc.ServerDuplexStream<In, unknown>,
   upstream: grpc.ClientWritableStream<Out> | grpc.ClientDuplexStream<Out, unknown>,
-  map: (message: In) => Out,
+  map: (message: In) => Out | undefined,
   options: ForwardRequestsOptions<Out> = {},
 ): () => void {
   // The served call's context, explicitly: 'end' can fire after a resume from the peer's

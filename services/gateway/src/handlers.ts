@@ -15,6 +15,7 @@ import {
   fromPeer,
   handlerStatus,
   idempotencyKeyOf,
+  invalidArgument,
   type Logger,
   maxTopN,
   OpenStreams,
@@ -95,30 +96,51 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
         callback(failed("RecordRoute", error));
         return;
       }
-      // route is called with explicit ends, so that a cancel of this call (which grpc-js sends
-      // as a half-close and a reset) can never reach route as a complete route.
+      // route is called with explicit ends, and the gateway alone sends route the end_of_route
+      // message, once its own client's stream has ended complete (no reset with its
+      // half-close). A client's own end_of_route is never passed on: a client that sends it
+      // and then cancels has not finished its route, and a cancel of this call (grpc-js sends
+      // a half-close and a reset) never reaches route with the message before it.
       metadata.set(routeEndHeader, explicitRouteEnd);
       const clientEndsExplicitly = call.metadata.get(routeEndHeader)[0] === explicitRouteEnd;
-      let endOfRouteSent = false;
-      const upstream = route.RecordRoute(metadata, downstream(call), (error, response) => {
-        if (error) {
-          // The route call is over; stop reading what the client still sends.
-          stopReading();
-          callback(fromPeer("route", error));
-        } else callback(null, { summary: response?.summary ?? null });
-      });
+      let clientSaidEnd = false;
+      let answered = false;
+      const answer = (error: grpc.ServiceError | StatusError | null, summary?: unknown) => {
+        if (answered) return;
+        answered = true;
+        // The route call is over; stop reading what the client still sends.
+        stopReading();
+        if (error) callback(error);
+        else callback(null, { summary: (summary as routeguide.RouteSummary__Output) ?? null });
+      };
+      const upstream = route.RecordRoute(metadata, downstream(call), (error, response) =>
+        answer(error ? fromPeer("route", error) : null, response?.summary),
+      );
+      /** Refuses the client's stream: route's call is cancelled, the client told why. */
+      const refuse = (details: string) => {
+        answer(invalidArgument(details));
+        upstream.cancel();
+      };
       const stopReading = forwardRequests(
         call,
         upstream,
         (message) => {
-          if (message.endOfRoute) endOfRouteSent = true;
-          return { point: message.point, endOfRoute: message.endOfRoute };
+          if (clientSaidEnd) {
+            refuse("nothing may follow the end_of_route message");
+            return undefined;
+          }
+          if (message.endOfRoute) {
+            if (message.point) refuse("the end_of_route message carries no point");
+            clientSaidEnd = true;
+            return undefined;
+          }
+          return { point: message.point };
         },
         {
-          // Our client's stream ended complete: say so to route, unless the client did (or,
-          // having asked for explicit ends itself, did not: then route refuses the route).
+          // In explicit mode the client's stream is a route only with its end_of_route; without
+          // it, route (told no end) refuses it.
           lastMessage: () =>
-            clientEndsExplicitly || endOfRouteSent ? undefined : { endOfRoute: true },
+            clientEndsExplicitly && !clientSaidEnd ? undefined : { endOfRoute: true },
         },
       );
     },
