@@ -106,6 +106,65 @@ describeLocalOnly("the routeguide CLI", () => {
     assert.match(area.stdout, /^Area: 150 named features, [1-9]\d* look-ups inside$/m);
   });
 
+  test("--idempotency-key: a get-feature or record-route repeated with one key counts once", async () => {
+    const totals = async () => {
+      const stats = await cli([...gateway, "get-stats", "--top", "1"]);
+      assert.equal(stats.code, 0, stats.stderr);
+      const routes = Number(/Routes recorded: (\d+)/.exec(stats.stdout)?.[1]);
+      const lookups = Number(/Feature look-ups: (\d+)/.exec(stats.stdout)?.[1]);
+      return { routes, lookups };
+    };
+    const settled = async (expected: { routes: number; lookups: number }) => {
+      let now = await totals();
+      for (let tries = 0; tries < 50 && now.lookups < expected.lookups; tries += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        now = await totals();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return totals();
+    };
+    const before = await totals();
+    const key = `cli-${Date.now()}`;
+    for (let i = 0; i < 3; i += 1) {
+      const looked = await cli([
+        ...gateway,
+        "--idempotency-key",
+        key,
+        "get-feature",
+        "40.5",
+        "-74.5",
+      ]);
+      assert.equal(looked.code, 0, looked.stderr);
+      const route = await cli([
+        ...gateway,
+        "--idempotency-key",
+        key,
+        "record-route",
+        "--points",
+        "5",
+      ]);
+      assert.equal(route.code, 0, route.stderr);
+    }
+    // Without a key each call is its own: one more look-up.
+    assert.equal((await cli([...gateway, "get-feature", "40.5", "-74.5"])).code, 0);
+    const after = await settled({ routes: before.routes + 1, lookups: before.lookups + 2 });
+    assert.deepEqual(after, { routes: before.routes + 1, lookups: before.lookups + 2 });
+
+    const demo = await cli([...gateway, "--idempotency-key", key, "demo"]);
+    assert.equal(demo.code, 2);
+    assert.match(demo.stderr, /--idempotency-key goes with get-feature or record-route/);
+    const bad = await cli([
+      ...gateway,
+      "--idempotency-key",
+      "two words",
+      "get-feature",
+      "40",
+      "-74",
+    ]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--idempotency-key must be 1 to 128 visible ASCII characters/);
+  });
+
   test("bad arguments exit 2 with the usage; a failed call exits 1 with its status", async () => {
     const unknown = await cli([...gateway, "fly"]);
     assert.equal(unknown.code, 2);

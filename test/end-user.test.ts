@@ -219,6 +219,27 @@ describeLocalOnly("the end user reaches every hop", () => {
     assert.deepEqual(dropWarnings(stack.route.lines), []);
   });
 
+  test("a client's forged internal headers (x-accepted-end-user, x-verified-caller) choose nothing at the gateway", async () => {
+    const before = await readCallers();
+    const asClient = await gatewayAs("client");
+    const forged = new grpc.Metadata();
+    forged.set("x-accepted-end-user", anaEmail);
+    forged.set("x-verified-caller", anaEmail);
+    await lookUp(asClient, forged);
+    await expectCallers(
+      new Map([
+        [
+          clientEmail,
+          {
+            routesRecorded: before.get(clientEmail)?.routesRecorded ?? 0,
+            featureLookups: (before.get(clientEmail)?.featureLookups ?? 0) + 1,
+          },
+        ],
+        [anaEmail, before.get(anaEmail) ?? { routesRecorded: 0, featureLookups: 0 }],
+      ]),
+    );
+  });
+
   test("on route, a caller other than the gateway cannot name an end user: it counts as itself, with one warning a minute", async () => {
     const before = await readCallers();
     const route = createRouteGuideClient(

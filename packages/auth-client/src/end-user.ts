@@ -2,8 +2,8 @@
 // end client and not every call as the gateway's.
 //
 //   gateway  sets `x-end-user` on each peer call it makes while serving a call, from that call's
-//            verified caller ("" = anonymous, when a public gateway serves a call without a
-//            token). A client's own `x-end-user` never passes: the gateway trusts nobody's, and
+//            verified caller ("anonymous" when a public gateway serves a call without a token:
+//            server-auth.ts's anonymousCaller, a name no email can take). A client's own `x-end-user` never passes: the gateway trusts nobody's, and
 //            grpc-js copies no incoming header to an outgoing call anyway.
 //   route,   accept `x-end-user` only when the immediate caller, as the auth interceptor verified
 //   stats    it, is one of AUTH_END_USER_FROM (the gateway's service account, from the topology).
@@ -17,7 +17,7 @@ import { z } from "zod";
 import type { AuthLogger } from "./config.js";
 import { verifiedCaller } from "./server-auth.js";
 
-/** The end user's email as the gateway sends it to its peers ("" = anonymous). */
+/** The end user's email as the gateway sends it to its peers ("anonymous" without a token). */
 export const endUserKey = "x-end-user";
 
 /**

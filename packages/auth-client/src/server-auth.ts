@@ -145,6 +145,17 @@ export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerIn
               } else intercepting.sendStatus(outcome);
             };
             if (options.anonymous && metadata.get("authorization").length === 0) {
+              // Anonymous callers reach the service's own API and reflection only: channelz
+              // names the addresses of peers and other clients.
+              if (method.path.startsWith("/grpc.channelz.")) {
+                decide(
+                  status(
+                    grpc.status.UNAUTHENTICATED,
+                    "channelz needs an ID token of an allowed invoker",
+                  ),
+                );
+                return;
+              }
               metadata.set(verifiedCallerKey, anonymousCaller);
               accept(metadata);
               return;

@@ -254,10 +254,12 @@ describe("serverAuthInterceptor with anonymous callers allowed (AUTH_MODE=option
         }),
       ],
     });
-    server.addService(echo, {
-      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
-        callback(null, Buffer.from(verifiedCaller(call.metadata))),
-    });
+    for (const definition of [echo, channelzEcho]) {
+      server.addService(definition, {
+        Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) =>
+          callback(null, Buffer.from(verifiedCaller(call.metadata))),
+      });
+    }
     await new Promise<number>((resolve, reject) =>
       server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (error, bound) =>
         error ? reject(error) : resolve(bound),
@@ -269,8 +271,8 @@ describe("serverAuthInterceptor with anonymous callers allowed (AUTH_MODE=option
     await authority?.close();
   });
 
-  async function echoAs(metadata: grpc.Metadata) {
-    const Client = grpc.makeGenericClientConstructor(echo, "Test");
+  async function echoAs(metadata: grpc.Metadata, definition = echo) {
+    const Client = grpc.makeGenericClientConstructor(definition, "Test");
     const client = new Client(target, grpc.credentials.createInsecure());
     try {
       return await new Promise<{ caller?: string; error?: grpc.ServiceError }>((resolve) =>
@@ -307,6 +309,14 @@ describe("serverAuthInterceptor with anonymous callers allowed (AUTH_MODE=option
     const claiming = new grpc.Metadata();
     claiming.set(verifiedCallerKey, gateway);
     assert.deepEqual(await echoAs(claiming), { caller: anonymousCaller });
+  });
+
+  test("no token: channelz stays closed (it names peers' and clients' addresses)", async () => {
+    const anonymous = await echoAs(new grpc.Metadata(), channelzEcho);
+    assert.equal(anonymous.error?.code, grpc.status.UNAUTHENTICATED);
+    assert.match(String(anonymous.error?.details), /channelz needs an ID token/);
+    const withToken = withAuthorization(`Bearer ${await token(gateway)}`);
+    assert.deepEqual(await echoAs(withToken, channelzEcho), { caller: gateway });
   });
 
   test("a token that is present must verify; the allow-list still applies to it", async () => {

@@ -228,11 +228,11 @@ export function formatSnapshot(snapshot: stats.StatsSnapshot__Output | null, out
       `  ${String(entry.lookups).padStart(6)} × ${entry.name || "(unnamed)"} at ${formatPoint(entry.location)}`,
     );
   }
-  // Per end client, as the gateway saw it ("" is a call without a token: a public gateway's
-  // anonymous caller, or a stack running with AUTH_MODE=off).
+  // Per end client, as the gateway saw it ("anonymous": a public gateway's caller without a
+  // token; "" only from a stack running with AUTH_MODE=off, which verifies nobody).
   for (const caller of snapshot.callers) {
     out(
-      `  caller ${caller.caller || "(anonymous)"}: ${caller.routesRecorded} routes, ` +
+      `  caller ${caller.caller || "(none)"}: ${caller.routesRecorded} routes, ` +
         `${caller.featureLookups} look-ups`,
     );
   }

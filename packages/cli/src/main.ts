@@ -122,6 +122,13 @@ function degrees(raw: string | undefined, what: string, limit: number): number {
 
 const [command, ...args] = positionals;
 if (!command) fail("a command is required");
+// One key names one call: only the commands that make one counted call take it.
+if (
+  values["idempotency-key"] !== undefined &&
+  command !== "get-feature" &&
+  command !== "record-route"
+)
+  fail(`--idempotency-key goes with get-feature or record-route (one call each), not ${command}`);
 const gatewayUrl = values.gateway ?? process.env.GATEWAY_URL ?? "http://127.0.0.1:8080";
 let client: ReturnType<typeof connectGateway>;
 try {
