@@ -7,9 +7,13 @@
 // open by sending END_STREAM and then RST_STREAM, and when a write is in progress on the
 // connection it holds the RST_STREAM back until that write completes (node_http2.cc,
 // Http2Stream::SubmitRstStream and Http2Session::ClearOutgoing): measured here, 4 ms after the
-// END_STREAM on an idle loopback connection with ten calls cancelled at once. Held RST_STREAMs
-// go out before the client's next frames, the ACK of a PING that reached it included, so a
-// PING sent once the END_STREAM was read and acknowledged shows whether a reset came with it.
+// END_STREAM on an idle loopback connection with ten calls cancelled at once. A held RST_STREAM
+// is handed to nghttp2 when that write completes, before the client's next write is made, so it
+// leaves in the same write as the ACK of a PING that reached the client meanwhile, or earlier
+// (nghttp2 puts the ACK first within a write: urgent frames lead). The server reads one write
+// in one go, so once the ACK of a PING sent after the END_STREAM was read, one more turn of the
+// event loop has read the reset that came with it (end-of-input.ts). Split across two reads by
+// a real network, the reset could trail the ACK: there the barrier narrows the window.
 //
 // Through a proxy (Cloud Run's front end) the PING is answered by the proxy, so the barrier
 // only covers what the proxy has already passed on: there it narrows the window, it does not
@@ -26,14 +30,17 @@ interface SessionPings {
 const pings = new WeakMap<http2.Http2Session, SessionPings>();
 
 /** An unanswered PING is given up after this long (a dead connection, a peer that never acks). */
-const pingTimeoutMs = 5_000;
+export const pingTimeoutMs = 5_000;
 
 /**
  * Resolves true once a PING sent on `session` after this call has been acknowledged, false if
  * none could be (session closed, refused, or no answer within 5 s). Concurrent callers share
  * PINGs: at most one of ours is outstanding per session (Node allows 10 by default).
  */
-export function clientReadBarrier(session: http2.Http2Session): Promise<boolean> {
+export function clientReadBarrier(
+  session: http2.Http2Session,
+  timeoutMs = pingTimeoutMs,
+): Promise<boolean> {
   let state = pings.get(session);
   if (!state) {
     state = { inFlight: false, waiting: [] };
@@ -42,11 +49,11 @@ export function clientReadBarrier(session: http2.Http2Session): Promise<boolean>
   const pending = state;
   return new Promise((resolve) => {
     pending.waiting.push(resolve);
-    if (!pending.inFlight) sendPing(session, pending);
+    if (!pending.inFlight) sendPing(session, pending, timeoutMs);
   });
 }
 
-function sendPing(session: http2.Http2Session, state: SessionPings): void {
+function sendPing(session: http2.Http2Session, state: SessionPings, timeoutMs: number): void {
   const waiters = state.waiting;
   state.waiting = [];
   state.inFlight = true;
@@ -57,10 +64,10 @@ function sendPing(session: http2.Http2Session, state: SessionPings): void {
     clearTimeout(timer);
     state.inFlight = false;
     for (const waiter of waiters) waiter(acknowledged);
-    if (state.waiting.length > 0 && !session.destroyed) sendPing(session, state);
+    if (state.waiting.length > 0 && !session.destroyed) sendPing(session, state, timeoutMs);
     else for (const waiter of state.waiting.splice(0)) waiter(false);
   };
-  const timer = setTimeout(() => settle(false), pingTimeoutMs);
+  const timer = setTimeout(() => settle(false), timeoutMs);
   timer.unref();
   let sent = false;
   try {

@@ -32,6 +32,9 @@ export function idempotencyKeyOf(metadata: grpc.Metadata): string | undefined {
  * whatever the key and identity are.
  */
 export function idempotentEventId(client: string, kind: string, key: string): string {
-  const digest = createHash("sha256").update(`${client}\n${kind}\n${key}`).digest("hex");
+  // JSON: the three parts cannot run into each other, whatever they contain.
+  const digest = createHash("sha256")
+    .update(JSON.stringify([client, kind, key]))
+    .digest("hex");
   return `key:${digest}`;
 }
