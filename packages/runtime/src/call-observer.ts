@@ -29,6 +29,8 @@ export interface EndedCall {
   context: CallContext | undefined;
   /** The full method path. */
   method: string;
+  /** Whether the server streams its answer (a watch, a listing). */
+  responseStream: boolean;
   /** The status its client was sent: CANCELLED or DEADLINE_EXCEEDED when it reset first. */
   code: grpc.status;
   /** The status details sent, when the call did not end OK. */
@@ -161,6 +163,7 @@ export function observeCalls(options: CallObserverOptions): grpc.ServerIntercept
       options.onEnd?.({
         context,
         method: method.path,
+        responseStream: method.responseStream,
         code,
         details:
           code === grpc.status.OK

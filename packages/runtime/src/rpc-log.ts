@@ -28,8 +28,20 @@ export interface IncomingRpcLogOptions extends RpcLogOptions {
 }
 
 const quietPaths = /^\/grpc\.(health\.v1\.Health|reflection\.v1(alpha)?\.ServerReflection)\//;
+const healthPaths = /^\/grpc\.health\.v1\.Health\//;
 
-function logLevelFor(path: string, code: grpc.status): "debug" | "info" | "warn" {
+/**
+ * Failed calls are warnings, with two exceptions that are how things normally go: health
+ * checks (probes, NOT_FOUND for a name not served included: debug, like their OK), and a
+ * client cancelling a stream it was reading (a watch ends that way: info).
+ */
+function logLevelFor(
+  path: string,
+  code: grpc.status,
+  responseStream: boolean,
+): "debug" | "info" | "warn" {
+  if (healthPaths.test(path)) return "debug";
+  if (code === grpc.status.CANCELLED && responseStream) return "info";
   if (code !== grpc.status.OK) return "warn";
   return quietPaths.test(path) ? "debug" : "info";
 }
@@ -65,7 +77,7 @@ export function logCallEnds(options: IncomingRpcLogOptions): (ended: EndedCall) 
   const logger = callLineLogger(options.logger);
   return (ended) => {
     const { code, method } = ended;
-    const level = logLevelFor(method, code);
+    const level = logLevelFor(method, code, ended.responseStream);
     const trace = ended.context?.trace;
     const sampledOut = trace && !traceInSample(trace.traceId, options.sampleRate);
     if (code === grpc.status.OK && sampledOut) return;
@@ -100,6 +112,7 @@ export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Int
     // Runs synchronously where the call is made, so the caller's call context is current.
     const parentSpanId = currentCall()?.trace.spanId;
     const method = callOptions.method_definition.path;
+    const { responseStream } = callOptions.method_definition;
     const startedAt = performance.now();
     let trace: TraceContext | undefined;
     let received = 0;
@@ -123,9 +136,9 @@ export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Int
           },
           onReceiveStatus(status, pass) {
             const ok = status.code === grpc.status.OK;
-            const level = ok ? "info" : "warn";
+            const level = ok ? "info" : logLevelFor(method, status.code, responseStream);
             const sampledOut = trace && !traceInSample(trace.traceId, options.sampleRate);
-            if ((ok && sampledOut) || !logger.isLevelEnabled(level)) {
+            if (((ok || level !== "warn") && sampledOut) || !logger.isLevelEnabled(level)) {
               pass(status);
               return;
             }
