@@ -60,9 +60,12 @@ export function runTests(files, extra = [], env = process.env) {
   }
   // Files run one at a time: the integration tests start real processes and measure nothing,
   // but two stacks at once on 2 cores only make each slower.
+  // Without the NODE_PATH that pnpm's node_modules/.bin/node shim sets (its store's hoisted
+  // folder): the tests and the services they start resolve modules as the images do.
+  const { NODE_PATH: _shims, ...testEnv } = env;
   run(
     process.execPath,
     ["--import", "tsx", "--test", "--test-concurrency=1", ...extra, ...files],
-    env,
+    testEnv,
   );
 }
