@@ -22,13 +22,9 @@ import { readFileSync, write, writeSync } from "node:fs";
 import {
   createServer as createHttpServer,
   type IncomingMessage,
-  type ServerResponse,
+  type OutgoingHttpHeaders,
 } from "node:http";
-import {
-  createServer as createHttp2Server,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
-} from "node:http2";
+import { createServer as createHttp2Server, type Http2ServerRequest } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { packageDefinition, serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
@@ -237,10 +233,14 @@ function listen(server: grpc.Server): Promise<number> {
   );
 }
 
-function restHandler(
-  request: IncomingMessage | Http2ServerRequest,
-  response: ServerResponse | Http2ServerResponse,
-) {
+/** What the handler uses of an HTTP/1.1 or an HTTP/2 response. (A union of the two is not
+ * callable under @types/node 26: their writeHead overloads differ.) */
+interface JsonResponse {
+  writeHead(statusCode: number, headers: OutgoingHttpHeaders): unknown;
+  end(body: string): unknown;
+}
+
+function restHandler(request: IncomingMessage | Http2ServerRequest, response: JsonResponse) {
   const chunks: Buffer[] = [];
   request.on("data", (chunk: Buffer) => chunks.push(chunk));
   request.on("end", () => {

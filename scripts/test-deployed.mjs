@@ -9,7 +9,9 @@
 // Extra arguments are passed to node --test (e.g. --test-name-pattern=GetFeature).
 import { spawnSync } from "node:child_process";
 import { tsImport } from "tsx/esm/api";
-import { bin, integrationTestFiles, root, run, runTests } from "./test-runner.mjs";
+import { bin, integrationTestFiles, printHeader, root, run, runTests } from "./test-runner.mjs";
+
+printHeader("test:deployed");
 
 function fail(message) {
   console.error(`test:deployed: ${message}`);

@@ -1,13 +1,30 @@
 // What `pnpm test` (scripts/test.mjs) and `pnpm test:deployed` (scripts/test-deployed.mjs)
 // share: the repo's root, running a step, the test files, and the one node --test command.
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 export const bin = (name) => join(root, "node_modules", ".bin", name);
+
+/** The project's Node: the exact version of the `node` package in package.json, which
+ * `pnpm install` puts in node_modules/.bin, first on PATH for every pnpm script. */
+export const pinnedNode = JSON.parse(readFileSync(join(root, "package.json"), "utf8"))
+  .devDependencies.node;
+
+/** The suite's header: which Node runs it (the tests run on this script's own Node). */
+export function printHeader(name) {
+  console.log(
+    `${name}: Node ${process.version} (${process.execPath}); the project pins ${pinnedNode}`,
+  );
+  if (process.versions.node.split(".")[0] !== pinnedNode.split(".")[0]) {
+    console.log(
+      `${name}: this is not the pinned Node's major; run it through pnpm (pnpm test), which puts node_modules/.bin/node first on PATH`,
+    );
+  }
+}
 
 /** Runs a step in the repo's root with the output shown; exits as it does when it fails. */
 export function run(command, args, env = process.env) {
@@ -43,9 +60,12 @@ export function runTests(files, extra = [], env = process.env) {
   }
   // Files run one at a time: the integration tests start real processes and measure nothing,
   // but two stacks at once on 2 cores only make each slower.
+  // Without the NODE_PATH that pnpm's node_modules/.bin/node shim sets (its store's hoisted
+  // folder): the tests and the services they start resolve modules as the images do.
+  const { NODE_PATH: _shims, ...testEnv } = env;
   run(
     process.execPath,
     ["--import", "tsx", "--test", "--test-concurrency=1", ...extra, ...files],
-    env,
+    testEnv,
   );
 }

@@ -23,6 +23,11 @@ const packageManager = (
   JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { packageManager: string }
 ).packageManager;
 const pnpmVersion = /^pnpm@(\d+\.\d+\.\d+)$/.exec(packageManager)?.[1];
+const pinnedNode = (
+  JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as {
+    devDependencies: Record<string, string>;
+  }
+).devDependencies.node as string;
 
 const runs = (instructions: Instruction[]) =>
   instructions
@@ -43,7 +48,7 @@ for (const service of services) {
       );
     });
 
-    test("every base image is pinned by digest to a Node LTS of 20 or later", () => {
+    test("every base image is pinned by digest to the project's Node", () => {
       for (const { from } of dockerfile.stages) {
         const image = from.getImage();
         assert.match(
@@ -56,10 +61,19 @@ for (const service of services) {
           "node",
           `${where}: FROM ${image} should be the official node image`,
         );
-        const major = Number(/^(\d+)/.exec(from.getImageTag() ?? "")?.[1]);
-        assert.ok(
-          major >= 20,
-          `${where}: FROM ${image} does not name a Node major of 20 or later in its tag (e.g. node:22-bookworm-slim@sha256:...)`,
+        // What ships runs the Node the tests ran on: the `node` package pinned in package.json.
+        const tagVersion = /^\d+(?:\.\d+){0,2}(?=-|$)/.exec(from.getImageTag() ?? "")?.[0] ?? "";
+        const major = pinnedNode.split(".")[0];
+        assert.equal(
+          tagVersion.split(".")[0],
+          major,
+          `${where}: FROM ${image} must name Node ${major} in its tag, the major of the node package that dev and tests run (package.json: node ${pinnedNode}), e.g. node:${pinnedNode}-bookworm-slim@sha256:...`,
+        );
+        // A tag that names a minor or a patch must name the pinned one.
+        assert.deepEqual(
+          tagVersion.split("."),
+          pinnedNode.split(".").slice(0, tagVersion.split(".").length),
+          `${where}: FROM ${image} names Node ${tagVersion}, but dev and tests run ${pinnedNode} (package.json's node); use node:${pinnedNode}-bookworm-slim, or change both`,
         );
       }
     });

@@ -41,7 +41,7 @@ async function loadDir(dir: string): Promise<TerraformDir> {
     for (const [kind, blocks] of Object.entries(parsed)) {
       config[kind] ??= {};
       for (const [key, value] of Object.entries(blocks)) {
-        const merged = config[kind];
+        const merged: TerraformDir["config"][string] = config[kind];
         if (kind === "resource" || kind === "data") {
           // Keyed by type, then name: files add names to a type.
           merged[key] ??= {};

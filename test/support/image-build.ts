@@ -22,7 +22,7 @@ import {
   statSync,
   symlinkSync,
 } from "node:fs";
-import { basename, dirname, join, posix } from "node:path";
+import { basename, delimiter, dirname, join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";
 import type { Copy, Env, Instruction, Run } from "dockerfile-ast";
 import { bundleCommand, imageAppDir } from "./bundle.js";
@@ -67,15 +67,19 @@ export function copyContext(from: string, to: string): void {
 }
 
 /** The environment a build step sees: this machine's PATH, home (pnpm's store) and network
- * settings, none of the test runner's own variables, then the Dockerfile's ENV. */
+ * settings, none of the test runner's own variables, then the Dockerfile's ENV. The node that
+ * runs the tests (the project's, the image's version) comes first on PATH, standing for the
+ * base image's node: the image installs with --ignore-scripts, so no node_modules/.bin/node. */
 function baseEnv(): Record<string, string> {
   const keep =
     /^(PATH|HOME|TMPDIR|NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|XDG_.*|.*_proxy)$/i;
-  return Object.fromEntries(
+  const env = Object.fromEntries(
     Object.entries(process.env).filter(
       (entry): entry is [string, string] => keep.test(entry[0]) && entry[1] !== undefined,
     ),
   );
+  env.PATH = [dirname(process.execPath), env.PATH].filter(Boolean).join(delimiter);
+  return env;
 }
 
 export interface Replay {
