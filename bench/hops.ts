@@ -6,18 +6,29 @@
 //            through the gateway and through baseline B
 //   rest     the same GetFeature as JSON over HTTP/1.1 and h2c from node:http / node:http2,
 //            against baseline A
+//   long-streams  one RecordRoute of 250,000 points at a time from a grpc-js client, through
+//            baseline B, through the gateway and straight to route (issue 19: such routes
+//            stalled for 30 s per MiB sent in grpc-js's retry buffer)
 // Every row: h2load at each concurrency, a warm-up run first, then a measured run; CPU per
 // call of every server process from /proc/<pid>/stat over the measured run, peak RSS from
 // /proc/<pid>/status (VmHWM: the process's peak so far).
 import { spawn } from "node:child_process";
 import { connect, constants as h2 } from "node:http2";
 import { createInterface } from "node:readline";
+import type { Writable } from "node:stream";
 import { type ServiceProcess, type Stack, startStack } from "@cloudrun-grpc/local-stack";
-import { packageDefinition } from "@cloudrun-grpc/proto";
+import {
+  createGatewayClient,
+  createRouteGuideClient,
+  explicitRouteEnd,
+  packageDefinition,
+  routeEndHeader,
+} from "@cloudrun-grpc/proto";
+import * as grpc from "@grpc/grpc-js";
 import { grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
 import { processCpuUs, processPeakRssMiB } from "./support/load.js";
 
-export type Section = "unary" | "streams" | "rest" | "ablation";
+export type Section = "unary" | "streams" | "rest" | "ablation" | "long-streams";
 
 export interface HopOptions {
   seconds: number;
@@ -453,6 +464,7 @@ export async function benchHops(sections: Section[], options: HopOptions): Promi
       await backend.stop();
     }
     if (sections.includes("ablation")) await ablationRows(options, rows);
+    if (sections.includes("long-streams")) await longStreamRows(rows);
     if (sections.includes("rest")) {
       const json = Buffer.from(JSON.stringify({ point }));
       for (const [mode, name, http1] of [
@@ -553,5 +565,174 @@ async function ablationRows(options: HopOptions, rows: HopRow[]): Promise<void> 
     }
   } finally {
     await backend.stop();
+  }
+}
+
+const longRoutePoints = 250_000;
+const longRouteCalls = 3;
+const grpcjsClient = "grpc-js client in the bench process, 1 call at a time";
+
+/** One RecordRoute of `points` points, written with backpressure; resolves with its duration. */
+function sendLongRoute(
+  start: (done: grpc.requestCallback<unknown>) => Writable,
+  points: number,
+  explicitEnd: boolean,
+): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const stream = start((error) => (error ? reject(error) : resolve(performance.now() - started)));
+    let index = 0;
+    const writeSome = () => {
+      while (index < points) {
+        const point = { latitude: 400_000_000 + (index % 1000) * 1000, longitude: -750_000_000 };
+        index += 1;
+        if (!stream.write({ point })) {
+          stream.once("drain", writeSome);
+          return;
+        }
+      }
+      if (explicitEnd) stream.write({ endOfRoute: true });
+      stream.end();
+    };
+    writeSome();
+  });
+}
+
+/**
+ * Long client streams (issue 19): RecordRoutes of 250,000 points, one at a time, from a grpc-js
+ * client (the client's own channel is part of what is measured: grpc-js's retry buffer is on
+ * the sending side), through baseline B, through the gateway (auth on) and straight to route.
+ * Rate: points per second over the calls; p50/p90/p99: the calls' durations.
+ */
+async function longStreamRows(rows: HopRow[]): Promise<void> {
+  const measureCalls = async (
+    name: string,
+    baseline: string | null,
+    processes: MeasuredProcess[],
+    send: (points: number) => Promise<number>,
+  ) => {
+    await send(longRoutePoints / 10); // warm-up
+    const before = await Promise.all(processes.map(({ pid }) => processCpuUs(pid)));
+    const durations: number[] = [];
+    let errors = 0;
+    for (let call = 0; call < longRouteCalls; call += 1) {
+      try {
+        durations.push(await send(longRoutePoints));
+      } catch (error) {
+        errors += 1;
+        console.error(`  ${name}: ${(error as Error).message}`);
+      }
+    }
+    const after = await Promise.all(processes.map(({ pid }) => processCpuUs(pid)));
+    const calls = Math.max(1, durations.length);
+    const cpuUsPerCall = Object.fromEntries(
+      processes.map(({ name: process_ }, index) => [
+        process_,
+        Math.round(((after[index] as number) - (before[index] as number)) / calls),
+      ]),
+    );
+    const seconds = durations.reduce((sum, ms) => sum + ms, 0) / 1000;
+    const rate = Math.round((durations.length * longRoutePoints) / Math.max(seconds, 1e-3));
+    const sorted = [...durations].sort((a, b) => a - b);
+    const at = (q: number) =>
+      Math.round(1000 * (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0));
+    const base = baseline ? rows.find((row) => row.scenario === baseline) : undefined;
+    const row: HopRow = {
+      section: "long-streams",
+      scenario: name,
+      generator: grpcjsClient,
+      logging: "LOG_LEVEL=info LOG_RPC_SAMPLE_RATE=1",
+      concurrency: 1,
+      unit: "points",
+      rate,
+      callsPerSecond: Number((durations.length / Math.max(seconds, 1e-3)).toFixed(3)),
+      baseline,
+      ratio: base ? Number((rate / Math.max(1, base.rate)).toFixed(2)) : null,
+      p50Us: at(0.5),
+      p90Us: at(0.9),
+      p99Us: at(0.99),
+      calls: durations.length,
+      errors,
+      cpuUsPerCall,
+      cpuUsPerCallTotal: Object.values(cpuUsPerCall).reduce((sum, value) => sum + value, 0),
+      peakRssMiB: Object.fromEntries(
+        await Promise.all(
+          processes.map(async ({ name: process_, pid }) => [
+            process_,
+            await processPeakRssMiB(pid),
+          ]),
+        ),
+      ),
+      generatorCpuUsPerCall: 0,
+    };
+    rows.push(row);
+    console.error(
+      `  ${name}: ${rate} points/s${row.ratio === null ? "" : ` (× ${row.ratio})`}, ${durations.length} calls of ${(at(0.5) / 1e6).toFixed(1)} s (p50)${errors ? `, ${errors} errors` : ""}`,
+    );
+  };
+
+  const baselineName = `RecordRoute (${longRoutePoints.toLocaleString("en-US")} points), ${baselineB}`;
+  const backend = await startBaseline("backend", ["echo"]);
+  const proxy = await startBaseline("proxy", ["proxy", String(backend.port)]);
+  const bare = createGatewayClient(`127.0.0.1:${proxy.port}`, grpc.credentials.createInsecure());
+  try {
+    await measureCalls(
+      baselineName,
+      null,
+      [proxy, backend].map(({ name, pid }) => ({ name, pid })),
+      (points) => sendLongRoute((done) => bare.RecordRoute(done), points, false),
+    );
+  } finally {
+    bare.close();
+    await proxy.stop();
+    await backend.stop();
+  }
+
+  const stack = await startStack({
+    env: {
+      all: { LOG_LEVEL: "info", LOG_FORMAT: "json", LOG_RPC_SAMPLE_RATE: "1" },
+      route: { ROUTE_MAX_POINTS: String(longRoutePoints) },
+    },
+  });
+  const gateway = createGatewayClient(
+    `127.0.0.1:${stack.gateway.port}`,
+    grpc.credentials.createInsecure(),
+  );
+  const route = createRouteGuideClient(
+    `127.0.0.1:${stack.route.port}`,
+    grpc.credentials.createInsecure(),
+  );
+  try {
+    const auth = stack.auth;
+    if (!auth) throw new Error("the stack has no auth");
+    const explicit = (token: string) => {
+      const metadata = new grpc.Metadata();
+      metadata.set("authorization", `Bearer ${token}`);
+      metadata.set(routeEndHeader, explicitRouteEnd);
+      return metadata;
+    };
+    const toGateway = explicit(await auth.tokenFor("client", stack.gateway.url));
+    const toRoute = explicit(await auth.tokenFor("gateway", stack.route.url));
+    const processes = stack.services.map((service) => ({
+      name: service.name,
+      pid: service.child.pid as number,
+    }));
+    await measureCalls(
+      `RecordRoute (${longRoutePoints.toLocaleString("en-US")} points), gateway, auth on`,
+      baselineName,
+      processes,
+      (points) =>
+        sendLongRoute((done) => gateway.RecordRoute(toGateway.clone(), done), points, true),
+    );
+    await measureCalls(
+      `RecordRoute (${longRoutePoints.toLocaleString("en-US")} points), straight to route`,
+      baselineName,
+      processes.filter(({ name }) => name !== "gateway"),
+      (points) => sendLongRoute((done) => route.RecordRoute(toRoute.clone(), done), points, true),
+    );
+  } finally {
+    gateway.close();
+    route.close();
+    await stack.stop();
   }
 }

@@ -26,9 +26,9 @@ import { describeLocalOnly } from "./support/target.js";
 const routeChat = "/gateway.v1.GatewayService/RouteChat";
 
 // Notes as large as route takes (1 KiB of text). The size matters: the gateway's grpc-js
-// client to route keeps every message it sends in a retry buffer of up to 1 MiB per call
-// (grpc.per_rpc_retry_buffer_size) and acknowledges it at once, so the first 1 MiB of a chat
-// is taken whatever the flow control: ~1,000 notes of 1 KiB (~4,000 of 256 bytes).
+// client to route keeps every message it sends in a retry buffer (grpc.per_rpc_retry_buffer_size,
+// 64 KiB per call on the gateway's channel to route) and acknowledges it at once, so the first
+// 64 KiB of a chat are taken whatever the flow control: ~60 notes of 1 KiB.
 const noteBytes = 1024;
 const mib = 1024 * 1024;
 // The most notes one test writes: far more than flow control lets through (below).
@@ -176,8 +176,9 @@ describeLocalOnly("flow control through the gateway", () => {
         assert.equal(headers?.["grpc-status"], undefined, "the chat ended with a status");
         assert.ok(!call.stream.closed && !call.stream.destroyed, "the chat was closed");
 
-        // Measured: 1,169 notes (1.2 MiB) are taken before the writer stalls: ~1,000 in the
-        // gateway's grpc-js retry buffer (1 MiB per call, see above), ~60 in each 64 KiB HTTP/2
+        // Measured with a 1 MiB retry buffer (grpc-js's default; 64 KiB now, see above, and
+        // ~150 notes taken): 1,169 notes (1.2 MiB) are taken before the writer stalls: ~1,000 in
+        // the gateway's grpc-js retry buffer, ~60 in each 64 KiB HTTP/2
         // stream window (client→gateway, gateway→route), a few in the 16 KiB / 16-message stream
         // buffers on each hop, and the ~20 notes route answered before its own answers (~160 of
         // them) filled the way back. 2,500 leaves more than twice that. A gateway that does not

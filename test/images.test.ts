@@ -235,6 +235,7 @@ describe(".dockerignore", () => {
       "package.json",
       "pnpm-lock.yaml",
       "pnpm-workspace.yaml",
+      "patches/@grpc__grpc-js@1.14.7.patch",
       "turbo.json",
       "tsconfig.base.json",
       "scripts/bundle-service.sh",

@@ -27,6 +27,14 @@ await runService("gateway", gatewayConfigSchema, (config, logger) => {
     rpcLog,
     more: endUser,
     auth: auth.clientInterceptors(config.ROUTE_URL.url),
+    // The streams forwarded to route are paced by HTTP/2 flow control, not grpc-js's retry
+    // buffer: grpc-js acknowledges writes at once until a call's buffer is full, then holds the
+    // next write until everything buffered before it is sent (retrying-call.ts,
+    // sendMessageWithContext), so a 1 MiB buffer (the default) makes the gateway take a
+    // client's stream in 1 MiB bursts. route's retried requests (GetFeature, ListFeatures) are
+    // a few bytes; a RecordRoute or RouteChat refused before route saw it is still replayed
+    // while under 64 KiB sent.
+    channelOptions: { "grpc.per_rpc_retry_buffer_size": 64 * 1024 },
   });
   const stats = connectServicePeer(config.STATS_URL, createStatsClient, {
     service: serviceNames.stats,

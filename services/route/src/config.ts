@@ -12,6 +12,9 @@ export const routeConfigSchema = z
     ROUTE_MAX_POINTS: integerVar(100_000, 1, 10_000_000),
     // Each note is answered with the earlier notes at its place, so answers grow with notes².
     CHAT_MAX_NOTES: integerVar(1_000, 1, 100_000),
+    // Another feature data set than the bundled one (a JSON file of the same shape), e.g. a
+    // large one for the tests and the bench of long ListFeatures streams.
+    ROUTE_FEATURES_FILE: z.string().min(1).optional(),
   })
   .superRefine(checkAuthConfig)
   // Never public: only the gateway may serve calls without a token.

@@ -8,7 +8,7 @@ import { routeGuideHandlers } from "./handlers.js";
 import { reporterChannelOptions, StatsReporter } from "./stats-reporter.js";
 
 await runService("route", routeConfigSchema, (config, logger) => {
-  const features = FeatureIndex.load();
+  const features = FeatureIndex.load(config.ROUTE_FEATURES_FILE);
   const auth = serviceAuth(config, logger);
   const stats = connectServicePeer(config.STATS_URL, createStatsClient, {
     service: serviceNames.stats,
