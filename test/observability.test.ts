@@ -7,14 +7,7 @@ import type { Stack } from "@cloudrun-grpc/local-stack";
 import { startStack } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import {
-  collect,
-  deadline,
-  eventually,
-  failure,
-  stackGatewayClient,
-  unary,
-} from "./support/grpc.js";
+import { collect, deadline, failure, stackGatewayClient, unary } from "./support/grpc.js";
 import { describeLocalOnly } from "./support/target.js";
 
 type Service = "gateway" | "route" | "stats";

@@ -127,7 +127,7 @@ before(async () => {
   });
   frontServer.addService(echo, {
     // Calls the back server from a later tick, as real handlers do after an await.
-    Unary: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
+    Unary: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) => {
       see("unary");
       recordEnd();
       setTimeout(() => {
