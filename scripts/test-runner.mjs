@@ -65,7 +65,17 @@ export function runTests(files, extra = [], env = process.env) {
   const { NODE_PATH: _shims, ...testEnv } = env;
   run(
     process.execPath,
-    ["--import", "tsx", "--test", "--test-concurrency=1", ...extra, ...files],
+    [
+      "--import",
+      "tsx",
+      "--test",
+      "--test-concurrency=1",
+      // TAP on every Node (Node 23+ defaults to the spec reporter off a TTY): one summary
+      // format for people and for CI, whose closing lines it reads.
+      "--test-reporter=tap",
+      ...extra,
+      ...files,
+    ],
     testEnv,
   );
 }
