@@ -71,8 +71,8 @@ export function runTests(files, extra = [], env = process.env) {
       "--test",
       "--test-concurrency=1",
       // TAP on every Node (Node 23+ defaults to the spec reporter off a TTY): one summary
-      // format for people and for CI, whose closing lines it reads.
-      "--test-reporter=tap",
+      // format for people and for CI, whose closing lines it reads. A reporter asked for wins.
+      ...(extra.some((arg) => arg.startsWith("--test-reporter")) ? [] : ["--test-reporter=tap"]),
       ...extra,
       ...files,
     ],
