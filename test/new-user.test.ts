@@ -3,7 +3,7 @@
 // every method working, keep running until Ctrl-C, then stop with nothing left listening.
 // (The README's second command, `pnpm test`, is what CI runs on a fresh clone.)
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,16 +28,23 @@ describeLocalOnly("a new user's first command on a fresh clone", () => {
   let clone: string;
   let start: ChildProcess;
   let output = "";
+  let installOutput = "";
 
   before(() => {
     pnpmOnPath();
     clone = mkdtempSync(join(tmpdir(), "fresh-clone-"));
     execFileSync("git", ["clone", "--quiet", repoRoot, clone], { stdio: "inherit" });
-    execFileSync("pnpm", ["install", "--frozen-lockfile", "--prefer-offline"], {
-      cwd: clone,
-      stdio: ["ignore", "ignore", "inherit"],
-      timeout: 300_000,
-    });
+    const install = spawnSync(
+      "pnpm",
+      ["install", "--frozen-lockfile", "--prefer-offline", "--reporter=append-only"],
+      { cwd: clone, encoding: "utf8", timeout: 300_000 },
+    );
+    installOutput = `${install.stdout}${install.stderr}`;
+    assert.equal(install.status, 0, `pnpm install failed:\n${installOutput}`);
+  });
+
+  test("a fresh install warns about no command it cannot link (every bin exists before a build)", () => {
+    assert.doesNotMatch(installOutput, /Failed to create bin/, installOutput);
   });
   after(() => {
     // If the test failed half-way, leave nothing running.
