@@ -22,7 +22,8 @@ import {
 import { IdTokenSources } from "./tokens.js";
 import { googleIssuers, IdTokenVerifier } from "./verify.js";
 
-const list = z
+/** A comma-separated variable as its trimmed, non-empty items (unset: none). */
+export const commaList = z
   .string()
   .optional()
   .transform((raw) =>
@@ -45,8 +46,8 @@ export const authEnv = {
       });
       return z.NEVER;
     }),
-  AUTH_AUDIENCES: list,
-  AUTH_ALLOWED_INVOKERS: list.transform((entries, ctx) => {
+  AUTH_AUDIENCES: commaList,
+  AUTH_ALLOWED_INVOKERS: commaList.transform((entries, ctx) => {
     const parsed: AllowedInvoker[] = [];
     const bad: string[] = [];
     for (const entry of entries) {

@@ -14,7 +14,8 @@
 // immediate caller.
 import * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
-import type { AuthLogger } from "./config.js";
+import { type AuthLogger, commaList } from "./config.js";
+import { rateLimited } from "./rate-limited.js";
 import { verifiedCaller } from "./server-auth.js";
 
 /** The end user's email as the gateway sends it to its peers ("anonymous" without a token). */
@@ -29,25 +30,18 @@ export const acceptedEndUserKey = "x-accepted-end-user";
 export const endUserEnv = {
   // The identities whose `x-end-user` is believed: the gateway's service account email
   // (comma-separated if ever more than one). Unset: none, every call counts as its caller's.
-  AUTH_END_USER_FROM: z
-    .string()
-    .optional()
-    .transform((raw, ctx) => {
-      const emails = (raw ?? "")
-        .split(",")
-        .map((item) => item.trim())
-        .filter((item) => item !== "");
-      const bad = emails.find((email) => !/^[^\s@]+@[^\s@]+$/.test(email));
-      if (bad !== undefined) {
-        // One issue for the variable, however many items are bad: one line per bad variable.
-        ctx.addIssue({
-          code: "custom",
-          message: `must be service account emails (the gateway's), comma-separated, got ${JSON.stringify(bad)}`,
-        });
-        return z.NEVER;
-      }
-      return emails;
-    }),
+  AUTH_END_USER_FROM: commaList.transform((emails, ctx) => {
+    const bad = emails.find((email) => !/^[^\s@]+@[^\s@]+$/.test(email));
+    if (bad !== undefined) {
+      // One issue for the variable, however many items are bad: one line per bad variable.
+      ctx.addIssue({
+        code: "custom",
+        message: `must be service account emails (the gateway's), comma-separated, got ${JSON.stringify(bad)}`,
+      });
+      return z.NEVER;
+    }
+    return emails;
+  }),
 };
 
 export interface EndUserConfig {
@@ -92,28 +86,20 @@ export function endUserInterceptor(
   options: EndUserInterceptorOptions = {},
 ): grpc.ServerInterceptor {
   const trusted = new Set(trustedCallers);
-  const warnIntervalMs = options.warnIntervalMs ?? 60_000;
-  let lastWarning = Number.NEGATIVE_INFINITY;
-  let unlogged = 0;
-  const dropped = (caller: string, claimed: grpc.MetadataValue[], method: string) => {
-    const now = Date.now();
-    if (now - lastWarning < warnIntervalMs) {
-      unlogged += 1;
-      return;
-    }
-    lastWarning = now;
-    logger?.warn(
-      {
-        caller: caller || undefined,
-        method,
-        // The claim is the caller's to choose: bounded, never trusted.
-        claimedEndUser: claimed.map((value) => String(value).slice(0, 200)),
-        droppedSinceLastWarning: unlogged,
-      },
-      `${endUserKey} dropped: only the gateway may name the end user; the call counts as its caller's`,
-    );
-    unlogged = 0;
-  };
+  const dropped = rateLimited(
+    options.warnIntervalMs ?? 60_000,
+    (heldBack, caller: string, claimed: grpc.MetadataValue[], method: string) =>
+      logger?.warn(
+        {
+          caller: caller || undefined,
+          method,
+          // The claim is the caller's to choose: bounded, never trusted.
+          claimedEndUser: claimed.map((value) => String(value).slice(0, 200)),
+          droppedSinceLastWarning: heldBack,
+        },
+        `${endUserKey} dropped: only the gateway may name the end user; the call counts as its caller's`,
+      ),
+  );
   return (method, call) =>
     new grpc.ServerInterceptingCall(call, {
       start(next) {

@@ -13,6 +13,7 @@ import {
   errors as joseErrors,
   jwtVerify,
 } from "jose";
+import { rateLimited } from "./rate-limited.js";
 
 /** Google's ID tokens: either spelling of the issuer, one key set. */
 export const googleIssuers: Record<string, string> = {
@@ -238,35 +239,28 @@ class IssuerKeys {
   private static readonly freshForMs = 10 * 60_000;
   private static readonly usableForMs = 24 * 3600_000;
 
-  /** Failed fetches since the last warning, and when that warning was written. */
-  private failuresUnlogged = 0;
-  private lastWarningAt = Number.NEGATIVE_INFINITY;
+  /** A failed fetch: one warning per interval at most, counting the failures in between. */
+  private readonly failed: (reason: string) => void;
 
   constructor(
     private readonly url: URL,
     private readonly cooldownMs: number,
-    private readonly log: { issuer: string; logger?: VerifierLogger; intervalMs: number },
-  ) {}
-
-  /** A failed fetch: one warning per interval at most, counting the failures in between. */
-  private failed(reason: string): void {
-    this.failuresUnlogged += 1;
-    const now = Date.now();
-    if (!this.log.logger || now - this.lastWarningAt < this.log.intervalMs) return;
-    this.log.logger.warn(
-      {
-        issuer: this.log.issuer,
-        jwksUrl: this.url.href,
-        reason,
-        failures: this.failuresUnlogged,
-        keysHeld: this.keys !== undefined,
-      },
-      this.keys
-        ? "token keys could not be refreshed: keeping the keys held"
-        : "token keys could not be fetched: every token is refused until they are",
+    log: { issuer: string; logger?: VerifierLogger; intervalMs: number },
+  ) {
+    this.failed = rateLimited(log.intervalMs, (heldBack, reason: string) =>
+      log.logger?.warn(
+        {
+          issuer: log.issuer,
+          jwksUrl: this.url.href,
+          reason,
+          failures: heldBack + 1,
+          keysHeld: this.keys !== undefined,
+        },
+        this.keys
+          ? "token keys could not be refreshed: keeping the keys held"
+          : "token keys could not be fetched: every token is refused until they are",
+      ),
     );
-    this.failuresUnlogged = 0;
-    this.lastWarningAt = now;
   }
 
   async keyFor(header: JWSHeaderParameters) {
