@@ -61,13 +61,10 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
 
   const handlers: GatewayServiceHandlers = {
     GetFeature(call, callback) {
-      let metadata: grpc.Metadata;
-      try {
-        metadata = routeMetadata(call.metadata);
-      } catch (error) {
-        callback(failed("GetFeature", error));
-        return;
-      }
+      const metadata = routeMetadata(call.metadata, (error) =>
+        callback(failed("GetFeature", error)),
+      );
+      if (!metadata) return;
       ask<routeguide.GetFeatureResponse__Output>("route", (done) =>
         route.GetFeature({ point: call.request.point }, metadata, downstream(call), done),
       ).then(
@@ -89,13 +86,10 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     RecordRoute(call, callback) {
-      let metadata: grpc.Metadata;
-      try {
-        metadata = routeMetadata(call.metadata);
-      } catch (error) {
-        callback(failed("RecordRoute", error));
-        return;
-      }
+      const metadata = routeMetadata(call.metadata, (error) =>
+        callback(failed("RecordRoute", error)),
+      );
+      if (!metadata) return;
       // route is called with explicit ends, and the gateway alone sends route the end_of_route
       // message, once its own client's stream has ended complete (no reset with its
       // half-close). A client's own end_of_route is never passed on: a client that sends it
@@ -226,11 +220,21 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
 
 /**
  * Metadata for a call to route on behalf of a client's call: the client's idempotency key,
- * checked here (INVALID_ARGUMENT), so a repeat of the client's call counts once at route.
+ * so a repeat of the client's call counts once at route. A malformed key goes to `refuse`
+ * (INVALID_ARGUMENT) and there is no call to make: undefined.
  */
-function routeMetadata(incoming: grpc.Metadata): grpc.Metadata {
+function routeMetadata(
+  incoming: grpc.Metadata,
+  refuse: (error: unknown) => void,
+): grpc.Metadata | undefined {
+  let key: string | undefined;
+  try {
+    key = idempotencyKeyOf(incoming);
+  } catch (error) {
+    refuse(error);
+    return undefined;
+  }
   const metadata = new grpc.Metadata();
-  const key = idempotencyKeyOf(incoming);
   if (key !== undefined) metadata.set(idempotencyKeyHeader, key);
   return metadata;
 }
