@@ -1,6 +1,8 @@
 // The call observer: the first server interceptor of every service (runService installs it,
-// always, whatever logging is configured) and the only code that reads grpc-js internals. For
-// each call it
+// always, whatever logging is configured) and the only code that reads grpc-js's internals of
+// a call (the one other read of grpc-js internals is server.ts's fallback for unknown methods,
+// on the Server itself; call-observer.test.ts checks both are where they are read). For each
+// call it
 //   - makes the call's context (call-context.ts): its trace, the caller's x-call-id, and how to
 //     ask whether the client reset the stream or what the client sent before a PING ack;
 //   - runs every event of the call inside that context: grpc-js runs handlers outside an

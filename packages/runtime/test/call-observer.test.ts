@@ -110,6 +110,15 @@ test(`grpc-js ${grpcJsVersion} keeps what the call observer reads where it reads
   assert.ok(first.sendStatusWritable, moved("a replaceable `sendStatus` on the base call"));
 });
 
+test(`grpc-js ${grpcJsVersion} keeps the Server's handler look-up that unknown methods are routed through`, () => {
+  const internals = new grpc.Server() as unknown as { _retrieveHandler?: unknown };
+  assert.equal(
+    typeof internals._retrieveHandler,
+    "function",
+    `grpc-js ${grpcJsVersion} moved Server._retrieveHandler: packages/runtime/src/server.ts wraps it so calls to unknown methods pass the auth check first; adapt it before upgrading`,
+  );
+});
+
 test("a handler finds its own call's context explicitly, through interceptors that edit the metadata", async () => {
   const traceIds = ["1".repeat(32), "2".repeat(32), "3".repeat(32)];
   await Promise.all(traceIds.map((traceId) => call(`00-${traceId}-${"a".repeat(16)}-01`)));
