@@ -5,6 +5,7 @@ export * from "./downstream.js";
 export * from "./end-of-input.js";
 export * from "./errors.js";
 export * from "./idempotency.js";
+export * from "./lifecycle.js";
 export * from "./logger.js";
 export * from "./peer.js";
 export * from "./propagation.js";

@@ -133,37 +133,50 @@ export function connectPeer<Client>(
   });
 }
 
+/** What is the same on every peer call a service makes, whichever peer it calls. */
+export interface PeerWiring {
+  rpcLog: RpcLogOptions;
+  /** The ID-token interceptors for a peer's URL (the token's audience): last on every call. */
+  tokensFor: (peerUrl: string) => grpc.Interceptor[];
+  /** On every peer call, between the call line and the token (the gateway naming its end user). */
+  more?: grpc.Interceptor[];
+}
+
 export interface ServicePeerOptions {
   /** The service called (its idempotent methods are retried). */
   service: ServiceName;
   /** The peer's name in the call lines, e.g. "route". */
   name: string;
-  rpcLog: RpcLogOptions;
-  /** The ID-token interceptors for the peer's URL, last: they see the final metadata. */
-  auth: grpc.Interceptor[];
-  /** Interceptors between the call line and auth (e.g. the gateway naming the end user). */
-  more?: grpc.Interceptor[];
   channelOptions?: grpc.ChannelOptions;
 }
 
+export interface ServicePeers {
+  connect<Client>(
+    peer: PeerAddress,
+    factory: ClientFactory<Client>,
+    options: ServicePeerOptions,
+  ): Client;
+}
+
 /**
- * A service's client of a peer, wired the one way every service uses: propagation of the call
+ * The one place a service's peer clients are wired, in this order: propagation of the call
  * (trace, x-call-id) first, then the call line (which reads the span propagation sent), then
- * `more`, then the ID token.
+ * `more`, then the ID token for the peer's URL (it sees the final metadata). A factory makes
+ * one of these and connects each peer through it.
  */
-export function connectServicePeer<Client>(
-  peer: PeerAddress,
-  factory: ClientFactory<Client>,
-  options: ServicePeerOptions,
-): Client {
-  return connectPeer(peer, factory, {
-    service: options.service,
-    interceptors: [
-      propagateCallContext(),
-      logOutgoingCalls(options.name, options.rpcLog),
-      ...(options.more ?? []),
-      ...options.auth,
-    ],
-    ...(options.channelOptions ? { channelOptions: options.channelOptions } : {}),
-  });
+export function servicePeers(wiring: PeerWiring): ServicePeers {
+  return {
+    connect(peer, factory, options) {
+      return connectPeer(peer, factory, {
+        service: options.service,
+        interceptors: [
+          propagateCallContext(),
+          logOutgoingCalls(options.name, wiring.rpcLog),
+          ...(wiring.more ?? []),
+          ...wiring.tokensFor(peer.url),
+        ],
+        ...(options.channelOptions ? { channelOptions: options.channelOptions } : {}),
+      });
+    },
+  };
 }

@@ -5,13 +5,9 @@ import { packageDefinition, type ServiceRegistration } from "@cloudrun-grpc/prot
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import type { z } from "zod";
-import { observeCalls } from "./call-observer.js";
-import { loadConfigOrExit, type ServerEnv } from "./config.js";
-import { createLogger, type Logger } from "./logger.js";
+import type { Logger } from "./logger.js";
 import { OpenCalls } from "./open-calls.js";
 import type { Readiness } from "./readiness.js";
-import { logCallEnds } from "./rpc-log.js";
 
 export interface GrpcServerOptions {
   host: string;
@@ -168,108 +164,4 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     return closed;
   };
   return { port, shutdown };
-}
-
-export interface ServiceSetup {
-  // biome-ignore lint/suspicious/noExplicitAny: each registration carries its own typed handlers
-  services: ServiceRegistration<any>[];
-  /** Server interceptors, e.g. the auth check, run for every call before its handler. */
-  interceptors?: grpc.ServerInterceptor[];
-  onDrain?: () => void;
-  /** Whether the service can work now; its health name follows it. Absent: always ready. */
-  readiness?: Readiness;
-  /** Who made a call, once authenticated (for the per-call log line). */
-  callerOf?: (metadata: grpc.Metadata) => string | undefined;
-  /**
-   * After the server has closed: flush what must not be lost, close clients. Gets what is
-   * left of the grace period (at least 1 s), so the whole stop stays within
-   * SHUTDOWN_GRACE_MS + 1 s, inside Cloud Run's 10 s when the grace is the default 8 s.
-   */
-  afterShutdown?: (remainingMs: number) => Promise<void>;
-}
-
-/**
- * The whole life of a service process: config from env (bad config: exit 2, one line per
- * variable), the logger, the server on HOST:PORT, and on SIGTERM (Cloud Run's stop signal) or
- * SIGINT a drain and exit 0. A failure while starting exits 1 with the reason logged.
- */
-export async function runService<Schema extends z.ZodType<ServerEnv>>(
-  name: string,
-  schema: Schema,
-  setup: (config: z.infer<Schema>, logger: Logger) => Promise<ServiceSetup> | ServiceSetup,
-): Promise<void> {
-  const config = loadConfigOrExit(name, schema);
-  const logger = createLogger({
-    service: config.K_SERVICE ?? name,
-    level: config.LOG_LEVEL,
-    format: config.LOG_FORMAT,
-    revision: config.K_REVISION,
-    projectId: config.GOOGLE_CLOUD_PROJECT,
-  });
-  // The logger writes asynchronously: let what it holds out before the process ends (bounded).
-  const exit = (code: number) => {
-    const timer = setTimeout(() => process.exit(code), 1000);
-    logger.flush(() => {
-      clearTimeout(timer);
-      process.exit(code);
-    });
-  };
-  let running: RunningGrpcServer;
-  let afterShutdown: ServiceSetup["afterShutdown"];
-  try {
-    const service = await setup(config, logger);
-    afterShutdown = service.afterShutdown;
-    running = await startGrpcServer({
-      host: config.HOST,
-      port: config.PORT,
-      logger,
-      shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
-      services: service.services,
-      onDrain: service.onDrain,
-      readiness: service.readiness,
-      channelz: config.CHANNELZ_ENABLED,
-      serverOptions: {
-        // The call observer first, always: the call's context is set before anything else
-        // runs for it, and it sees every status (counting, cancel and the call lines hang on it).
-        interceptors: [
-          observeCalls({
-            logger,
-            onEnd: logCallEnds({
-              logger,
-              sampleRate: config.LOG_RPC_SAMPLE_RATE,
-              callerOf: service.callerOf,
-            }),
-          }),
-          ...(service.interceptors ?? []),
-        ],
-      },
-    });
-  } catch (error) {
-    logger.fatal({ err: error }, "failed to start");
-    exit(1);
-    return;
-  }
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    // A second signal while stopping changes nothing (the drain is bounded already).
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "stopping");
-    const stopBy = Date.now() + config.SHUTDOWN_GRACE_MS;
-    running
-      .shutdown()
-      .then(() => afterShutdown?.(Math.max(1000, stopBy - Date.now())))
-      .then(
-        () => {
-          logger.info("stopped");
-          exit(0);
-        },
-        (error: unknown) => {
-          logger.error({ err: error }, "error while stopping");
-          exit(1);
-        },
-      );
-  };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
 }

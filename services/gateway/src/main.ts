@@ -1,62 +1,6 @@
-// gateway: the entry point. Serves gateway.v1 and calls route and stats.
-import {
-  endUserForwardingInterceptor,
-  endUserInterceptor,
-  serviceAuth,
-} from "@cloudrun-grpc/auth-client";
-import {
-  createRouteGuideClient,
-  createStatsClient,
-  gatewayService,
-  serviceNames,
-} from "@cloudrun-grpc/proto";
-import { connectServicePeer, runService, withAddresses } from "@cloudrun-grpc/runtime";
+// gateway's process: env → config → createGatewayService → listen on $PORT → drain on SIGTERM.
+import { runService } from "@cloudrun-grpc/runtime";
 import { gatewayConfigSchema } from "./config.js";
-import { gatewayHandlers } from "./handlers.js";
+import { createGatewayService } from "./service.js";
 
-await runService("gateway", gatewayConfigSchema, (config, logger) => {
-  const auth = serviceAuth(config, logger);
-  const rpcLog = { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE };
-  // route and stats count each call for the gateway's verified caller, named on every peer
-  // call. Not with AUTH_MODE=off: nothing is verified, and the peers trust no one then.
-  const endUser = config.AUTH_MODE === "off" ? [] : [endUserForwardingInterceptor()];
-  const routePeer = withAddresses(config.ROUTE_URL, config.ROUTE_ADDRESSES);
-  const route = connectServicePeer(routePeer, createRouteGuideClient, {
-    service: serviceNames.routeGuide,
-    name: "route",
-    rpcLog,
-    more: endUser,
-    auth: auth.clientInterceptors(config.ROUTE_URL.url),
-    // The streams forwarded to route are paced by HTTP/2 flow control, not grpc-js's retry
-    // buffer: grpc-js acknowledges writes at once until a call's buffer is full, then holds the
-    // next write until everything buffered before it is sent (retrying-call.ts,
-    // sendMessageWithContext), so a 1 MiB buffer (the default) makes the gateway take a
-    // client's stream in 1 MiB bursts. route's retried requests (GetFeature, ListFeatures) are
-    // a few bytes; a RecordRoute or RouteChat refused before route saw it is still replayed
-    // while under 64 KiB sent.
-    channelOptions: { "grpc.per_rpc_retry_buffer_size": 64 * 1024 },
-  });
-  const stats = connectServicePeer(config.STATS_URL, createStatsClient, {
-    service: serviceNames.stats,
-    name: "stats",
-    rpcLog,
-    more: endUser,
-    auth: auth.clientInterceptors(config.STATS_URL.url),
-  });
-  const gateway = gatewayHandlers({ route, stats, logger });
-  logger.info(
-    { route: config.ROUTE_URL.url, routeTarget: routePeer.target, stats: config.STATS_URL.url },
-    "peers",
-  );
-  return {
-    services: [gatewayService(gateway.handlers)],
-    // The gateway trusts no caller's x-end-user: a client's is dropped, with a warning.
-    interceptors: [...auth.serverInterceptors, endUserInterceptor([], logger)],
-    callerOf: auth.callerOf,
-    onDrain: () => gateway.endWatches(),
-    afterShutdown: async () => {
-      route.close();
-      stats.close();
-    },
-  };
-});
+await runService("gateway", gatewayConfigSchema, createGatewayService);

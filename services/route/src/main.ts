@@ -1,43 +1,6 @@
-// route: the RouteGuide service. Reports what it did to stats, off the client's path.
-import { endUserInterceptor, endUserSources, serviceAuth } from "@cloudrun-grpc/auth-client";
-import { createStatsClient, routeGuideService, serviceNames } from "@cloudrun-grpc/proto";
-import { connectServicePeer, runService } from "@cloudrun-grpc/runtime";
+// route's process: env → config → createRouteService → listen on $PORT → drain on SIGTERM.
+import { runService } from "@cloudrun-grpc/runtime";
 import { routeConfigSchema } from "./config.js";
-import { FeatureIndex } from "./features.js";
-import { routeGuideHandlers } from "./handlers.js";
-import { reporterChannelOptions, StatsReporter } from "./stats-reporter.js";
+import { createRouteService } from "./service.js";
 
-await runService("route", routeConfigSchema, (config, logger) => {
-  const features = FeatureIndex.load(config.ROUTE_FEATURES_FILE);
-  const auth = serviceAuth(config, logger);
-  const stats = connectServicePeer(config.STATS_URL, createStatsClient, {
-    service: serviceNames.stats,
-    name: "stats",
-    rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE },
-    auth: auth.clientInterceptors(config.STATS_URL.url),
-    channelOptions: reporterChannelOptions,
-  });
-  const reporter = new StatsReporter(stats, logger);
-  logger.info({ features: features.features.length, stats: config.STATS_URL.url }, "peers");
-  const handlers = routeGuideHandlers({
-    features,
-    logger,
-    report: (event, idempotencyKey) => reporter.report(event, idempotencyKey),
-    limits: { maxRoutePoints: config.ROUTE_MAX_POINTS, maxChatNotes: config.CHAT_MAX_NOTES },
-  });
-  return {
-    services: [routeGuideService(handlers)],
-    // After the auth check: the end user is believed only from the verified gateway.
-    interceptors: [
-      ...auth.serverInterceptors,
-      endUserInterceptor(endUserSources(config, logger), logger),
-    ],
-    callerOf: auth.callerOf,
-    afterShutdown: async (remainingMs) => {
-      // Calls are over; the last reports get the rest of the grace period to reach stats.
-      const lost = await reporter.flush(remainingMs);
-      if (lost > 0) logger.error({ lost }, "stats unreachable at shutdown: reports lost");
-      stats.close();
-    },
-  };
-});
+await runService("route", routeConfigSchema, createRouteService);
