@@ -12,7 +12,7 @@ import { service as healthServiceDefinition } from "grpc-health-check";
 
 export { collect, deadline, failure, unary } from "@cloudrun-grpc/test-support";
 
-import { deadline, unary } from "@cloudrun-grpc/test-support";
+import { collect, deadline, unary } from "@cloudrun-grpc/test-support";
 
 /**
  * How a helper below reaches a server: a `host:port` (h2c, no token, as on loopback), or a
