@@ -11,6 +11,7 @@ import {
 import type { z } from "zod";
 import type { InProcessAuth } from "./in-process-auth.js";
 import { freePort } from "./ports.js";
+import { until } from "./wait.js";
 
 export interface InProcessService extends RunningService {
   /** `http://127.0.0.1:<port>`: what a peer's *_URL names, and the token audience. */
@@ -36,6 +37,16 @@ export async function serveInProcess<Schema extends z.ZodType<ServerEnv>>(
   });
   // Silent: a test asserts on calls, and the call lines have tests of their own.
   const logger = silentLogger();
-  const running = await startService(await factory(config, { logger }), { config, logger });
+  const setup = await factory(config, { logger });
+  const running = await startService(setup, { config, logger });
+  // As Cloud Run's startup probe: calls go to it once its own health name would say SERVING.
+  await until(
+    () => setup.readiness?.ready ?? true,
+    `the in-process service at ${url} is ready (its health SERVING)`,
+    20_000,
+  ).catch(async (error: unknown) => {
+    await running.stop();
+    throw error;
+  });
   return { ...running, url, target: `127.0.0.1:${running.port}` };
 }
