@@ -27,7 +27,6 @@ import {
 import { createServer as createHttp2Server, type Http2ServerRequest } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { packageDefinition, serviceNames } from "@cloudrun-grpc/proto";
-import * as grpc from "@grpc/grpc-js";
 import {
   connectPeer,
   createLogger,
@@ -37,7 +36,8 @@ import {
   observeCalls,
   parsePeerUrl,
   propagateCallContext,
-} from "../packages/runtime/src/index.js";
+} from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
 
 interface Point {
   latitude: number;

@@ -5,10 +5,10 @@
 // the machine's PostgreSQL.
 import { startService } from "@cloudrun-grpc/local-stack";
 import { createStatsClient, type stats } from "@cloudrun-grpc/proto";
+// Databases and the unary helper come from the tests' support, so the bench makes them alike.
+import { TestDatabases } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-// Databases and the unary helper come from the tests' support, so the bench makes them alike.
-import { PostgresStores } from "../services/stats/test/support/stores.js";
 import { unary } from "../test/support/grpc.js";
 import {
   closedLoop,
@@ -34,11 +34,11 @@ async function withDatabase<T>(
   work: (url?: string) => Promise<T>,
 ): Promise<T> {
   if (kind === "pglite") return work(undefined);
-  const databases = new PostgresStores();
+  const databases = new TestDatabases("stats_bench");
   try {
-    return await work((await databases.database()).url());
+    return await work((await databases.create()).url());
   } finally {
-    await databases.cleanup();
+    await databases.dropAll();
   }
 }
 

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { freePort, type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
-import { FaultProxy } from "../services/stats/test/support/fault-proxy.js";
+import { FaultProxy } from "@cloudrun-grpc/test-support";
 import { stackGatewayClient } from "./support/grpc.js";
 import { Load, sleep, steadyLoad, totalsOnceCaughtUp } from "./support/load.js";
 import { describeLocalOnly } from "./support/target.js";

@@ -9,10 +9,10 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { loadTopology } from "@cloudrun-grpc/auth-client";
+import { distanceMeters } from "@cloudrun-grpc/domain";
 import type { GatewayServiceClient, gateway, routeguide, stats } from "@cloudrun-grpc/proto";
 import { serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { distanceMeters } from "../services/route/src/distance.js";
 import {
   collect,
   deadline,

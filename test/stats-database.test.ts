@@ -11,14 +11,13 @@ import {
   serviceNames,
   type stats,
 } from "@cloudrun-grpc/proto";
-import * as grpc from "@grpc/grpc-js";
-// The stats package's own test support: databases of the test's own, and the fault proxy.
-import { FaultProxy } from "../services/stats/test/support/fault-proxy.js";
 import {
-  type PostgresDatabase,
-  PostgresStores,
+  FaultProxy,
   postgresAdminUrl,
-} from "../services/stats/test/support/stores.js";
+  type TestDatabase,
+  TestDatabases,
+} from "@cloudrun-grpc/test-support";
+import * as grpc from "@grpc/grpc-js";
 import { deadline, eventually, failure, healthStatus, unary } from "./support/grpc.js";
 import { describeLocalOnly } from "./support/target.js";
 
@@ -29,19 +28,19 @@ const lookup = (id: string, latitude: number): stats.Event => ({
 });
 
 describeLocalOnly("stats on PostgreSQL", () => {
-  const databases = new PostgresStores();
-  let database: PostgresDatabase;
+  const databases = new TestDatabases("stats_test");
+  let database: TestDatabase;
   const running: ServiceProcess[] = [];
   const clients: grpc.Client[] = [];
   const proxies: FaultProxy[] = [];
   before(async () => {
-    database = await databases.database();
+    database = await databases.create();
   });
   after(async () => {
     for (const client of clients) client.close();
     for (const service of running) await service.stop();
     for (const proxy of proxies) await proxy.down();
-    await databases.cleanup();
+    await databases.dropAll();
   });
   /** A proxy in front of the PostgreSQL server, listening. */
   const startProxy = async () => {

@@ -13,10 +13,10 @@ import {
   topologyEdges,
   topologyMethodEdges,
 } from "@cloudrun-grpc/auth-client/topology";
+import { gatewayConfigSchema } from "@cloudrun-grpc/gateway/config";
 import { packageDefinition, serviceNames } from "@cloudrun-grpc/proto";
-import { gatewayConfigSchema } from "../services/gateway/src/config.js";
-import { routeConfigSchema } from "../services/route/src/config.js";
-import { statsConfigSchema } from "../services/stats/src/config.js";
+import { routeConfigSchema } from "@cloudrun-grpc/route/config";
+import { statsConfigSchema } from "@cloudrun-grpc/stats/config";
 
 const configs = {
   gateway: gatewayConfigSchema,

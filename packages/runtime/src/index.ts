@@ -14,4 +14,3 @@ export * from "./rpc-log.js";
 export * from "./server.js";
 export * from "./streams.js";
 export * from "./trace.js";
-export * from "./validation.js";

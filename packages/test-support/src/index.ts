@@ -1,4 +1,5 @@
 export * from "./calls.js";
+export * from "./fault-proxy.js";
 export * from "./in-process-auth.js";
 export * from "./in-process-service.js";
 export * from "./ports.js";

@@ -1,5 +1,7 @@
 // The gateway's API: RouteGuide and stats calls passed through to the peers, and
 // DescribeArea, which asks both at once and combines the answers.
+
+import { maxTopN, pointKey, requireRectangle, requireTopN } from "@cloudrun-grpc/domain";
 import {
   explicitRouteEnd,
   type GatewayServiceHandlers,
@@ -17,11 +19,7 @@ import {
   idempotencyKeyOf,
   invalidArgument,
   type Logger,
-  maxTopN,
   OpenStreams,
-  pointKey,
-  requireRectangle,
-  requireTopN,
   StatusError,
 } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";

@@ -1,5 +1,5 @@
 // RouteChat's memory: the notes of one chat, by location. It lives as long as the call.
-import { type Point, pointKey } from "@cloudrun-grpc/runtime";
+import { type Point, pointKey } from "@cloudrun-grpc/domain";
 
 export interface Note {
   location: Point;

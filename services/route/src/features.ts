@@ -1,7 +1,7 @@
 // The feature data set shipped with this package (data/features.json, made by
 // scripts/generate-features.mjs), loaded once at start and indexed by location.
 import { readFileSync } from "node:fs";
-import { type Bounds, contains, type Point, pointKey } from "@cloudrun-grpc/runtime";
+import { type Bounds, contains, type Point, pointKey } from "@cloudrun-grpc/domain";
 import { z } from "zod";
 
 export interface Feature {

@@ -1,6 +1,7 @@
 // The four RouteGuide calls. Each validates what it reads (grpc-js decodes missing fields
 // as defaults and never rejects a message itself) and answers with a precise status.
 import { endUser } from "@cloudrun-grpc/auth-client";
+import { requirePoint, requireRectangle } from "@cloudrun-grpc/domain";
 import {
   explicitRouteEnd,
   type RouteGuideServiceHandlers,
@@ -17,8 +18,6 @@ import {
   invalidArgument,
   type Logger,
   onCallEnd,
-  requirePoint,
-  requireRectangle,
   StatusError,
   writeWithBackpressure,
 } from "@cloudrun-grpc/runtime";

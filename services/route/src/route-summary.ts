@@ -1,7 +1,6 @@
 // RecordRoute's arithmetic, apart from the stream plumbing so it can be tested directly.
 
-import { type Point, pointKey } from "@cloudrun-grpc/runtime";
-import { distanceMeters } from "./distance.js";
+import { distanceMeters, type Point, pointKey } from "@cloudrun-grpc/domain";
 import type { FeatureIndex } from "./features.js";
 
 export interface RouteSummary {

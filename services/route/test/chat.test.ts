@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Point } from "@cloudrun-grpc/runtime";
+import type { Point } from "@cloudrun-grpc/domain";
 import { ChatHistory, type Note } from "../src/chat.js";
 
 const here: Point = { latitude: 400_000_000, longitude: -750_000_000 };

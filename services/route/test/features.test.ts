@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { type Bounds, pointKey, requirePoint } from "@cloudrun-grpc/runtime";
+import { type Bounds, pointKey, requirePoint } from "@cloudrun-grpc/domain";
 import { bundledFeaturesPath, type Feature, FeatureIndex } from "../src/features.js";
 
 // The generator is plain JavaScript without type declarations: import it by URL and type it here.

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Point } from "@cloudrun-grpc/runtime";
-import { distanceMeters } from "../src/distance.js";
+import type { Point } from "@cloudrun-grpc/domain";
+import { distanceMeters } from "@cloudrun-grpc/domain";
 import { FeatureIndex } from "../src/features.js";
 import { RouteRecorder } from "../src/route-summary.js";
 

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { endUserKey } from "@cloudrun-grpc/auth-client";
+import { boundsOf } from "@cloudrun-grpc/domain";
 import {
   createRouteGuideClient,
   createStatsClient,
@@ -14,7 +15,6 @@ import {
   type StatsServiceClient,
   type stats,
 } from "@cloudrun-grpc/proto";
-import { boundsOf } from "@cloudrun-grpc/runtime";
 import { statsConfigSchema } from "@cloudrun-grpc/stats/config";
 import { createStatsService } from "@cloudrun-grpc/stats/service";
 import {

@@ -1,6 +1,6 @@
 // What a batch of new events adds to the aggregates, summed in memory so the database gets one
 // increment per row (per caller, per location, and the totals) instead of one per event.
-import { type Point, pointKey } from "@cloudrun-grpc/runtime";
+import { type Point, pointKey } from "@cloudrun-grpc/domain";
 import type { CallerCount, StatsEvent, Totals } from "./store.js";
 
 export interface LookupDelta {

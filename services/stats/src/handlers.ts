@@ -1,3 +1,4 @@
+import { requireTopN } from "@cloudrun-grpc/domain";
 import type { StatsServiceHandlers, stats } from "@cloudrun-grpc/proto";
 import {
   endWithError,
@@ -5,7 +6,6 @@ import {
   type Logger,
   OpenStreams,
   parseTraceparent,
-  requireTopN,
   traceFields,
   traceInSample,
   writeAndWait,

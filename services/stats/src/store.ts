@@ -1,6 +1,6 @@
 // The stats store: what stats counts, behind the interface the handlers use. The one
 // implementation is PostgreSQL (sql-store.ts), embedded PGlite by default.
-import type { Bounds, Point } from "@cloudrun-grpc/runtime";
+import type { Bounds, Point } from "@cloudrun-grpc/domain";
 
 /** An event as stats accepts it, after validation. */
 export type StatsEvent =

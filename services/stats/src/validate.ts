@@ -1,12 +1,9 @@
 // What stats reads from the wire, checked. grpc-js decodes anything that parses as protobuf,
 // with defaults for missing fields, so every field is checked here before it is counted.
+
+import { requirePoint, requireRectangle, requireTopN } from "@cloudrun-grpc/domain";
 import type { stats } from "@cloudrun-grpc/proto";
-import {
-  invalidArgument,
-  requirePoint,
-  requireRectangle,
-  requireTopN,
-} from "@cloudrun-grpc/runtime";
+import { invalidArgument } from "@cloudrun-grpc/runtime";
 import type { SnapshotQuery, StatsEvent } from "./store.js";
 
 export const maxEventsPerBatch = 1000;

@@ -2,7 +2,7 @@
 // output is what keeps concurrent batches from deadlocking (rows locked in one order).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { Point } from "@cloudrun-grpc/runtime";
+import type { Point } from "@cloudrun-grpc/domain";
 import { aggregateEvents, compareText } from "../src/aggregate.js";
 import type { StatsEvent } from "../src/store.js";
 

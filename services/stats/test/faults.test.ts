@@ -4,11 +4,10 @@
 import assert from "node:assert/strict";
 import { after, afterEach, describe, test } from "node:test";
 import { StatusError } from "@cloudrun-grpc/runtime";
+import { FaultProxy, until, within } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import type { StatsEvent } from "../src/store.js";
-import { FaultProxy } from "./support/fault-proxy.js";
 import { PostgresStores, postgresAdminUrl, waitUntilReady } from "./support/stores.js";
-import { until, within } from "./support/wait.js";
 
 let nextId = 0;
 const lookup = (): StatsEvent => ({

@@ -5,11 +5,12 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, afterEach, describe, test } from "node:test";
-import type { Point } from "@cloudrun-grpc/runtime";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Point } from "@cloudrun-grpc/domain";
+import { until } from "@cloudrun-grpc/test-support";
 import { migrationsFolder } from "../src/db/database.js";
 import type { CallerCount, FeatureLookupCount, StatsEvent, Totals } from "../src/store.js";
 import { PostgresStores, recordingLogger } from "./support/stores.js";
-import { sleep, until } from "./support/wait.js";
 
 const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 

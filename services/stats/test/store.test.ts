@@ -2,10 +2,11 @@
 // PostgreSQL server): every test gets a database of its own.
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
-import type { Point } from "@cloudrun-grpc/runtime";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Point } from "@cloudrun-grpc/domain";
+import { until } from "@cloudrun-grpc/test-support";
 import type { StatsEvent } from "../src/store.js";
 import { backends, type StoreOptions, type Stores, storesFor } from "./support/stores.js";
-import { sleep, until } from "./support/wait.js";
 
 let nextId = 0;
 const freshId = () => `id-${++nextId}`;

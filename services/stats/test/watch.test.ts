@@ -3,6 +3,7 @@
 // ends. (PostgreSQL rather than PGlite only because it opens in milliseconds, not seconds.)
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   createStatsClient,
   type StatsServiceClient,
@@ -10,11 +11,11 @@ import {
   statsService,
 } from "@cloudrun-grpc/proto";
 import { type RunningGrpcServer, startGrpcServer } from "@cloudrun-grpc/runtime";
+import { until } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import { type StatsHandlers, statsHandlers } from "../src/handlers.js";
 import type { StatsEvent, StatsStore } from "../src/store.js";
 import { PostgresStores, testLogger } from "./support/stores.js";
-import { sleep, until } from "./support/wait.js";
 
 // Wide enough that five quick changes in a row always fall inside one window.
 const coalesceMs = 400;

@@ -1,26 +1,24 @@
 // Fresh SqlStatsStores for the tests, started and ready, on either backend:
 //   pglite    embedded PGlite in a temp dir, copied from one migrated template per Stores
 //             (initdb takes seconds, reopening a copy well under one);
-//   postgres  a real server, TEST_POSTGRES_URL (default: postgres@127.0.0.1:5432, trust
-//             auth). Each database is created for the test (stats_test_<pid>_<random>) and
-//             dropped after; the admin database is only used to create and drop them.
+//   postgres  a real server (test-support's TestDatabases: TEST_POSTGRES_URL, by default
+//             postgres@127.0.0.1:5432 with trust auth), a database made for each test
+//             (stats_test_<pid>_<random>) and dropped after.
 // release() (after each test) and cleanup() (after the last) close every store opened here and
 // remove every database and directory made here, and nothing else.
-import { randomBytes } from "node:crypto";
 import { accessSync, constants, cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger, type Logger, Readiness, silentLogger } from "@cloudrun-grpc/runtime";
+import { type TestDatabase, TestDatabases, within } from "@cloudrun-grpc/test-support";
 import pg from "pg";
 import type { DatabaseTarget } from "../../src/db/target.js";
 import { SqlStatsStore } from "../../src/sql-store.js";
-import { within } from "./wait.js";
 
 export type Backend = "pglite" | "postgres";
 export const backends: readonly Backend[] = ["pglite", "postgres"];
 
-export const postgresAdminUrl =
-  process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+export { postgresAdminUrl } from "@cloudrun-grpc/test-support";
 
 /** Silent unless STATS_TEST_LOG_LEVEL says otherwise (the fault tests make the store log a lot). */
 export const testLogger = createLogger({
@@ -229,10 +227,7 @@ export class PgliteStores extends BaseStores {
 }
 
 /** A database this run created on the PostgreSQL server. */
-export interface PostgresDatabase {
-  name: string;
-  /** Its URL, straight to the server, or through `port` on 127.0.0.1 (a proxy). */
-  url(port?: number): string;
+export interface PostgresDatabase extends TestDatabase {
   /** Opens a store (an instance) on it; call again for a second instance. */
   open(options?: StoreOptions): Promise<OpenStore>;
   /** One statement straight on the database, outside any store. */
@@ -241,40 +236,27 @@ export interface PostgresDatabase {
 
 export class PostgresStores extends BaseStores {
   readonly backend = "postgres";
-  private readonly created: string[] = [];
+  private readonly databases = new TestDatabases("stats_test");
 
   async fresh(options?: StoreOptions): Promise<OpenStore> {
     return (await this.database()).open(options);
   }
 
   async database(): Promise<PostgresDatabase> {
-    const name = `stats_test_${process.pid}_${randomBytes(4).toString("hex")}`;
-    // An ICU en-US collation, as on Cloud SQL (en_US.UTF8), not this server's default: text does
-    // not sort in code-unit order there, and the store must not rely on the server's default.
-    await admin(
-      `create database "${name}" template template0 locale_provider icu icu_locale 'en-US' locale 'C.UTF-8'`,
-    );
-    this.created.push(name);
-    const url = (port?: number) => {
-      const value = new URL(postgresAdminUrl);
-      value.pathname = `/${name}`;
-      if (port !== undefined) {
-        value.hostname = "127.0.0.1";
-        value.port = String(port);
-      }
-      return value.toString();
-    };
+    const database = await this.databases.create();
     return {
-      name,
-      url,
+      ...database,
       open: (options) =>
         this.open(
-          { kind: "postgres", url: url(options?.port) },
-          `postgres database ${name}`,
+          { kind: "postgres", url: database.url(options?.port) },
+          `postgres database ${database.name}`,
           options,
         ),
       async query(text, values) {
-        const client = new pg.Client({ connectionString: url(), connectionTimeoutMillis: 5_000 });
+        const client = new pg.Client({
+          connectionString: database.url(),
+          connectionTimeoutMillis: 5_000,
+        });
         await client.connect();
         try {
           return (await client.query(text, values)).rows;
@@ -286,38 +268,6 @@ export class PostgresStores extends BaseStores {
   }
 
   protected async removeAll(): Promise<void> {
-    const names = this.created.splice(0);
-    // FORCE: a store that failed to close must not keep its database alive.
-    for (const name of names) await admin(`drop database if exists "${name}" with (force)`);
+    await this.databases.dropAll();
   }
-}
-
-/** One statement on the admin database; unreachable means the tests cannot run: say what they need. */
-async function admin(statement: string): Promise<void> {
-  const client = new pg.Client({
-    connectionString: postgresAdminUrl,
-    connectionTimeoutMillis: 5_000,
-  });
-  try {
-    await client.connect();
-  } catch (error) {
-    const where = new URL(postgresAdminUrl);
-    where.password = "";
-    throw new Error(
-      `the stats tests need a PostgreSQL server at ${where.host} (user ${where.username || "postgres"}, ` +
-        `allowed to create databases, e.g. PostgreSQL 15 with trust auth on 127.0.0.1:5432); ` +
-        `set TEST_POSTGRES_URL to use another: ${describeError(error)}`,
-    );
-  }
-  try {
-    await client.query(statement);
-  } finally {
-    await client.end();
-  }
-}
-
-function describeError(error: unknown): string {
-  // Connecting to "localhost" may fail as an AggregateError with an empty message.
-  const { message, code } = error as { message?: string; code?: string };
-  return message || code || String(error);
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Point } from "@cloudrun-grpc/runtime";
-import { distanceMeters } from "../src/distance.js";
+import type { Point } from "@cloudrun-grpc/domain";
+import { distanceMeters } from "../src/geometry.js";
 
 const e7 = (degrees: number) => Math.round(degrees * 1e7);
 const point = (latitude: number, longitude: number): Point => ({

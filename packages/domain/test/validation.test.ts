@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { StatusError } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
-import { StatusError } from "../src/errors.js";
 import {
   type Bounds,
   boundsOf,
@@ -10,7 +10,7 @@ import {
   requirePoint,
   requireRectangle,
   requireTopN,
-} from "../src/validation.js";
+} from "../src/index.js";
 
 /** A matcher for assert.throws: INVALID_ARGUMENT whose message matches `pattern`. */
 function invalidArgument(pattern: RegExp) {

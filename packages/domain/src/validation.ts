@@ -1,14 +1,8 @@
-// Checks of what services read from the wire, shared by route, stats and gateway.
-// Points are E7 integers (degrees × 10^7), as in the RouteGuide contract.
+// Checks of what the services read from the wire (points, rectangles, top_n), shared by
+// route, stats and gateway: a bad value is INVALID_ARGUMENT naming the field.
 import type { routeguide } from "@cloudrun-grpc/proto";
-import { invalidArgument } from "./errors.js";
-
-export interface Point {
-  latitude: number;
-  longitude: number;
-}
-
-export const e7 = 1e7;
+import { invalidArgument } from "@cloudrun-grpc/runtime";
+import { type Bounds, boundsOf, e7, type Point } from "./geometry.js";
 
 /** Checks a point read from the wire; throws INVALID_ARGUMENT naming `what` when it is unusable. */
 export function requirePoint(
@@ -30,23 +24,6 @@ export function requirePoint(
   return { latitude, longitude };
 }
 
-export interface Bounds {
-  minLatitude: number;
-  maxLatitude: number;
-  minLongitude: number;
-  maxLongitude: number;
-}
-
-/** The area between two opposite corners given in any order. */
-export function boundsOf(a: Point, b: Point): Bounds {
-  return {
-    minLatitude: Math.min(a.latitude, b.latitude),
-    maxLatitude: Math.max(a.latitude, b.latitude),
-    minLongitude: Math.min(a.longitude, b.longitude),
-    maxLongitude: Math.max(a.longitude, b.longitude),
-  };
-}
-
 export function requireRectangle(
   rectangle: routeguide.Rectangle__Output | null | undefined,
   what = "rectangle",
@@ -57,18 +34,6 @@ export function requireRectangle(
     requirePoint(rectangle.hi, `${what}.hi`),
   );
 }
-
-/** Edges included: a point on the border is inside. */
-export function contains(bounds: Bounds, point: Point): boolean {
-  return (
-    point.latitude >= bounds.minLatitude &&
-    point.latitude <= bounds.maxLatitude &&
-    point.longitude >= bounds.minLongitude &&
-    point.longitude <= bounds.maxLongitude
-  );
-}
-
-export const pointKey = (point: Point) => `${point.latitude},${point.longitude}`;
 
 /** The contracts' `top_n`: 0 means 10; at most 1000. */
 export const maxTopN = 1000;
