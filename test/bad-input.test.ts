@@ -384,7 +384,7 @@ describeLocalOnly("bad input gets a precise status, and the services stay health
     );
   });
 
-  test("stats' RecordEvents refuses bad events with INVALID_ARGUMENT and counts none of them", async () => {
+  test("stats' RecordEvents refuses a bad batch with INVALID_ARGUMENT, and each bad event in its answer, counting none of them", async () => {
     const caller = "bad-input@test.example";
     const summary = { pointCount: 3, featureCount: 0, distanceMeters: 1500, elapsedSeconds: 20 };
     const routeEvent = (
@@ -404,77 +404,133 @@ describeLocalOnly("bad input gets a precise status, and the services stay health
       unary<stats.RecordEventsResponse__Output>((done) =>
         stats.RecordEvents({ events }, asRoute, deadline(), done),
       );
-    const cases: [string, stats.Event[], string][] = [
+    // A fault of the batch as a whole fails the call.
+    const badBatches: [string, stats.Event[], string][] = [
       ["an empty batch", [], "events must not be empty"],
       [
         "a batch over 1000 events",
         Array.from({ length: 1001 }, (_, index) => routeEvent(`big-${index}`)),
         "at most 1000 events per request, got 1001",
       ],
+    ];
+    for (const [what, events, details] of badBatches) {
+      await assertStatus(record(events), grpc.status.INVALID_ARGUMENT, details, what);
+    }
+    // A bad event is named in the answer: [case, events, index, field, description].
+    const badEvents: [string, stats.Event[], number, string, string][] = [
       [
         "an event of no kind",
         [{ id: "no-kind", caller }],
-        "events[0] must be a route_recorded or a feature_looked_up event",
+        0,
+        "events[0].kind",
+        "events[0].kind must be route_recorded or feature_looked_up (the event has neither)",
       ],
-      ["an event without an id", [routeEvent("")], "events[0].id must have 1 to 128 characters"],
+      [
+        "an event without an id",
+        [routeEvent("")],
+        0,
+        "events[0].id",
+        "events[0].id must have 1 to 128 characters",
+      ],
       [
         "a route without a summary",
         [{ id: "no-summary", caller, routeRecorded: {} }],
+        0,
+        "events[0].route_recorded.summary",
         "events[0].route_recorded.summary is required",
       ],
       [
-        "a negative count",
-        [routeEvent("ok-1"), routeEvent("negative", { featureCount: -1 })],
+        "a negative count after a valid event of another caller",
+        [
+          { ...routeEvent("ok-1"), caller: "counted@test.example" },
+          routeEvent("negative", { featureCount: -1 }),
+        ],
+        1,
+        "events[1].route_recorded.summary.feature_count",
         "events[1].route_recorded.summary.feature_count must be a whole number ≥ 0, got -1",
       ],
       // Each of these used to fail the whole batch with INTERNAL, from PostgreSQL.
       [
         "a distance past what 64 bits hold once added up",
         [routeEvent("far", { distanceMeters: "9223372036854775807" })],
+        0,
+        "events[0].route_recorded.summary.distance_meters",
         "events[0].route_recorded.summary.distance_meters must be at most 9007199254740991, got 9223372036854776000",
       ],
       [
         "a distance longer than its legs can be",
         [routeEvent("too-far", { distanceMeters: 40_075_019 })],
+        0,
+        "events[0].route_recorded.summary.distance_meters",
         "events[0].route_recorded.summary.distance_meters must be at most 40075018 for 3 point(s) " +
           "(20037509 m a leg, half the Earth's circumference), got 40075019",
       ],
       [
         "an elapsed time past any call's",
         [routeEvent("too-long", { elapsedSeconds: 2 ** 31 })],
+        0,
+        "events[0].route_recorded.summary.elapsed_seconds",
         "events[0].route_recorded.summary.elapsed_seconds must be at most 2147483647, got 2147483648",
       ],
-      ["a NUL in an id", [routeEvent("a\u0000b")], "events[0].id must not contain U+0000 (NUL)"],
+      [
+        "a NUL in an id",
+        [routeEvent("a\u0000b")],
+        0,
+        "events[0].id",
+        "events[0].id must not contain U+0000 (NUL)",
+      ],
       [
         "a NUL in a caller",
         [{ ...routeEvent("nul-caller"), caller: "a\u0000b" }],
+        0,
+        "events[0].caller",
         "events[0].caller must not contain U+0000 (NUL)",
       ],
       [
         "a NUL in a feature's name",
         [lookup("nul-name", { name: "Old\u0000Mill", location: here })],
+        0,
+        "events[0].feature_looked_up.feature.name",
         "events[0].feature_looked_up.feature.name must not contain U+0000 (NUL)",
       ],
       [
         "a look-up off the map",
         [lookup("off-map", { name: "", location: { latitude: 0, longitude: 1_800_000_001 } })],
+        0,
+        "events[0].feature_looked_up.feature.location.longitude",
         `events[0].feature_looked_up.feature.location.longitude ${longitudeBound}, got 1800000001`,
       ],
     ];
-    for (const [what, events, details] of cases) {
-      await assertStatus(record(events), grpc.status.INVALID_ARGUMENT, details, what);
+    for (const [what, events, index, field, description] of badEvents) {
+      const answer = await record(events);
+      assert.deepEqual(
+        answer,
+        {
+          accepted: events.length - 1,
+          duplicates: 0,
+          rejected: [{ index, field, description }],
+        },
+        what,
+      );
     }
 
     const callers = async () => {
       const { snapshot } = await unary<stats.GetStatsResponse__Output>((done) =>
         stats.GetStats({ topN: 1 }, asStatsReader, deadline(), done),
       );
-      return snapshot?.callers.find((entry) => entry.caller === caller);
+      return snapshot?.callers;
     };
-    assert.equal(await callers(), undefined, "a refused batch was counted");
+    const routesOf = async (name: string) =>
+      Number((await callers())?.find((entry) => entry.caller === name)?.routesRecorded ?? 0);
+    assert.equal(await routesOf(caller), 0, "a refused event or batch was counted");
+    assert.equal(await routesOf("counted@test.example"), 1, "the valid event beside one refused");
     // The same caller's valid event is counted, so the check above could see one.
-    assert.deepEqual(await record([routeEvent("valid")]), { accepted: 1, duplicates: 0 });
-    assert.equal(Number((await callers())?.routesRecorded), 1);
+    assert.deepEqual(await record([routeEvent("valid")]), {
+      accepted: 1,
+      duplicates: 0,
+      rejected: [],
+    });
+    assert.equal(await routesOf(caller), 1);
   });
 
   test(

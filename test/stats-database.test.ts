@@ -109,6 +109,7 @@ describeLocalOnly("stats on PostgreSQL", () => {
     assert.deepEqual(await record(early, [lookup("early-1", 400_000_001)]), {
       accepted: 1,
       duplicates: 0,
+      rejected: [],
     });
   });
 

@@ -9,16 +9,18 @@ export function requirePoint(
   point: routeguide.Point__Output | null | undefined,
   what: string,
 ): Point {
-  if (!point) throw invalidArgument(`${what} is required`);
+  if (!point) throw invalidArgument(`${what} is required`, what);
   const { latitude, longitude } = point;
   if (!Number.isInteger(latitude) || latitude < -90 * e7 || latitude > 90 * e7) {
     throw invalidArgument(
       `${what}.latitude must be from -900000000 to 900000000 (E7 degrees), got ${latitude}`,
+      `${what}.latitude`,
     );
   }
   if (!Number.isInteger(longitude) || longitude < -180 * e7 || longitude > 180 * e7) {
     throw invalidArgument(
       `${what}.longitude must be from -1800000000 to 1800000000 (E7 degrees), got ${longitude}`,
+      `${what}.longitude`,
     );
   }
   return { latitude, longitude };

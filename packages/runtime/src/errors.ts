@@ -6,14 +6,20 @@ export class StatusError extends Error implements Partial<grpc.StatusObject> {
   constructor(
     readonly code: grpc.status,
     readonly details: string,
+    /**
+     * The request field at fault as a path (`events[3].caller`), for answers that name it in
+     * the contract (stats' RecordEventsResponse.rejected); never sent as a status itself.
+     */
+    readonly field?: string,
   ) {
     super(details);
     this.name = `StatusError(${grpc.status[code]})`;
   }
 }
 
-export function invalidArgument(details: string): StatusError {
-  return new StatusError(grpc.status.INVALID_ARGUMENT, details);
+/** `details` starts with the path of the field at fault; `field` is that path alone. */
+export function invalidArgument(details: string, field?: string): StatusError {
+  return new StatusError(grpc.status.INVALID_ARGUMENT, details, field);
 }
 
 /** Anything thrown or received, as a gRPC status. */

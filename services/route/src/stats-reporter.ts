@@ -6,9 +6,11 @@
 // retried batch once. When the queue is full the oldest events are dropped (and counted in
 // a warning): memory stays bounded if stats stays down. At shutdown the queue is flushed for
 // as long as the grace period allows; what is still unsent then is logged as lost.
-// A batch that stats rejects as INVALID_ARGUMENT names the bad event (`events[i]…`): that
-// one event is dropped with an error log and the rest is sent again at once, so one bad event
-// never holds up the others. A rejection that names no event is retried like any failure.
+// stats answers a batch event by event (RecordEvents in stats.proto): the valid events are
+// counted and the invalid ones come back in the response's `rejected` list, each by its index
+// in the batch. The whole batch is then done: the rejected events are dropped with an error
+// log (sending one again would be refused again), and one bad event never holds up the others.
+// A call that fails, INVALID_ARGUMENT included (a fault of the batch as a whole), is retried.
 // Each event carries the trace of the call that caused it (stats logs it in that trace); a
 // batch call itself belongs to no one call and starts a trace of its own.
 import { randomUUID } from "node:crypto";
@@ -153,12 +155,12 @@ export class StatsReporter {
           { events: batch },
           new grpc.Metadata({ waitForReady: true }),
           { deadline: Date.now() + this.options.batchTimeoutMs },
-          (error) => this.sent(batch, error),
+          (error, response) => this.sent(batch, error, response),
         ),
       );
     } catch (error) {
       // grpc-js throws at once when the channel is already closed: a failed attempt too.
-      this.sent(batch, error as Error);
+      this.sent(batch, error as Error, undefined);
     }
   }
 
@@ -170,12 +172,12 @@ export class StatsReporter {
     this.waitTimer.unref();
   }
 
-  private sent(batch: stats.Event[], error: Error | null): void {
+  private sent(
+    batch: stats.Event[],
+    error: Error | null,
+    response: stats.RecordEventsResponse__Output | undefined,
+  ): void {
     this.sending = false;
-    if (error && this.dropRejectedEvent(batch, error)) {
-      this.sendNext();
-      return;
-    }
     if (error) {
       this.failures += 1;
       const backoffMs = Math.min(this.options.maxBackoffMs, 100 * 2 ** (this.failures - 1));
@@ -191,6 +193,7 @@ export class StatsReporter {
     if (this.failures > 0) this.logger.info({ after: this.failures }, "stats reachable again");
     this.failures = 0;
     this.removeSent(batch);
+    if (response?.rejected.length) this.logRejected(batch, response.rejected);
     this.sendNext();
   }
 
@@ -216,22 +219,26 @@ export class StatsReporter {
     this.queue = this.queue.filter((event) => !sentIds.has(event.id as string));
   }
 
-  /** Drops the event an INVALID_ARGUMENT names; false when it names none of this batch. */
-  private dropRejectedEvent(batch: stats.Event[], error: Error): boolean {
-    const { code, details } = error as Partial<grpc.ServiceError>;
-    if (code !== grpc.status.INVALID_ARGUMENT) return false;
-    const index = Number(/^events\[(\d+)\]/.exec(details ?? "")?.[1]);
-    const rejected = batch[index];
-    const at = rejected ? this.queue.indexOf(rejected) : -1;
-    if (at < 0) return false;
-    this.queue.splice(at, 1);
-    this.rejected += 1;
-    if (this.rejected === 1 || this.rejected % 100 === 0) {
-      this.logger.error(
-        { err: error, eventId: rejected?.id, rejected: this.rejected },
-        "stats rejected a report as invalid: dropping it",
-      );
-    }
-    return true;
+  /**
+   * The events stats refused are gone with their batch (nothing to resend: they would be
+   * refused again). Logged as errors, since route made them: the first batch with any, then
+   * each batch that takes the count past another hundred, so a steady fault cannot flood the
+   * log.
+   */
+  private logRejected(batch: stats.Event[], rejected: stats.RejectedEvent__Output[]): void {
+    const before = this.rejected;
+    this.rejected += rejected.length;
+    if (before > 0 && Math.floor(before / 100) === Math.floor(this.rejected / 100)) return;
+    this.logger.error(
+      {
+        rejectedInAll: this.rejected,
+        events: rejected.slice(0, 10).map(({ index, field, description }) => ({
+          id: batch[index]?.id,
+          field,
+          description,
+        })),
+      },
+      `stats rejected ${rejected.length} report(s) of a batch as invalid: dropped them`,
+    );
   }
 }

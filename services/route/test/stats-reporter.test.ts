@@ -16,6 +16,8 @@ const options: ReporterOptions = {
 interface Call {
   events: stats.Event[];
   failed: boolean;
+  /** The indices of the events the call refused (as stats does: the call itself succeeds). */
+  rejected: number[];
 }
 
 /**
@@ -24,7 +26,7 @@ interface Call {
  */
 class FakeStats {
   failing = false;
-  /** A batch holding an event from this caller is rejected as INVALID_ARGUMENT, as stats does. */
+  /** An event from this caller is refused, as stats refuses an invalid one: in the response. */
   rejectCaller: string | undefined;
   readonly calls: Call[] = [];
 
@@ -35,21 +37,13 @@ class FakeStats {
     callback: grpc.requestCallback<stats.RecordEventsResponse__Output>,
   ): void {
     const events = request.events ?? [];
-    const badIndex = events.findIndex((event) => event.caller === this.rejectCaller);
-    const invalid = badIndex >= 0;
-    const call: Call = { events, failed: this.failing || invalid };
+    const rejected = events.flatMap((event, index) =>
+      event.caller === this.rejectCaller ? [index] : [],
+    );
+    const call: Call = { events, failed: this.failing, rejected };
     this.calls.push(call);
     setImmediate(() => {
-      if (invalid) {
-        // As stats says it: the bad event's index first.
-        const details = `events[${badIndex}].caller is not allowed`;
-        const error = Object.assign(new Error(`3 INVALID_ARGUMENT: ${details}`), {
-          code: grpc.status.INVALID_ARGUMENT,
-          details,
-          metadata: new grpc.Metadata(),
-        });
-        callback(error);
-      } else if (call.failed) {
+      if (call.failed) {
         const error = Object.assign(new Error("14 UNAVAILABLE: stats is down"), {
           code: grpc.status.UNAVAILABLE,
           details: "stats is down",
@@ -57,7 +51,15 @@ class FakeStats {
         });
         callback(error);
       } else {
-        callback(null, { accepted: call.events.length, duplicates: 0 });
+        callback(null, {
+          accepted: call.events.length - rejected.length,
+          duplicates: 0,
+          rejected: rejected.map((index) => ({
+            index,
+            field: `events[${index}].caller`,
+            description: `events[${index}].caller is not allowed`,
+          })),
+        });
       }
     });
   }
@@ -66,9 +68,11 @@ class FakeStats {
     return this as unknown as StatsServiceClient;
   }
 
-  /** The events of the calls that succeeded, in the order they were sent. */
+  /** The events the calls that succeeded counted, in the order they were sent. */
   get delivered(): stats.Event[] {
-    return this.calls.filter((call) => !call.failed).flatMap((call) => call.events);
+    return this.calls
+      .filter((call) => !call.failed)
+      .flatMap((call) => call.events.filter((_, index) => !call.rejected.includes(index)));
   }
 }
 
@@ -215,22 +219,24 @@ describe("StatsReporter", () => {
     assert.equal(fake.delivered.length, 4);
   });
 
-  test("an event stats rejects as invalid is isolated and dropped; the others all arrive", async () => {
+  test("events stats rejects as invalid are dropped with their batch, never sent again; the others all arrive", async () => {
     const fake = new FakeStats();
     fake.rejectCaller = "bad";
     const reporter = new StatsReporter(fake.client, logger, { ...options, maxBatch: 8 });
-    const names = Array.from({ length: 20 }, (_, i) => (i === 13 ? "bad" : `e${i}`));
+    const names = Array.from({ length: 20 }, (_, i) => (i === 3 || i === 13 ? "bad" : `e${i}`));
     for (const name of names) reporter.report(event(name));
     assert.equal(await reporter.flush(5_000), 0);
     assert.deepEqual(
       fake.delivered.map((delivered) => delivered.caller),
       names.filter((name) => name !== "bad"),
     );
-    // One rejected call for the bad event, then the rest goes out.
-    assert.equal(fake.calls.filter((call) => call.failed).length, 1);
+    // Each event went out once: a rejection needs no second call.
+    const sent = fake.calls.flatMap((call) => call.events);
+    assert.equal(sent.length, names.length);
+    assert.equal(fake.calls.filter((call) => call.rejected.length > 0).length, 2);
   });
 
-  test("an INVALID_ARGUMENT that names no event is retried like any failure, nothing dropped", async () => {
+  test("an INVALID_ARGUMENT for the whole batch is retried like any failure, nothing dropped", async () => {
     let vagueRejections = 2;
     const calls: stats.Event[][] = [];
     const client = {
@@ -250,7 +256,9 @@ describe("StatsReporter", () => {
                 metadata: new grpc.Metadata(),
               }),
             );
-          } else callback(null, { accepted: request.events?.length ?? 0, duplicates: 0 });
+          } else {
+            callback(null, { accepted: request.events?.length ?? 0, duplicates: 0, rejected: [] });
+          }
         });
       },
     } as unknown as StatsServiceClient;

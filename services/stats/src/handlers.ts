@@ -12,7 +12,7 @@ import {
 } from "@cloudrun-grpc/runtime";
 import { SharedSnapshots } from "./shared-snapshots.js";
 import type { StatsStore } from "./store.js";
-import { requireEvents, requireSnapshotQuery } from "./validate.js";
+import { checkEvents, requireSnapshotQuery } from "./validate.js";
 
 export interface StatsDependencies {
   store: StatsStore;
@@ -59,10 +59,23 @@ export function statsHandlers({
   const handlers: StatsServiceHandlers = {
     async RecordEvents(call, callback) {
       try {
-        const events = requireEvents(call.request);
-        const result = await store.record(events);
-        logRecordedEvents(call.request.events);
-        callback(null, result);
+        const { valid, validReceived, rejected } = checkEvents(call.request);
+        // The valid events count even when others are refused: the answer names each refused
+        // one, so the reporter drops exactly those (see RecordEvents in stats.proto).
+        const result = await store.record(valid);
+        if (rejected.length > 0) {
+          logger.warn(
+            {
+              events: call.request.events.length,
+              ...result,
+              rejected: rejected.length,
+              firstRejected: rejected.slice(0, 5),
+            },
+            `refused ${rejected.length} invalid event(s) of a batch; recorded the others`,
+          );
+        }
+        logRecordedEvents(validReceived);
+        callback(null, { ...result, rejected });
       } catch (error) {
         callback(failed("RecordEvents", error));
       }

@@ -8,7 +8,13 @@ import { type Logger, type Readiness, StatusError } from "@cloudrun-grpc/runtime
 import * as grpc from "@grpc/grpc-js";
 import { sql } from "drizzle-orm";
 import { aggregateEvents } from "./aggregate.js";
-import { type Database, type DatabaseOptions, openDatabase, type StatsDb } from "./db/database.js";
+import {
+  type Database,
+  type DatabaseOptions,
+  FolderInUseError,
+  openDatabase,
+  type StatsDb,
+} from "./db/database.js";
 import { callerCounts, countedEvents, featureLookups, totals } from "./db/schema.js";
 import { type DatabaseTarget, describeTarget } from "./db/target.js";
 import type { Snapshot, SnapshotQuery, StatsEvent, StatsStore } from "./store.js";
@@ -31,6 +37,8 @@ const pruneEveryMs = 60 * 60 * 1000;
 export class SqlStatsStore implements StatsStore {
   private database: Database | undefined;
   private lastError = "not connected yet";
+  /** What the last connection attempt failed with, while none has succeeded since. */
+  private connectFailure: unknown;
   private stopped = false;
   private connecting: Promise<void> | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -56,6 +64,14 @@ export class SqlStatsStore implements StatsStore {
     // A stop during an outage must not sit out the reconnect backoff (Cloud Run allows 10 s).
     this.wakeUp?.();
     await this.connecting;
+    // The final failure: stopped while still trying to connect; the error in full this time.
+    if (this.connectFailure !== undefined) {
+      this.options.logger.error(
+        { database: this.where, err: this.connectFailure },
+        `stats stopped while its database was unreachable (${this.lastError})`,
+      );
+      this.connectFailure = undefined;
+    }
     const database = this.database;
     this.database = undefined;
     await database?.close();
@@ -238,6 +254,7 @@ export class SqlStatsStore implements StatsStore {
 
   private async connect(): Promise<void> {
     let delayMs = 250;
+    let previous: string | undefined;
     while (!this.stopped) {
       let opened: Database | undefined;
       try {
@@ -254,6 +271,7 @@ export class SqlStatsStore implements StatsStore {
           return;
         }
         this.database = opened;
+        this.connectFailure = undefined;
         this.options.logger.info({ database: this.where }, "stats database ready");
         this.options.readiness.set(true);
         // Changes may have been made through other instances while this one was away.
@@ -262,9 +280,16 @@ export class SqlStatsStore implements StatsStore {
       } catch (error) {
         await opened?.close().catch(() => {});
         this.lastError = errorText(error);
+        this.connectFailure = error;
+        // A wait that is expected (the folder held by another stats process, a database not
+        // up yet or busy) is one line with the reason and the next try. Anything else may be a
+        // bug: its stack comes with it the first time, then one line while it repeats.
+        const expected = error instanceof FolderInUseError || classify(error) !== "other";
+        const withStack = !expected && this.lastError !== previous;
+        previous = this.lastError;
         this.options.logger.warn(
-          { database: this.where, err: error, retryInMs: delayMs },
-          `stats database unreachable (${this.lastError}): retrying`,
+          { database: this.where, ...(withStack ? { err: error } : {}), retryInMs: delayMs },
+          `stats database unreachable (${this.lastError}): retrying in ${delayMs} ms`,
         );
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, delayMs);

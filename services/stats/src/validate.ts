@@ -3,7 +3,8 @@
 
 import { requirePoint, requireRectangle, requireTopN } from "@cloudrun-grpc/domain";
 import type { stats } from "@cloudrun-grpc/proto";
-import { invalidArgument } from "@cloudrun-grpc/runtime";
+import { invalidArgument, StatusError } from "@cloudrun-grpc/runtime";
+import * as grpc from "@grpc/grpc-js";
 import type { SnapshotQuery, StatsEvent } from "./store.js";
 
 export const maxEventsPerBatch = 1000;
@@ -21,9 +22,9 @@ const maxElapsedSeconds = 2 ** 31 - 1;
 
 function requireCount(value: number, what: string, max = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isInteger(value) || value < 0) {
-    throw invalidArgument(`${what} must be a whole number ≥ 0, got ${value}`);
+    throw invalidArgument(`${what} must be a whole number ≥ 0, got ${value}`, what);
   }
-  if (value > max) throw invalidArgument(`${what} must be at most ${max}, got ${value}`);
+  if (value > max) throw invalidArgument(`${what} must be at most ${max}, got ${value}`, what);
   return value;
 }
 
@@ -34,9 +35,10 @@ function requireText(value: string, what: string, maxLength: number, minLength =
       minLength > 0
         ? `${what} must have ${minLength} to ${maxLength} characters`
         : `${what} must have at most ${maxLength} characters`,
+      what,
     );
   }
-  if (value.includes("\0")) throw invalidArgument(`${what} must not contain U+0000 (NUL)`);
+  if (value.includes("\0")) throw invalidArgument(`${what} must not contain U+0000 (NUL)`, what);
   return value;
 }
 
@@ -46,7 +48,12 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
   const caller = requireText(event.caller, `${at}.caller`, maxCallerLength);
   if (event.kind === "routeRecorded") {
     const summary = event.routeRecorded?.summary;
-    if (!summary) throw invalidArgument(`${at}.route_recorded.summary is required`);
+    if (!summary) {
+      throw invalidArgument(
+        `${at}.route_recorded.summary is required`,
+        `${at}.route_recorded.summary`,
+      );
+    }
     const field = (name: string) => `${at}.route_recorded.summary.${name}`;
     const pointCount = requireCount(summary.pointCount, field("point_count"));
     const legs = Math.max(0, pointCount - 1);
@@ -55,6 +62,7 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
       throw invalidArgument(
         `${field("distance_meters")} must be at most ${legs * maxLegMeters} for ${pointCount} ` +
           `point(s) (${maxLegMeters} m a leg, half the Earth's circumference), got ${distanceMeters}`,
+        field("distance_meters"),
       );
     }
     return {
@@ -75,22 +83,61 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
   }
   if (event.kind === "featureLookedUp") {
     const feature = event.featureLookedUp?.feature;
-    if (!feature) throw invalidArgument(`${at}.feature_looked_up.feature is required`);
+    if (!feature) {
+      throw invalidArgument(
+        `${at}.feature_looked_up.feature is required`,
+        `${at}.feature_looked_up.feature`,
+      );
+    }
     const location = requirePoint(feature.location, `${at}.feature_looked_up.feature.location`);
     const name = requireText(feature.name, `${at}.feature_looked_up.feature.name`, maxNameLength);
     return { id, caller, kind: "featureLookedUp", name, location };
   }
-  throw invalidArgument(`${at} must be a route_recorded or a feature_looked_up event`);
+  // `kind` is the oneof's name in the contract: a valid event sets one of its fields.
+  throw invalidArgument(
+    `${at}.kind must be route_recorded or feature_looked_up (the event has neither)`,
+    `${at}.kind`,
+  );
 }
 
-export function requireEvents(request: stats.RecordEventsRequest__Output): StatsEvent[] {
-  if (request.events.length === 0) throw invalidArgument("events must not be empty");
+export interface CheckedEvents {
+  /** The valid events, in the order of the request. */
+  valid: StatsEvent[];
+  /** The same events as received (their traceparent, for the log). */
+  validReceived: stats.Event__Output[];
+  /** The invalid ones, as RecordEventsResponse.rejected lists them. */
+  rejected: stats.RejectedEvent[];
+}
+
+/**
+ * Checks a batch event by event (the contract answers each event, see stats.proto): throws
+ * INVALID_ARGUMENT only for a fault of the batch as a whole.
+ */
+export function checkEvents(request: stats.RecordEventsRequest__Output): CheckedEvents {
+  if (request.events.length === 0) throw invalidArgument("events must not be empty", "events");
   if (request.events.length > maxEventsPerBatch) {
     throw invalidArgument(
       `at most ${maxEventsPerBatch} events per request, got ${request.events.length}`,
+      "events",
     );
   }
-  return request.events.map(requireEvent);
+  const checked: CheckedEvents = { valid: [], validReceived: [], rejected: [] };
+  request.events.forEach((event, index) => {
+    try {
+      checked.valid.push(requireEvent(event, index));
+      checked.validReceived.push(event);
+    } catch (error) {
+      if (!(error instanceof StatusError) || error.code !== grpc.status.INVALID_ARGUMENT) {
+        throw error;
+      }
+      checked.rejected.push({
+        index,
+        field: error.field ?? `events[${index}]`,
+        description: error.details,
+      });
+    }
+  });
+  return checked;
 }
 
 export function requireSnapshotQuery(request: stats.GetStatsRequest__Output): SnapshotQuery {

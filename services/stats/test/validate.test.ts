@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import type { routeguide, stats } from "@cloudrun-grpc/proto";
 import { StatusError } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
-import { maxEventsPerBatch, requireEvents, requireSnapshotQuery } from "../src/validate.js";
+import { checkEvents, maxEventsPerBatch, requireSnapshotQuery } from "../src/validate.js";
 
 // Wire-shaped input, as the loader produces it (defaults on, oneofs on): missing scalars are
 // 0 or "", missing messages are null, and `kind` names the oneof member that is set.
@@ -59,9 +59,33 @@ function invalidArgument(pattern: RegExp) {
   };
 }
 
-describe("requireEvents", () => {
-  test("turns valid wire events into store events", () => {
-    assert.deepEqual(requireEvents(batch(routeEvent("r1"), lookupEvent("l1"))), [
+/** The one rejection of a batch whose other events are all valid. */
+function rejectedOnly(request: stats.RecordEventsRequest__Output): stats.RejectedEvent {
+  const { valid, validReceived, rejected } = checkEvents(request);
+  assert.equal(rejected.length, 1, `one event rejected: ${JSON.stringify(rejected)}`);
+  assert.equal(valid.length, request.events.length - 1, "the others are valid");
+  assert.equal(validReceived.length, valid.length);
+  return rejected[0] as stats.RejectedEvent;
+}
+
+/** Asserts the rejection names `field` at `index` and its description starts with the field. */
+function assertRejection(
+  rejection: stats.RejectedEvent,
+  index: number,
+  field: string,
+  description: RegExp,
+): void {
+  assert.equal(rejection.index, index);
+  assert.equal(rejection.field, field);
+  assert.ok(rejection.description?.startsWith(field), rejection.description);
+  assert.match(String(rejection.description), description);
+}
+
+describe("checkEvents", () => {
+  test("turns valid wire events into store events, none rejected", () => {
+    const received = batch(routeEvent("r1"), lookupEvent("l1"));
+    const { valid, validReceived, rejected } = checkEvents(received);
+    assert.deepEqual(valid, [
       {
         id: "r1",
         caller: "",
@@ -76,15 +100,17 @@ describe("requireEvents", () => {
         location: { latitude: 409146138, longitude: -746188906 },
       },
     ]);
+    assert.deepEqual(validReceived, received.events);
+    assert.deepEqual(rejected, []);
   });
 
   test("accepts a look-up with an empty name (nothing known at the point) and zero counts", () => {
-    const [lookup, route] = requireEvents(
+    const [lookup, route] = checkEvents(
       batch(
         lookupEvent("l1", point(0, 0), ""),
         routeEvent("r1", summary({ pointCount: 0, distanceMeters: 0 })),
       ),
-    );
+    ).valid;
     assert.equal(lookup?.kind === "featureLookedUp" && lookup.name, "");
     assert.equal(route?.kind === "routeRecorded" && route.summary.pointCount, 0);
   });
@@ -93,44 +119,71 @@ describe("requireEvents", () => {
     const events = Array.from({ length: maxEventsPerBatch }, (_, i) =>
       lookupEvent(`${i}`.padStart(128, "x")),
     );
-    assert.equal(requireEvents(batch(...events)).length, 1000);
+    assert.equal(checkEvents(batch(...events)).valid.length, 1000);
   });
 
-  test("an empty batch is rejected", () => {
-    assert.throws(() => requireEvents(batch()), invalidArgument(/^events must not be empty$/));
+  test("an empty batch fails as a whole", () => {
+    assert.throws(() => checkEvents(batch()), invalidArgument(/^events must not be empty$/));
   });
 
-  test("more than 1000 events are rejected", () => {
+  test("more than 1000 events fail as a whole", () => {
     const events = Array.from({ length: maxEventsPerBatch + 1 }, (_, i) => lookupEvent(`id-${i}`));
     assert.throws(
-      () => requireEvents(batch(...events)),
+      () => checkEvents(batch(...events)),
       invalidArgument(/at most 1000 events.*1001/),
     );
   });
 
-  test("a missing id is rejected, naming the event", () => {
-    assert.throws(
-      () => requireEvents(batch(lookupEvent(""))),
-      invalidArgument(/^events\[0\]\.id /),
+  test("each invalid event is rejected by its index and field; the valid ones around it stay", () => {
+    const noKind: stats.Event__Output = { id: "e1", caller: "", traceparent: "" };
+    const received = batch(
+      lookupEvent("ok-0"),
+      lookupEvent(""),
+      routeEvent("ok-2"),
+      noKind,
+      routeEvent("bad-4", summary({ featureCount: -1 })),
+      lookupEvent("ok-5"),
+    );
+    const { valid, validReceived, rejected } = checkEvents(received);
+    assert.deepEqual(
+      valid.map((event) => event.id),
+      ["ok-0", "ok-2", "ok-5"],
+    );
+    assert.deepEqual(validReceived, [received.events[0], received.events[2], received.events[5]]);
+    assert.deepEqual(
+      rejected.map(({ index, field }) => ({ index, field })),
+      [
+        { index: 1, field: "events[1].id" },
+        { index: 3, field: "events[3].kind" },
+        { index: 4, field: "events[4].route_recorded.summary.feature_count" },
+      ],
     );
   });
 
+  test("a missing id is rejected, naming the field", () => {
+    assertRejection(rejectedOnly(batch(lookupEvent(""))), 0, "events[0].id", / must have 1 to/);
+  });
+
   test("an id longer than 128 characters is rejected, naming the event by its index", () => {
-    assert.throws(
-      () => requireEvents(batch(lookupEvent("ok"), lookupEvent("x".repeat(129)))),
-      invalidArgument(/^events\[1\]\.id must have 1 to 128 characters$/),
+    assertRejection(
+      rejectedOnly(batch(lookupEvent("ok"), lookupEvent("x".repeat(129)))),
+      1,
+      "events[1].id",
+      /^events\[1\]\.id must have 1 to 128 characters$/,
     );
   });
 
   test("a caller longer than 320 characters is rejected", () => {
     const event = { ...lookupEvent("l1"), caller: "c".repeat(321) };
-    assert.throws(() => requireEvents(batch(event)), invalidArgument(/^events\[0\]\.caller /));
+    assertRejection(rejectedOnly(batch(event)), 0, "events[0].caller", / at most 320 /);
   });
 
   test("a route event without its summary is rejected", () => {
-    assert.throws(
-      () => requireEvents(batch(routeEvent("r1", null))),
-      invalidArgument(/^events\[0\]\.route_recorded\.summary is required$/),
+    assertRejection(
+      rejectedOnly(batch(routeEvent("r1", null))),
+      0,
+      "events[0].route_recorded.summary",
+      /^events\[0\]\.route_recorded\.summary is required$/,
     );
   });
 
@@ -141,11 +194,22 @@ describe("requireEvents", () => {
       ["distanceMeters", "distance_meters"],
       ["elapsedSeconds", "elapsed_seconds"],
     ] as const) {
-      assert.throws(
-        () => requireEvents(batch(routeEvent("r1", summary({ [field]: -1 })))),
-        invalidArgument(new RegExp(`^events\\[0\\]\\.route_recorded\\.summary\\.${name} .*-1$`)),
+      assertRejection(
+        rejectedOnly(batch(routeEvent("r1", summary({ [field]: -1 })))),
+        0,
+        `events[0].route_recorded.summary.${name}`,
+        /-1$/,
       );
     }
+  });
+
+  test("a route longer than its legs can be is rejected, naming the distance", () => {
+    assertRejection(
+      rejectedOnly(batch(routeEvent("r1", summary({ pointCount: 2, distanceMeters: 20037510 })))),
+      0,
+      "events[0].route_recorded.summary.distance_meters",
+      /must be at most 20037509 for 2 point/,
+    );
   });
 
   test("a look-up event without its feature is rejected", () => {
@@ -156,35 +220,54 @@ describe("requireEvents", () => {
       featureLookedUp: { feature: null },
       kind: "featureLookedUp",
     };
-    assert.throws(
-      () => requireEvents(batch(event)),
-      invalidArgument(/^events\[0\]\.feature_looked_up\.feature is required$/),
+    assertRejection(
+      rejectedOnly(batch(event)),
+      0,
+      "events[0].feature_looked_up.feature",
+      / is required$/,
     );
   });
 
   test("a look-up event without a location is rejected", () => {
-    assert.throws(
-      () => requireEvents(batch(lookupEvent("l1", null))),
-      invalidArgument(/^events\[0\]\.feature_looked_up\.feature\.location is required$/),
+    assertRejection(
+      rejectedOnly(batch(lookupEvent("l1", null))),
+      0,
+      "events[0].feature_looked_up.feature.location",
+      / is required$/,
     );
   });
 
   test("a look-up event with an out-of-range location is rejected", () => {
-    assert.throws(
-      () => requireEvents(batch(lookupEvent("l1", point(900000001, 0)))),
-      invalidArgument(/^events\[0\]\.feature_looked_up\.feature\.location\.latitude /),
+    assertRejection(
+      rejectedOnly(batch(lookupEvent("l1", point(900000001, 0)))),
+      0,
+      "events[0].feature_looked_up.feature.location.latitude",
+      /900000001/,
     );
-    assert.throws(
-      () => requireEvents(batch(lookupEvent("l1", point(0, -1800000001)))),
-      invalidArgument(/^events\[0\]\.feature_looked_up\.feature\.location\.longitude /),
+    assertRejection(
+      rejectedOnly(batch(lookupEvent("l1", point(0, -1800000001)))),
+      0,
+      "events[0].feature_looked_up.feature.location.longitude",
+      /-1800000001/,
+    );
+  });
+
+  test("a NUL in a feature's name is rejected", () => {
+    assertRejection(
+      rejectedOnly(batch(lookupEvent("l1", undefined, "Old\u0000Mill"))),
+      0,
+      "events[0].feature_looked_up.feature.name",
+      /U\+0000/,
     );
   });
 
   test("an event with no kind is rejected", () => {
     const event: stats.Event__Output = { id: "e1", caller: "", traceparent: "" };
-    assert.throws(
-      () => requireEvents(batch(lookupEvent("l1"), event)),
-      invalidArgument(/^events\[1\] must be a route_recorded or a feature_looked_up event$/),
+    assertRejection(
+      rejectedOnly(batch(lookupEvent("l1"), event)),
+      1,
+      "events[1].kind",
+      / must be route_recorded or feature_looked_up \(the event has neither\)$/,
     );
   });
 });

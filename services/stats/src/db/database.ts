@@ -176,6 +176,21 @@ async function openPostgres(
 }
 
 /**
+ * Another live stats process holds the embedded database's folder: an expected wait (a
+ * restart whose old process is still stopping, a second local stack on the same folder), so
+ * the store retries it with one line each time, no stack trace.
+ */
+export class FolderInUseError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly holder: number,
+  ) {
+    super(`${dir} is in use by another stats process (pid ${holder})`);
+    this.name = "FolderInUseError";
+  }
+}
+
+/**
  * Takes `<dir>/stats.lock` for this process (a lock left by a process that is gone is taken
  * over); returns the function that releases it. Throws when a live process holds it.
  */
@@ -190,7 +205,7 @@ function lockFolder(dir: string): () => void {
       if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       const holder = Number(readFileSync(path, "utf8"));
       if (Number.isInteger(holder) && holder > 0 && isAlive(holder)) {
-        throw new Error(`${dir} is in use by another stats process (pid ${holder})`);
+        throw new FolderInUseError(dir, holder);
       }
       rmSync(path, { force: true });
     }
