@@ -1,14 +1,30 @@
 // The CLI against a running stack: every command, readable output, clear errors.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
 import { point, recordRoute, routeChat } from "@cloudrun-grpc/cli";
-import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
+import { freePort, type Stack, startStack } from "@cloudrun-grpc/local-stack";
+import { createGatewayClient, type gateway } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { stackGatewayClient } from "./support/grpc.js";
+import {
+  connectError,
+  deadline,
+  failure,
+  reflectedServices,
+  stackGatewayClient,
+  targetOf,
+  unary,
+} from "./support/grpc.js";
 import { describeLocalOnly } from "./support/target.js";
 
 const cliEntry = new URL("../packages/cli/dist/main.js", import.meta.url).pathname;
+const cliVersion = (
+  JSON.parse(readFileSync(new URL("../packages/cli/package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
 
 // The CLI gets its ID token as a user's would: google-auth-library asks the metadata server,
 // here the stack's local token authority, as the local client identity.
@@ -23,6 +39,22 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
     child.stderr.on("data", (chunk) => (stderr += chunk));
     child.on("exit", (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Each line of `stdout` as JSON; fails the test on a line that is not one JSON object. */
+function jsonLines<Message = Record<string, unknown>>(stdout: string): Message[] {
+  const lines = stdout.split("\n").filter((line) => line !== "");
+  return lines.map((line) => {
+    const value = JSON.parse(line) as unknown;
+    assert.ok(value !== null && typeof value === "object" && !Array.isArray(value), line);
+    return value as Message;
+  });
+}
+
+/** A JWT's claims, decoded (not verified: the gateway verifies). */
+function claimsOf(token: string): Record<string, unknown> {
+  const [, payload] = token.split(".");
+  return JSON.parse(Buffer.from(payload ?? "", "base64url").toString("utf8"));
 }
 
 describeLocalOnly("the routeguide CLI", () => {
@@ -273,6 +305,244 @@ describeLocalOnly("the routeguide CLI", () => {
     } finally {
       client.close();
       process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
+  test("--help lists every command and option and names GCE_METADATA_HOST; each command has its own", async () => {
+    const help = await cli(["--help"]);
+    assert.equal(help.code, 0, help.stderr);
+    const [first = ""] = help.stdout.split("\n");
+    for (const option of ["--gateway", "--timeout", "--token", "--no-token", "--json"])
+      assert.ok(
+        first.includes(`[${option}`) || first.includes(`| ${option}`),
+        `${option}: ${first}`,
+      );
+    assert.match(help.stdout, /GCE_METADATA_HOST/);
+    assert.match(help.stdout, /--version/);
+    const commands = [
+      "get-feature",
+      "list-features",
+      "record-route",
+      "route-chat",
+      "get-stats",
+      "watch-stats",
+      "describe-area",
+      "demo",
+      "token",
+    ];
+    for (const command of commands) {
+      assert.match(help.stdout, new RegExp(`^  ${command}\\b`, "m"), command);
+      // Both spellings of a command's help, from the same text.
+      const own = await cli([command, "--help"]);
+      assert.equal(own.code, 0, own.stderr);
+      assert.ok(
+        own.stdout.startsWith(`usage: routeguide [options] ${command}`),
+        own.stdout.split("\n")[0],
+      );
+      assert.match(own.stdout, /GCE_METADATA_HOST/);
+      assert.equal((await cli(["help", command])).stdout, own.stdout);
+    }
+    const feature = await cli(["get-feature", "--help"]);
+    assert.match(feature.stdout, /--idempotency-key KEY/);
+    assert.match((await cli(["watch-stats", "-h"])).stdout, /--for SECONDS/);
+
+    const version = await cli(["--version"]);
+    assert.equal(version.code, 0, version.stderr);
+    assert.equal(version.stdout, `routeguide ${cliVersion}\n`);
+
+    const unknown = await cli(["fly", "--help"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown command "fly"/);
+  });
+
+  test("a command's own option elsewhere, or a stray argument, exits 2 naming it", async () => {
+    const points = await cli([...gateway, "get-stats", "--points", "5"]);
+    assert.equal(points.code, 2);
+    assert.match(points.stderr, /--points goes with record-route, not get-stats/);
+    assert.match(points.stderr, /usage: routeguide \[options\] get-stats \[--top N\]/);
+    const stray = await cli([...gateway, "get-feature", "40", "-74", "extra"]);
+    assert.equal(stray.code, 2);
+    assert.match(stray.stderr, /unexpected argument "extra"/);
+    assert.equal(stray.stdout, "");
+  });
+
+  test("--json: one JSON object per answer, one line per streamed message", async () => {
+    const json = [...gateway, "--json"];
+    const listed = await cli([...json, "list-features", "40", "-75", "41", "-74"]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.equal(listed.stderr, "");
+    const features = jsonLines<gateway.ListFeaturesResponse__Output>(listed.stdout);
+    assert.equal(features.length, 150);
+    const first = features[0]?.feature;
+    assert.ok(first?.name && first.location, listed.stdout.slice(0, 200));
+
+    // The contract's E7 coordinates, as the gateway sent them.
+    const lat = String(first.location.latitude / 1e7);
+    const lng = String(first.location.longitude / 1e7);
+    const got = await cli([...json, "get-feature", lat, lng]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.deepEqual(jsonLines(got.stdout), [{ feature: first }]);
+
+    const route = await cli([...json, "record-route", "--points", "20"]);
+    assert.equal(route.code, 0, route.stderr);
+    const [summary, ...moreRoute] = jsonLines<gateway.RecordRouteResponse__Output>(route.stdout);
+    assert.deepEqual(moreRoute, []);
+    assert.equal(summary?.summary?.pointCount, 20);
+
+    // A place of its own: the second note gets the first back, the first gets nothing.
+    const chat = await cli([...json, "route-chat", "12.3456", "-65.4321", "one", "two"]);
+    assert.equal(chat.code, 0, chat.stderr);
+    const notes = jsonLines<gateway.RouteChatResponse__Output>(chat.stdout);
+    assert.deepEqual(
+      notes.map((note) => note.note?.message),
+      ["one"],
+    );
+
+    const stats = await cli([...json, "get-stats", "--top", "2"]);
+    assert.equal(stats.code, 0, stats.stderr);
+    const [snapshot, ...moreStats] = jsonLines<gateway.GetStatsResponse__Output>(stats.stdout);
+    assert.deepEqual(moreStats, []);
+    assert.ok((snapshot?.snapshot?.routesRecorded ?? 0) >= 1, stats.stdout);
+    assert.ok((snapshot?.snapshot?.topFeatures.length ?? 0) <= 2, stats.stdout);
+    assert.ok(
+      snapshot?.snapshot?.callers.some((caller) => caller.caller === stack.auth?.emails.client),
+      stats.stdout,
+    );
+
+    const watch = await cli([...json, "watch-stats", "--updates", "1"]);
+    assert.equal(watch.code, 0, watch.stderr);
+    const updates = jsonLines<gateway.WatchStatsResponse__Output>(watch.stdout);
+    assert.equal(updates.length, 1);
+    assert.ok(Number(updates[0]?.snapshot?.version) >= 1, watch.stdout);
+
+    const area = await cli([...json, "describe-area", "40", "-75", "41", "-74", "--top", "1"]);
+    assert.equal(area.code, 0, area.stderr);
+    const [described] = jsonLines<gateway.DescribeAreaResponse__Output>(area.stdout);
+    assert.equal(described?.featureCount, 150);
+    assert.equal(described?.mostLookedUp.length, 1);
+
+    const demo = await cli([...json, "demo"]);
+    assert.equal(demo.code, 0, demo.stderr);
+    const answers = jsonLines(demo.stdout);
+    for (const answer of answers) assert.deepEqual(Object.keys(answer), ["method", "response"]);
+    assert.deepEqual([...new Set(answers.map((answer) => answer.method))].sort(), [
+      "DescribeArea",
+      "GetFeature",
+      "GetStats",
+      "ListFeatures",
+      "RecordRoute",
+      "RouteChat",
+      "WatchStats",
+    ]);
+
+    const token = await cli([...json, "token"]);
+    assert.equal(token.code, 0, token.stderr);
+    const [printed, ...moreToken] = jsonLines(token.stdout);
+    assert.deepEqual(moreToken, []);
+    assert.deepEqual(Object.keys(printed ?? {}), ["audience", "token"]);
+    assert.equal(printed?.audience, stack.gateway.url);
+  });
+
+  test("watch-stats: --updates counts the statistics now, --for ends a watch that waits", {
+    timeout: 60_000,
+  }, async () => {
+    // Two updates: the statistics now, then the change a look-up makes.
+    const child = spawn(
+      process.execPath,
+      [cliEntry, ...gateway, "--json", "watch-stats", "--updates", "2", "--for", "50"],
+      { env: cliEnv },
+    );
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    let stderr = "";
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const now = await lines.next();
+    assert.ok(!now.done, stderr);
+    const looked = await cli([...gateway, "get-feature", "40.5", "-74.5"]);
+    assert.equal(looked.code, 0, looked.stderr);
+    const changed = await lines.next();
+    assert.ok(!changed.done, stderr);
+    assert.equal(await exited, 0, stderr);
+    const [before, after] = [now.value, changed.value].map(
+      (line) => JSON.parse(line) as gateway.WatchStatsResponse__Output,
+    );
+    // A change (this look-up, or a report of an earlier test's call still on its way).
+    assert.ok(Number(after?.snapshot?.version) > Number(before?.snapshot?.version));
+
+    // Nobody changes anything: --for alone ends the watch, with the statistics as they were.
+    const started = Date.now();
+    const quiet = await cli([...gateway, "watch-stats", "--for", "1"]);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.match(quiet.stdout, /^-- update 1 \(version \d+\)$/m);
+    assert.ok(Date.now() - started < 30_000, "the watch ended on time");
+  });
+
+  test("token prints the ID token the CLI sends, and it calls the gateway as grpcurl would", async () => {
+    const printed = await cli([...gateway, "token"]);
+    assert.equal(printed.code, 0, printed.stderr);
+    const token = printed.stdout.trim();
+    assert.equal(printed.stdout, `${token}\n`);
+    const claims = claimsOf(token);
+    assert.equal(claims.aud, stack.gateway.url);
+    assert.equal(claims.email, stack.auth?.emails.client);
+
+    // One `authorization` header, no interceptor: what grpcurl -H sends, reflection included.
+    const bearer = (value: string) => {
+      const metadata = new grpc.Metadata();
+      metadata.set("authorization", `Bearer ${value}`);
+      return metadata;
+    };
+    const target = targetOf(stack.gateway.url);
+    assert.ok(
+      (await reflectedServices(target, bearer(token))).includes("gateway.v1.GatewayService"),
+    );
+    const refused = await failure(reflectedServices(target));
+    assert.equal(refused.code, grpc.status.UNAUTHENTICATED, refused.message);
+    const client = createGatewayClient(target, grpc.credentials.createInsecure());
+    try {
+      const stats = await unary<gateway.GetStatsResponse__Output>((done) =>
+        client.GetStats({ topN: 1 }, bearer(token), deadline(), done),
+      );
+      assert.ok(stats.snapshot, "GetStats answered");
+
+      // Another URL, another audience: the gateway refuses that token.
+      const other = await cli([...gateway, "token", "http://127.0.0.1:1"]);
+      assert.equal(other.code, 0, other.stderr);
+      assert.equal(claimsOf(other.stdout.trim()).aud, "http://127.0.0.1:1");
+      const wrong = await failure(
+        unary((done) =>
+          client.GetStats({ topN: 1 }, bearer(other.stdout.trim()), deadline(), done),
+        ),
+      );
+      assert.equal(wrong.code, grpc.status.UNAUTHENTICATED, wrong.message);
+    } finally {
+      client.close();
+    }
+
+    // The token the CLI was given is the one it prints; --no-token has none to print.
+    assert.equal((await cli([...gateway, "--token", token, "token"])).stdout, `${token}\n`);
+    const none = await cli([...gateway, "--no-token", "token"]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /token and --no-token ask for opposite things/);
+    const badUrl = await cli([...gateway, "token", "ftp://x"]);
+    assert.equal(badUrl.code, 2);
+    assert.match(badUrl.stderr, /URL must use http: \(h2c\) or https: \(TLS\)/);
+  });
+
+  test("an unreachable gateway is one readable line and exit 1", async () => {
+    const port = await freePort();
+    assert.equal(await connectError(port), "ECONNREFUSED");
+    const url = `http://127.0.0.1:${port}`;
+    for (const args of [
+      ["get-stats"],
+      ["--json", "list-features", "40", "-75", "41", "-74"],
+      ["watch-stats"],
+      ["record-route", "--points", "5"],
+    ]) {
+      const result = await cli(["--gateway", url, ...args]);
+      assert.equal(result.code, 1, `${args.join(" ")}: ${result.stderr}`);
+      assert.equal(result.stderr, `routeguide: cannot reach ${url}: connection refused\n`);
+      assert.equal(result.stdout, "");
     }
   });
 });

@@ -76,61 +76,91 @@ export interface AuthConfig {
   K_SERVICE?: string | undefined;
 }
 
-/** Cross-field checks for a schema that includes `authEnv` (use with `.superRefine`). */
-export function checkAuthConfig(config: AuthConfig, ctx: z.RefinementCtx): void {
-  if (config.AUTH_MODE === "off") {
-    // Cloud Run sets K_SERVICE in every container: off there would serve anyone, unchecked.
-    if (config.K_SERVICE !== undefined && config.K_SERVICE.trim() !== "") {
+/**
+ * A rule across variables, in the shape of runtime's EnvRule (this package does not depend on
+ * runtime): it runs whenever the variables in `needs` parsed, whatever else failed, so a bad
+ * STATS_URL no longer hides a missing AUTH_AUDIENCES.
+ */
+export interface ConfigRule<Config> {
+  needs: readonly (keyof Config & string)[];
+  check(config: Config, ctx: z.RefinementCtx): void;
+}
+
+/** The rules across the AUTH_* variables, for a schema that includes `authEnv`. */
+export const authRules: readonly ConfigRule<AuthConfig>[] = [
+  {
+    needs: ["AUTH_MODE", "K_SERVICE"],
+    check(config, ctx) {
+      // Cloud Run sets K_SERVICE in every container: off there would serve anyone, unchecked.
+      if (config.AUTH_MODE !== "off") return;
+      if (config.K_SERVICE !== undefined && config.K_SERVICE.trim() !== "") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["AUTH_MODE"],
+          message: `off is refused on Cloud Run (K_SERVICE=${JSON.stringify(config.K_SERVICE)} is set): use verify, or optional for a public gateway`,
+        });
+      }
+    },
+  },
+  {
+    needs: ["AUTH_MODE", "AUTH_AUDIENCES"],
+    check(config, ctx) {
+      if (config.AUTH_MODE === "off") return;
+      const bad = config.AUTH_AUDIENCES.filter((audience) => {
+        try {
+          return new URL(audience).origin !== audience;
+        } catch {
+          return true;
+        }
+      });
+      // One line for the variable, naming every bad audience.
+      if (bad.length > 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["AUTH_AUDIENCES"],
+          message: `must be URLs as callers name them, scheme://host[:port] without a trailing /, got ${bad.map((audience) => JSON.stringify(audience)).join(", ")}`,
+        });
+      }
+      if (config.AUTH_AUDIENCES.length === 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["AUTH_AUDIENCES"],
+          message: `is required with AUTH_MODE=${config.AUTH_MODE}: this service's own URL(s), e.g. https://route-xyz.a.run.app`,
+        });
+      }
+    },
+  },
+  {
+    needs: ["AUTH_MODE", "AUTH_ISSUER", "AUTH_JWKS_URL"],
+    check(config, ctx) {
+      if (config.AUTH_MODE === "off") return;
+      if ((config.AUTH_ISSUER === undefined) !== (config.AUTH_JWKS_URL === undefined)) {
+        ctx.addIssue({
+          code: "custom",
+          path: [config.AUTH_ISSUER === undefined ? "AUTH_ISSUER" : "AUTH_JWKS_URL"],
+          message: "AUTH_ISSUER and AUTH_JWKS_URL go together (leave both unset for Google)",
+        });
+      }
+    },
+  },
+];
+
+/**
+ * For services that must never be public (route, stats): AUTH_MODE=optional would serve
+ * callers without a token. Terraform refuses it too.
+ */
+export const refusePublicAuth: ConfigRule<Pick<AuthConfig, "AUTH_MODE">> = {
+  needs: ["AUTH_MODE"],
+  check(config, ctx) {
+    if (config.AUTH_MODE === "optional") {
       ctx.addIssue({
         code: "custom",
         path: ["AUTH_MODE"],
-        message: `off is refused on Cloud Run (K_SERVICE=${JSON.stringify(config.K_SERVICE)} is set): use verify, or optional for a public gateway`,
+        message: "optional is for a public gateway only: this service is never public",
       });
     }
-    return;
-  }
-  for (const audience of config.AUTH_AUDIENCES) {
-    let origin: string | undefined;
-    try {
-      origin = new URL(audience).origin;
-    } catch {}
-    if (origin !== audience) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["AUTH_AUDIENCES"],
-        message: `must be URLs as callers name them, scheme://host[:port] without a trailing /, got ${JSON.stringify(audience)}`,
-      });
-    }
-  }
-  if (config.AUTH_AUDIENCES.length === 0) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["AUTH_AUDIENCES"],
-      message: `is required with AUTH_MODE=${config.AUTH_MODE}: this service's own URL(s), e.g. https://route-xyz.a.run.app`,
-    });
-  }
-  if ((config.AUTH_ISSUER === undefined) !== (config.AUTH_JWKS_URL === undefined)) {
-    ctx.addIssue({
-      code: "custom",
-      path: [config.AUTH_ISSUER === undefined ? "AUTH_ISSUER" : "AUTH_JWKS_URL"],
-      message: "AUTH_ISSUER and AUTH_JWKS_URL go together (leave both unset for Google)",
-    });
-  }
-}
-
-/**
- * For services that must never be public (route, stats: `.superRefine(refusePublicAuth)`):
- * AUTH_MODE=optional would serve callers without a token. Terraform refuses it too.
- */
-export function refusePublicAuth(config: Pick<AuthConfig, "AUTH_MODE">, ctx: z.RefinementCtx) {
-  if (config.AUTH_MODE === "optional") {
-    ctx.addIssue({
-      code: "custom",
-      path: ["AUTH_MODE"],
-      message: "optional is for a public gateway only: this service is never public",
-    });
-  }
-}
+  },
+};
 
 export interface ServiceAuth {
   /** For the service's own server. */

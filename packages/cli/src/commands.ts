@@ -15,9 +15,25 @@ import * as grpc from "@grpc/grpc-js";
 
 export type Print = (line: string) => void;
 
+/** A gateway method's name, as the contract spells it. */
+export type GatewayMethod =
+  | "GetFeature"
+  | "ListFeatures"
+  | "RecordRoute"
+  | "RouteChat"
+  | "GetStats"
+  | "WatchStats"
+  | "DescribeArea";
+
+/** Receives each answer as it arrives: a unary call's response, each message of a stream. */
+export type Answer = (method: GatewayMethod, message: object) => void;
+
 export interface CommandContext {
   client: GatewayServiceClient;
+  /** The readable lines (what a person reads). */
   out: Print;
+  /** Each answer as the gateway sent it (the CLI's --json prints these). */
+  answer?: Answer;
   /** Per-call deadline in milliseconds from now. */
   timeoutMs: number;
   /**
@@ -67,6 +83,13 @@ export function formatPoint(p: routeguide.Point__Output | null | undefined): str
   return `${(p.latitude / 1e7).toFixed(4)}, ${(p.longitude / 1e7).toFixed(4)}`;
 }
 
+/** A context that prints nothing: for the calls a command makes on its own behalf. */
+export const quiet = (ctx: CommandContext): CommandContext => ({
+  client: ctx.client,
+  out: () => {},
+  timeoutMs: ctx.timeoutMs,
+});
+
 const deadline = (ctx: CommandContext): grpc.CallOptions => ({
   deadline: Date.now() + ctx.timeoutMs,
 });
@@ -113,9 +136,11 @@ async function writeAll<Message>(
 }
 
 export async function getFeature(ctx: CommandContext, at: routeguide.Point) {
-  const { feature } = await unary<gateway.GetFeatureResponse__Output>((done) =>
+  const response = await unary<gateway.GetFeatureResponse__Output>((done) =>
     ctx.client.GetFeature({ point: at }, countedCallMetadata(ctx), deadline(ctx), done),
   );
+  ctx.answer?.("GetFeature", response);
+  const { feature } = response;
   ctx.out(
     feature?.name
       ? `Feature at ${formatPoint(feature.location)}: ${feature.name}`
@@ -128,6 +153,7 @@ export async function listFeatures(ctx: CommandContext, rectangle: routeguide.Re
   const stream = ctx.client.ListFeatures({ rectangle }, deadline(ctx));
   const features: routeguide.Feature__Output[] = [];
   for await (const message of stream as AsyncIterable<gateway.ListFeaturesResponse__Output>) {
+    ctx.answer?.("ListFeatures", message);
     if (!message.feature) continue;
     features.push(message.feature);
     ctx.out(
@@ -164,7 +190,9 @@ export async function recordRoute(ctx: CommandContext, points: routeguide.Point[
     },
   );
   // Both awaited at once: the call's error rejects this function as soon as it arrives.
-  const [{ summary }] = await Promise.all([result, guardWriter(writing, stream)]);
+  const [response] = await Promise.all([result, guardWriter(writing, stream)]);
+  ctx.answer?.("RecordRoute", response);
+  const { summary } = response;
   ctx.out(
     `Route: ${summary?.pointCount} points, ${summary?.featureCount} features passed, ` +
       `${summary?.distanceMeters} m, ${summary?.elapsedSeconds} s`,
@@ -190,6 +218,7 @@ export async function routeChat(ctx: CommandContext, notes: routeguide.RouteNote
   const reading = (async () => {
     try {
       for await (const message of stream as AsyncIterable<gateway.RouteChatResponse__Output>) {
+        ctx.answer?.("RouteChat", message);
         if (!message.note) continue;
         received.push(message.note);
         ctx.out(`  earlier note at ${formatPoint(message.note.location)}: ${message.note.message}`);
@@ -239,26 +268,46 @@ export function formatSnapshot(snapshot: stats.StatsSnapshot__Output | null, out
 }
 
 export async function getStats(ctx: CommandContext, topN: number) {
-  const { snapshot } = await unary<gateway.GetStatsResponse__Output>((done) =>
+  const response = await unary<gateway.GetStatsResponse__Output>((done) =>
     ctx.client.GetStats({ topN }, deadline(ctx), done),
   );
+  ctx.answer?.("GetStats", response);
+  const { snapshot } = response;
   formatSnapshot(snapshot, ctx.out);
   return snapshot;
 }
 
-/** Prints each update; stops after `updates` of them (0: until the stream ends or Ctrl-C). */
-export async function watchStats(ctx: CommandContext, topN: number, updates: number) {
+/**
+ * Prints each update: the first is the statistics as they are, each later one a change. Stops
+ * after `updates` of them (0: no limit), after `forMs` (0: no limit), when the stream ends, or
+ * at Ctrl-C. Resolves with how many updates came.
+ */
+export async function watchStats(ctx: CommandContext, topN: number, updates: number, forMs = 0) {
   // A watch is long-lived: no deadline.
   const stream = ctx.client.WatchStats({ topN });
   let seen = 0;
+  let timeUp = false;
+  const timer =
+    forMs > 0
+      ? setTimeout(() => {
+          timeUp = true;
+          stream.cancel();
+        }, forMs)
+      : undefined;
   try {
     for await (const message of stream as AsyncIterable<gateway.WatchStatsResponse__Output>) {
       seen += 1;
+      ctx.answer?.("WatchStats", message);
       ctx.out(`-- update ${seen} (version ${message.snapshot?.version})`);
       formatSnapshot(message.snapshot, ctx.out);
       if (updates > 0 && seen >= updates) break;
     }
+  } catch (error) {
+    // Our own cancel when the time is up ends the watch as asked, not as a failure.
+    if (!(timeUp && (error as Partial<grpc.ServiceError>).code === grpc.status.CANCELLED))
+      throw error;
   } finally {
+    clearTimeout(timer);
     stream.cancel();
   }
   return seen;
@@ -272,6 +321,7 @@ export async function describeArea(
   const answer = await unary<gateway.DescribeAreaResponse__Output>((done) =>
     ctx.client.DescribeArea({ rectangle, topN }, deadline(ctx), done),
   );
+  ctx.answer?.("DescribeArea", answer);
   ctx.out(`Area: ${answer.featureCount} named features, ${answer.lookupsInArea} look-ups inside`);
   for (const entry of answer.mostLookedUp) {
     ctx.out(
@@ -301,6 +351,7 @@ export function makeRoute(
 /** Calls every gateway method once, as a first look at a running system. */
 export async function demo(ctx: CommandContext) {
   ctx.out("== ListFeatures (server streaming) over the whole region");
+  // Its lines are left out (three of them follow), its answers are not.
   const features = await listFeatures({ ...ctx, out: () => {} }, demoRegion);
   ctx.out(`${features.length} features; the first three:`);
   for (const feature of features.slice(0, 3))
@@ -310,7 +361,7 @@ export async function demo(ctx: CommandContext) {
   ctx.out("== GetFeature (unary)");
   await getFeature(ctx, first);
   await getFeature(ctx, point(0, 0));
-  const before = await getStats({ ...ctx, out: () => {} }, 1);
+  const before = await getStats(quiet(ctx), 1);
   ctx.out("== RecordRoute (client streaming), 1000 points");
   await recordRoute(ctx, makeRoute(features, 1000));
   ctx.out("== RouteChat (bidi streaming)");
@@ -325,7 +376,7 @@ export async function demo(ctx: CommandContext) {
   // route reports to stats off the client's path: wait (a little) until the route shows.
   const recorded = (before?.routesRecorded ?? 0) + 1;
   for (let tries = 0; tries < 50; tries += 1) {
-    const now = await getStats({ ...ctx, out: () => {} }, 1);
+    const now = await getStats(quiet(ctx), 1);
     if ((now?.routesRecorded ?? 0) >= recorded) break;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -11,15 +11,59 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses `env` with `schema`; throws ConfigError listing every bad variable. */
+/**
+ * Parses `env` with `schema`; throws ConfigError listing every bad variable, one line each
+ * (two problems of one variable, say from its own parser and from a rule, share its line).
+ */
 export function parseConfig<Schema extends z.ZodType>(
   schema: Schema,
   env: Record<string, string | undefined>,
 ): z.infer<Schema> {
   const result = schema.safeParse(env);
   if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
-  throw new ConfigError(problems);
+  const byVariable = new Map<string, string[]>();
+  for (const issue of result.error.issues) {
+    const variable = issue.path.join(".");
+    byVariable.set(variable, [...(byVariable.get(variable) ?? []), issue.message]);
+  }
+  throw new ConfigError(
+    [...byVariable].map(([variable, messages]) => `${variable}: ${messages.join("; ")}`),
+  );
+}
+
+/**
+ * A rule across variables (e.g. AUTH_AUDIENCES is required unless AUTH_MODE=off). It runs
+ * whenever every variable in `needs` parsed, whatever else failed; when one of them failed,
+ * that variable's own line says why and the rule, which would have to guess, is skipped.
+ * auth-client's rules have this shape too, without depending on this package.
+ */
+export interface EnvRule<Config> {
+  needs: readonly (keyof Config & string)[];
+  check(config: Config, ctx: z.RefinementCtx<Config>): void;
+}
+
+/**
+ * A service's environment schema: one parser per variable, then the rules across them. zod 4
+ * skips an object's refinements once any field has failed, so a bad STATS_URL used to hide a
+ * missing AUTH_AUDIENCES until it was fixed; these rules run with `when: () => true` (zod 4's
+ * way to run a refinement over a partly failed object: $ZodSuperRefineParams.when), guarded by
+ * `needs`, so one start reports every bad variable.
+ */
+export function envSchema<Shape extends z.ZodRawShape>(
+  shape: Shape,
+  rules: readonly EnvRule<z.output<z.ZodObject<Shape>>>[] = [],
+) {
+  return z.object(shape).superRefine(
+    (config, ctx) => {
+      // Taken before any rule runs: a rule's own finding does not hide another rule.
+      const failed = new Set(ctx.issues.map((issue) => issue.path?.[0]));
+      for (const rule of rules) {
+        if (rule.needs.some((name) => failed.has(name))) continue;
+        rule.check(config, ctx);
+      }
+    },
+    { when: () => true },
+  );
 }
 
 /** The CLI form of parseConfig: prints each problem on its own line and exits with status 2. */

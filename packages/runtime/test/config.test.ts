@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { z } from "zod";
-import { ConfigError, integerVar, parseConfig, peerUrlVar, serverEnv } from "../src/config.js";
+import {
+  ConfigError,
+  envSchema,
+  integerVar,
+  parseConfig,
+  peerUrlVar,
+  serverEnv,
+} from "../src/config.js";
 
 const schema = z.object({ ...serverEnv, PEER_URL: peerUrlVar("the peer") });
 const peer = { PEER_URL: "http://127.0.0.1:50052" };
@@ -175,5 +182,91 @@ describe("integerVar", () => {
           error.problems[0] === `COUNT: must be a whole number from 1 to 10, got "${value}"`,
       );
     }
+  });
+});
+
+describe("envSchema: rules across variables", () => {
+  // LOW must not exceed HIGH; MODE=strict needs NAME.
+  const ranged = envSchema(
+    {
+      LOW: integerVar(0, 0, 100),
+      HIGH: integerVar(100, 0, 100),
+      MODE: z.enum(["strict", "lax"]).optional(),
+      NAME: z.string().optional(),
+      PORT: serverEnv.PORT,
+    },
+    [
+      {
+        needs: ["LOW", "HIGH"],
+        check(config, ctx) {
+          if (config.LOW > config.HIGH)
+            ctx.addIssue({ code: "custom", path: ["LOW"], message: "must not exceed HIGH" });
+        },
+      },
+      {
+        needs: ["MODE", "NAME"],
+        check(config, ctx) {
+          if (config.MODE === "strict" && !config.NAME)
+            ctx.addIssue({ code: "custom", path: ["NAME"], message: "is required" });
+        },
+      },
+    ],
+  );
+  const problems = (env: Record<string, string>) => {
+    try {
+      parseConfig(ranged, env);
+    } catch (error) {
+      assert.ok(error instanceof ConfigError, String(error));
+      return error.problems;
+    }
+    assert.fail(`expected ${JSON.stringify(env)} to be rejected`);
+  };
+
+  test("a rule runs although another variable failed (zod 4 alone would skip it)", () => {
+    assert.deepEqual(problems({ PORT: "x", LOW: "50", HIGH: "10", MODE: "strict" }), [
+      'PORT: must be a whole number from 0 to 65535, got "x"',
+      "LOW: must not exceed HIGH",
+      "NAME: is required",
+    ]);
+  });
+
+  test("a rule whose own variable failed is skipped: that variable's line says why", () => {
+    assert.deepEqual(problems({ LOW: "50", HIGH: "high", MODE: "strict" }), [
+      'HIGH: must be a whole number from 0 to 100, got "high"',
+      "NAME: is required",
+    ]);
+    const mode = problems({ MODE: "stern" });
+    assert.equal(mode.length, 1, mode.join("\n"));
+    assert.match(mode[0] ?? "", /^MODE: /);
+  });
+
+  test("two problems of one variable share its line", () => {
+    const twice = envSchema({ A: z.string().optional() }, [
+      {
+        needs: ["A"],
+        check: (_, ctx) => ctx.addIssue({ code: "custom", path: ["A"], message: "one" }),
+      },
+      {
+        needs: ["A"],
+        check: (_, ctx) => ctx.addIssue({ code: "custom", path: ["A"], message: "two" }),
+      },
+    ]);
+    assert.throws(
+      () => parseConfig(twice, {}),
+      (error: ConfigError) => {
+        assert.deepEqual(error.problems, ["A: one; two"]);
+        return true;
+      },
+    );
+  });
+
+  test("a good environment passes every rule", () => {
+    assert.deepEqual(parseConfig(ranged, { LOW: "1", HIGH: "2", MODE: "strict", NAME: "n" }), {
+      LOW: 1,
+      HIGH: 2,
+      MODE: "strict",
+      NAME: "n",
+      PORT: 8080,
+    });
   });
 });

@@ -1,16 +1,17 @@
-import { authEnv, checkAuthConfig } from "@cloudrun-grpc/auth-client";
-import { peerAddressesVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
-import { z } from "zod";
+import { authEnv, authRules } from "@cloudrun-grpc/auth-client";
+import { envSchema, peerAddressesVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
+import type { z } from "zod";
 
-export const gatewayConfigSchema = z
-  .object({
+export const gatewayConfigSchema = envSchema(
+  {
     ...serverEnv,
     ...authEnv,
     ROUTE_URL: peerUrlVar("the route service"),
     // Local runs and tests: several route instances behind one URL (see withAddresses).
     ROUTE_ADDRESSES: peerAddressesVar(),
     STATS_URL: peerUrlVar("the stats service"),
-  })
-  .superRefine(checkAuthConfig);
+  },
+  authRules,
+);
 
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;

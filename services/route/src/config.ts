@@ -1,9 +1,9 @@
-import { authEnv, checkAuthConfig, endUserEnv, refusePublicAuth } from "@cloudrun-grpc/auth-client";
-import { integerVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
+import { authEnv, authRules, endUserEnv, refusePublicAuth } from "@cloudrun-grpc/auth-client";
+import { envSchema, integerVar, peerUrlVar, serverEnv } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
 
-export const routeConfigSchema = z
-  .object({
+export const routeConfigSchema = envSchema(
+  {
     ...serverEnv,
     ...authEnv,
     ...endUserEnv,
@@ -15,9 +15,9 @@ export const routeConfigSchema = z
     // Another feature data set than the bundled one (a JSON file of the same shape), e.g. a
     // large one for the tests and the bench of long ListFeatures streams.
     ROUTE_FEATURES_FILE: z.string().min(1).optional(),
-  })
-  .superRefine(checkAuthConfig)
+  },
   // Never public: only the gateway may serve calls without a token.
-  .superRefine(refusePublicAuth);
+  [...authRules, refusePublicAuth],
+);
 
 export type RouteConfig = z.infer<typeof routeConfigSchema>;
