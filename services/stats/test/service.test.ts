@@ -12,7 +12,6 @@ import {
   startInProcessAuth,
   TestDatabases,
   unary,
-  until,
 } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import { statsConfigSchema } from "../src/config.js";
@@ -43,16 +42,6 @@ describe("stats built in-process (createStatsService, served by startService)", 
     });
     url = service.url;
     client = createStatsClient(service.target, grpc.credentials.createInsecure());
-    // Ready once migrated: until then stats answers UNAVAILABLE (health NOT_SERVING).
-    await until(
-      () =>
-        getStats().then(
-          () => true,
-          () => false,
-        ),
-      "stats answers GetStats (database migrated)",
-      20_000,
-    );
   });
 
   after(async () => {
@@ -62,17 +51,18 @@ describe("stats built in-process (createStatsService, served by startService)", 
     await auth?.close();
   });
 
-  it("counts each event id once and serves the aggregates", async () => {
-    const lookup = (id: string): stats.Event => ({
-      id,
-      caller: "ana@example.com",
-      featureLookedUp: {
-        feature: {
-          name: "Mount Sample",
-          location: { latitude: 407_838_351, longitude: -746_143_763 },
-        },
+  const lookup = (id: string): stats.Event => ({
+    id,
+    caller: "ana@example.com",
+    featureLookedUp: {
+      feature: {
+        name: "Mount Sample",
+        location: { latitude: 407_838_351, longitude: -746_143_763 },
       },
-    });
+    },
+  });
+
+  it("counts each event id once and serves the aggregates", async () => {
     const recorded = await recordEvents([lookup("e1"), lookup("e2"), lookup("e1")]);
     assert.equal(recorded.accepted, 2);
     const again = await recordEvents([lookup("e2")]);
@@ -86,14 +76,18 @@ describe("stats built in-process (createStatsService, served by startService)", 
     assert.equal(snapshot?.topFeatures?.[0]?.name, "Mount Sample");
   });
 
-  it("refuses an event without an id with INVALID_ARGUMENT, counting nothing of the batch", async () => {
-    const before = Number((await getStats()).snapshot?.version);
-    const error = await failure(
-      recordEvents([{ id: "", caller: "ana@example.com", featureLookedUp: { feature: {} } }]),
+  it("refuses an event without an id by its index and field, counting the rest of the batch", async () => {
+    const before = Number((await getStats()).snapshot?.featureLookups);
+    const answer = await recordEvents([
+      { id: "", caller: "ana@example.com", featureLookedUp: { feature: {} } },
+      lookup("e3"),
+    ]);
+    assert.equal(answer.accepted, 1);
+    assert.deepEqual(
+      answer.rejected?.map(({ index, field }) => ({ index, field })),
+      [{ index: 0, field: "events[0].id" }],
     );
-    assert.equal(error.code, grpc.status.INVALID_ARGUMENT);
-    assert.match(error.details, /events\[0\]\.id/);
-    assert.equal(Number((await getStats()).snapshot?.version), before);
+    assert.equal(Number((await getStats()).snapshot?.featureLookups), before + 1);
   });
 
   it("answers a call without a token UNAUTHENTICATED, one of a caller not allowed PERMISSION_DENIED", async () => {
