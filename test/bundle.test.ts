@@ -7,7 +7,7 @@
 // Dockerfile, nor .dockerignore, nor the bundle script may leave out a file the service needs.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -27,6 +27,19 @@ import { copyContext, replayBuildStage } from "./support/image-build.js";
 import { describeLocalOnly } from "./support/target.js";
 
 let work = "";
+
+/**
+ * Every .js file in `dir` (pnpm's store in node_modules/.pnpm included), not through symbolic
+ * links: those point into the bundle itself, or, for pnpm deploy's link of the service's own
+ * package in .pnpm/node_modules, back to the workspace, which no image copies.
+ */
+function jsFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return jsFiles(path);
+    return entry.isFile() && entry.name.endsWith(".js") ? [path] : [];
+  });
+}
 const bundles = new Map<Service, string>();
 
 /** Starts a bundle as its image's final stage would: its CMD, its ENV, in its /app. */
@@ -156,6 +169,25 @@ describeLocalOnly(
       } finally {
         routeClient.close();
         statsClient.close();
+      }
+    });
+
+    // The dev and test doubles (the local token authority, the local stack, the test support)
+    // and the CLI belong in no image: a service that could mint its own tokens is a hole.
+    test("no image's bundle holds a dev or test package", () => {
+      const devOnly = ["cli", "local-authority", "local-stack", "test-support"];
+      for (const service of services) {
+        const app = bundles.get(service);
+        assert.ok(app, `no bundle for ${service}: the image build replay failed (see above)`);
+        const present = readdirSync(join(app, "node_modules", "@cloudrun-grpc"));
+        assert.ok(present.includes("runtime"), `${service}'s bundle lists ${present.join(", ")}`);
+        for (const name of devOnly) {
+          assert.ok(!present.includes(name), `${service}'s bundle holds @cloudrun-grpc/${name}`);
+        }
+        const minting = jsFiles(app).filter((file) =>
+          readFileSync(file, "utf8").includes("startLocalTokenAuthority"),
+        );
+        assert.deepEqual(minting, [], `${service}'s bundle holds the local token authority`);
       }
     });
 

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { type AddressInfo, createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 import * as grpc from "@grpc/grpc-js";
 import {
   endUser,
@@ -13,7 +14,6 @@ import {
   endUserSources,
 } from "../src/end-user.js";
 import { fixedToken, idTokenInterceptor } from "../src/interceptors.js";
-import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/local-authority.js";
 import { serverAuthInterceptor } from "../src/server-auth.js";
 import { IdTokenVerifier } from "../src/verify.js";
 

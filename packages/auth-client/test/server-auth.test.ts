@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { type AddressInfo, createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 import * as grpc from "@grpc/grpc-js";
-import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/local-authority.js";
 import {
   anonymousCaller,
   parseAllowedInvoker,

@@ -1,11 +1,11 @@
 // Outgoing tokens through the real google-auth-library path, minted by the local authority.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 import * as grpc from "@grpc/grpc-js";
 import { GoogleAuth } from "google-auth-library";
 import { decodeJwt } from "jose";
 import { idTokenInterceptor } from "../src/interceptors.js";
-import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/local-authority.js";
 import { IdTokenSource, IdTokenSources } from "../src/tokens.js";
 
 const email = "gateway-svc@local-project.iam.gserviceaccount.com";

@@ -5,8 +5,8 @@ import { createPublicKey, generateKeyPairSync, randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 import { SignJWT } from "jose";
-import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/local-authority.js";
 import { IdTokenVerifier, TokenRejected } from "../src/verify.js";
 
 const email = "gateway-svc@local-project.iam.gserviceaccount.com";

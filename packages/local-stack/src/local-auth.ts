@@ -8,10 +8,7 @@ import {
   loadTopology,
   serviceAccountEmail,
 } from "@cloudrun-grpc/auth-client";
-import {
-  type LocalTokenAuthority,
-  startLocalTokenAuthority,
-} from "@cloudrun-grpc/auth-client/local-authority";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 
 export type Identity = "gateway" | "route" | "stats" | "client";
 

@@ -3,10 +3,7 @@
 // named by GCE_METADATA_HOST, which is one per process, so every service here has the same
 // identity, allowed everywhere and trusted to name end users. The auth rules between
 // identities are tested across real processes (test/auth.test.ts, test/topology.test.ts).
-import {
-  type LocalTokenAuthority,
-  startLocalTokenAuthority,
-} from "@cloudrun-grpc/auth-client/local-authority";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 import * as grpc from "@grpc/grpc-js";
 
 export const inProcessServiceEmail = "in-process@local-test.iam.gserviceaccount.com";

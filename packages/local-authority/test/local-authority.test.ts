@@ -5,7 +5,7 @@ import { execFile } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from "jose";
-import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/local-authority.js";
+import { type LocalTokenAuthority, startLocalTokenAuthority } from "../src/index.js";
 
 const identities = {
   gateway: "gateway@local-project.iam.gserviceaccount.com",
