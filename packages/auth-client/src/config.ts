@@ -12,6 +12,7 @@
 //   AUTH_ISSUER, AUTH_JWKS_URL   the token issuer and its keys; default: Google.
 import type * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
+import { endUserInterceptor, endUserPolicy } from "./end-user.js";
 import { idTokenInterceptor } from "./interceptors.js";
 import {
   type AllowedInvoker,
@@ -162,6 +163,43 @@ export const refusePublicAuth: ConfigRule<Pick<AuthConfig, "AUTH_MODE">> = {
   },
 };
 
+export const endUserEnv = {
+  // The identities whose `x-end-user` is believed: the gateway's service account email
+  // (comma-separated if ever more than one). Unset: none, every call counts as its caller's.
+  AUTH_END_USER_FROM: commaList.transform((emails, ctx) => {
+    const bad = emails.find((email) => !/^[^\s@]+@[^\s@]+$/.test(email));
+    if (bad !== undefined) {
+      // One issue for the variable, however many items are bad: one line per bad variable.
+      ctx.addIssue({
+        code: "custom",
+        message: `must be service account emails (the gateway's), comma-separated, got ${JSON.stringify(bad)}`,
+      });
+      return z.NEVER;
+    }
+    return emails;
+  }),
+};
+
+export interface EndUserConfig {
+  AUTH_MODE: "verify" | "optional" | "off";
+  AUTH_END_USER_FROM: string[];
+}
+
+/**
+ * Whose `x-end-user` this service believes. None with AUTH_MODE=off: nothing is verified then,
+ * so an immediate caller could claim to be the gateway too.
+ */
+export function endUserSources(config: EndUserConfig, logger?: AuthLogger): string[] {
+  if (config.AUTH_MODE === "off") return [];
+  if (config.AUTH_END_USER_FROM.length === 0) {
+    logger?.warn(
+      {},
+      "AUTH_END_USER_FROM is empty: no end user is accepted, every call counts as its immediate caller's",
+    );
+  }
+  return config.AUTH_END_USER_FROM;
+}
+
 export interface ServiceAuth {
   /** For the service's own server. */
   serverInterceptors: grpc.ServerInterceptor[];
@@ -176,11 +214,32 @@ export interface AuthLogger {
   warn(details: object, message: string): void;
 }
 
-export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAuth {
+/**
+ * A service's auth, from its config: the server's check (the token, the invoker, then the
+ * end-user policy, in one interceptor), the token interceptor for each peer, and the caller of
+ * a call. `AUTH_END_USER_FROM` absent (the gateway's config has none): no caller may name an
+ * end user.
+ */
+export function serviceAuth(
+  config: AuthConfig & Partial<Pick<EndUserConfig, "AUTH_END_USER_FROM">>,
+  logger?: AuthLogger,
+): ServiceAuth {
   if (config.AUTH_MODE === "off") {
     logger?.warn({ authMode: "off" }, "AUTH_MODE=off: calls are not checked and carry no tokens");
-    return { serverInterceptors: [], clientInterceptors: () => [], callerOf: () => "" };
+    // Nothing is verified, so no caller's x-end-user is believed: every claim is dropped.
+    return {
+      serverInterceptors: [endUserInterceptor([], logger)],
+      clientInterceptors: () => [],
+      callerOf: () => "",
+    };
   }
+  const endUserFrom =
+    config.AUTH_END_USER_FROM === undefined
+      ? []
+      : endUserSources(
+          { AUTH_MODE: config.AUTH_MODE, AUTH_END_USER_FROM: config.AUTH_END_USER_FROM },
+          logger,
+        );
   if (config.AUTH_MODE === "verify" && config.AUTH_ALLOWED_INVOKERS.length === 0) {
     logger?.warn(
       {},
@@ -209,6 +268,7 @@ export function serviceAuth(config: AuthConfig, logger?: AuthLogger): ServiceAut
         verifier,
         allowedInvokers: config.AUTH_ALLOWED_INVOKERS,
         anonymous: config.AUTH_MODE === "optional",
+        onAccepted: endUserPolicy(endUserFrom, logger),
       }),
     ],
     clientInterceptors: (peerUrl) => {

@@ -13,8 +13,7 @@
 // Handlers read the result with `endUser(metadata)`: the accepted end user, else the verified
 // immediate caller.
 import * as grpc from "@grpc/grpc-js";
-import { z } from "zod";
-import { type AuthLogger, commaList } from "./config.js";
+import type { AuthLogger } from "./config.js";
 import { rateLimited } from "./rate-limited.js";
 import { verifiedCaller } from "./server-auth.js";
 
@@ -26,43 +25,6 @@ export const endUserKey = "x-end-user";
  * key, removed from every incoming call, so a value here was always checked by this process.
  */
 export const acceptedEndUserKey = "x-accepted-end-user";
-
-export const endUserEnv = {
-  // The identities whose `x-end-user` is believed: the gateway's service account email
-  // (comma-separated if ever more than one). Unset: none, every call counts as its caller's.
-  AUTH_END_USER_FROM: commaList.transform((emails, ctx) => {
-    const bad = emails.find((email) => !/^[^\s@]+@[^\s@]+$/.test(email));
-    if (bad !== undefined) {
-      // One issue for the variable, however many items are bad: one line per bad variable.
-      ctx.addIssue({
-        code: "custom",
-        message: `must be service account emails (the gateway's), comma-separated, got ${JSON.stringify(bad)}`,
-      });
-      return z.NEVER;
-    }
-    return emails;
-  }),
-};
-
-export interface EndUserConfig {
-  AUTH_MODE: "verify" | "optional" | "off";
-  AUTH_END_USER_FROM: string[];
-}
-
-/**
- * Whose `x-end-user` this service believes. None with AUTH_MODE=off: nothing is verified then,
- * so an immediate caller could claim to be the gateway too.
- */
-export function endUserSources(config: EndUserConfig, logger?: AuthLogger): string[] {
-  if (config.AUTH_MODE === "off") return [];
-  if (config.AUTH_END_USER_FROM.length === 0) {
-    logger?.warn(
-      {},
-      "AUTH_END_USER_FROM is empty: no end user is accepted, every call counts as its immediate caller's",
-    );
-  }
-  return config.AUTH_END_USER_FROM;
-}
 
 /** The end user of a call: the one accepted from the gateway, else the verified caller. */
 export function endUser(metadata: grpc.Metadata): string {
@@ -76,15 +38,17 @@ export interface EndUserInterceptorOptions {
 }
 
 /**
- * Server side: accepts `x-end-user` from `trustedCallers` only. Must come after the auth
- * interceptor in the server's list (grpc-js passes incoming metadata through them in list
- * order), so the caller it reads was verified, never a client's own `x-verified-caller`.
+ * Server side: what this service does with a call's `x-end-user`, once the auth check has put
+ * the verified caller in the metadata. Accepted (as `x-accepted-end-user`) only from
+ * `trustedCallers`; anything else is removed, with a rate-limited warning. The auth
+ * interceptor runs it in its own pass over the metadata (serviceAuth); endUserInterceptor is
+ * the same as an interceptor of its own, for AUTH_MODE=off.
  */
-export function endUserInterceptor(
+export function endUserPolicy(
   trustedCallers: readonly string[],
   logger?: AuthLogger,
   options: EndUserInterceptorOptions = {},
-): grpc.ServerInterceptor {
+): (metadata: grpc.Metadata, path: string) => void {
   const trusted = new Set(trustedCallers);
   const dropped = rateLimited(
     options.warnIntervalMs ?? 60_000,
@@ -100,29 +64,44 @@ export function endUserInterceptor(
         `${endUserKey} dropped: only the gateway may name the end user; the call counts as its caller's`,
       ),
   );
+  return (metadata, path) => {
+    metadata.remove(acceptedEndUserKey);
+    const claimed = metadata.get(endUserKey);
+    if (claimed.length === 0) return;
+    metadata.remove(endUserKey);
+    const caller = verifiedCaller(metadata);
+    const [value] = claimed;
+    // One value, as the gateway sends it: several arrive joined by ", " (grpc-js and Node join
+    // repeated headers), and no email the gateway verified has a comma.
+    if (
+      caller !== "" &&
+      trusted.has(caller) &&
+      claimed.length === 1 &&
+      typeof value === "string" &&
+      !value.includes(",")
+    ) {
+      metadata.set(acceptedEndUserKey, value);
+    } else dropped(caller, claimed, path);
+  };
+}
+
+/**
+ * endUserPolicy as a server interceptor of its own. Must come after the auth interceptor in
+ * the server's list (grpc-js passes incoming metadata through them in list order), so the
+ * caller it reads was verified, never a client's own `x-verified-caller`.
+ */
+export function endUserInterceptor(
+  trustedCallers: readonly string[],
+  logger?: AuthLogger,
+  options: EndUserInterceptorOptions = {},
+): grpc.ServerInterceptor {
+  const apply = endUserPolicy(trustedCallers, logger, options);
   return (method, call) =>
     new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, accept) {
-            const claimed = metadata.get(endUserKey);
-            metadata.remove(endUserKey);
-            metadata.remove(acceptedEndUserKey);
-            if (claimed.length > 0) {
-              const caller = verifiedCaller(metadata);
-              const [value] = claimed;
-              // One value, as the gateway sends it: several arrive joined by ", " (grpc-js and
-              // Node join repeated headers), and no email the gateway verified has a comma.
-              if (
-                caller !== "" &&
-                trusted.has(caller) &&
-                claimed.length === 1 &&
-                typeof value === "string" &&
-                !value.includes(",")
-              ) {
-                metadata.set(acceptedEndUserKey, value);
-              } else dropped(caller, claimed, method.path);
-            }
+            apply(metadata, method.path);
             accept(metadata);
           },
         });

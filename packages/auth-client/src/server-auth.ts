@@ -70,6 +70,11 @@ export interface ServerAuthOptions {
   allowedInvokers: readonly (string | AllowedInvoker)[];
   /** Serve a call without any authorization header as `anonymousCaller` (a public gateway). */
   anonymous?: boolean;
+  /**
+   * Run on every accepted call's metadata once the verified caller is in it (the end-user
+   * policy): in this interceptor's pass, not in a layer of its own per call.
+   */
+  onAccepted?: (metadata: grpc.Metadata, path: string) => void;
 }
 
 /** The email of the verified caller, as set by the auth interceptor ("" if none). */
@@ -128,21 +133,26 @@ export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerIn
     return permitted(email, path);
   }
 
+  const onAccepted = options.onAccepted ?? (() => {});
+
   return (method, call) => {
     const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, accept) {
             metadata.remove(verifiedCallerKey);
-            if (unauthenticatedPaths.has(method.path)) {
+            const acceptAs = (caller: string | undefined) => {
+              if (caller !== undefined) metadata.set(verifiedCallerKey, caller);
+              onAccepted(metadata, method.path);
               accept(metadata);
+            };
+            if (unauthenticatedPaths.has(method.path)) {
+              acceptAs(undefined);
               return;
             }
             const decide = (outcome: string | grpc.StatusObject) => {
-              if (typeof outcome === "string") {
-                metadata.set(verifiedCallerKey, outcome);
-                accept(metadata);
-              } else intercepting.sendStatus(outcome);
+              if (typeof outcome === "string") acceptAs(outcome);
+              else intercepting.sendStatus(outcome);
             };
             if (options.anonymous && metadata.get("authorization").length === 0) {
               // Anonymous callers reach the service's own API and reflection only: channelz
@@ -156,8 +166,7 @@ export function serverAuthInterceptor(options: ServerAuthOptions): grpc.ServerIn
                 );
                 return;
               }
-              metadata.set(verifiedCallerKey, anonymousCaller);
-              accept(metadata);
+              acceptAs(anonymousCaller);
               return;
             }
             const token = bearerToken(metadata);

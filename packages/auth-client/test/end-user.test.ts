@@ -6,12 +6,12 @@ import { type AddressInfo, createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 import * as grpc from "@grpc/grpc-js";
+import { endUserSources } from "../src/config.js";
 import {
   endUser,
   endUserForwardingInterceptor,
   endUserInterceptor,
   endUserKey,
-  endUserSources,
 } from "../src/end-user.js";
 import { fixedToken, idTokenInterceptor } from "../src/interceptors.js";
 import { serverAuthInterceptor } from "../src/server-auth.js";

@@ -1,7 +1,7 @@
 // route, built: the RouteGuide service and its reports to stats, off the client's path.
 // main.ts runs it as a process; a test builds it with createRouteService and starts it
 // in-process (startService).
-import { endUserInterceptor, endUserSources, serviceAuth } from "@cloudrun-grpc/auth-client";
+import { serviceAuth } from "@cloudrun-grpc/auth-client";
 import { createStatsClient, routeGuideService, serviceNames } from "@cloudrun-grpc/proto";
 import { type ServiceFactory, servicePeers } from "@cloudrun-grpc/runtime";
 import type { RouteConfig } from "./config.js";
@@ -31,11 +31,8 @@ export const createRouteService: ServiceFactory<RouteConfig> = (config, { logger
   });
   return {
     services: [routeGuideService(handlers)],
-    // After the auth check: the end user is believed only from the verified gateway.
-    interceptors: [
-      ...auth.serverInterceptors,
-      endUserInterceptor(endUserSources(config, logger), logger),
-    ],
+    // The token, the invoker, then the end user (believed only from the verified gateway).
+    interceptors: auth.serverInterceptors,
     callerOf: auth.callerOf,
     afterShutdown: async (remainingMs) => {
       // Calls are over; the last reports get the rest of the grace period to reach stats.

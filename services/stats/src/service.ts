@@ -1,7 +1,7 @@
 // stats, built: records what route reports and serves the aggregates to the gateway.
 // main.ts runs it as a process; a test builds it with createStatsService and starts it
 // in-process (startService).
-import { endUserInterceptor, endUserSources, serviceAuth } from "@cloudrun-grpc/auth-client";
+import { serviceAuth } from "@cloudrun-grpc/auth-client";
 import { statsService } from "@cloudrun-grpc/proto";
 import { Readiness, type ServiceFactory } from "@cloudrun-grpc/runtime";
 import type { StatsConfig } from "./config.js";
@@ -33,12 +33,9 @@ export const createStatsService: ServiceFactory<StatsConfig> = (config, { logger
   const auth = serviceAuth(config, logger);
   return {
     services: [statsService(stats.handlers)],
-    // stats counts per event.caller (set by route); this only keeps a caller other than the
-    // gateway from naming an end user, with a warning, as route does.
-    interceptors: [
-      ...auth.serverInterceptors,
-      endUserInterceptor(endUserSources(config, logger), logger),
-    ],
+    // The token, the invoker, then the end user: stats counts per event.caller (set by route);
+    // the end-user policy only keeps a caller other than the gateway from naming one.
+    interceptors: auth.serverInterceptors,
     callerOf: auth.callerOf,
     readiness,
     onDrain: () => stats.endWatches(),
