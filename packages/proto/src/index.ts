@@ -13,10 +13,12 @@ import type {
 import type { StatsServiceClient, StatsServiceHandlers } from "./generated/stats/v1/index.js";
 import type { ProtoGrpcType as StatsProto } from "./generated/stats.js";
 import loaderOptions from "./loader-options.json" with { type: "json" };
+import { withPassThrough } from "./pass-through.js";
 
 export type * as gateway from "./generated/gateway/v1/index.js";
 export type * as routeguide from "./generated/routeguide/v1/index.js";
 export type * as stats from "./generated/stats/v1/index.js";
+export * from "./pass-through.js";
 
 /** Where the .proto files live: copied next to dist/ by the build (scripts/copy-protos.mjs). */
 export const protosDir = fileURLToPath(new URL("../protos/", import.meta.url));
@@ -100,12 +102,24 @@ export function statsService(
   return { name: serviceNames.stats, definition: loaded.stats.v1.StatsService.service, handlers };
 }
 
-export function gatewayService(
-  handlers: GatewayServiceHandlers,
-): ServiceRegistration<GatewayServiceHandlers> {
+/**
+ * The gateway's handlers: the pass-through methods (pass-through.ts) take and give the
+ * messages' bytes, the others decoded messages.
+ */
+export interface GatewayHandlers extends grpc.UntypedServiceImplementation {
+  GetFeature: grpc.handleUnaryCall<Buffer, Buffer>;
+  ListFeatures: grpc.handleServerStreamingCall<Buffer, Buffer>;
+  RecordRoute: grpc.handleClientStreamingCall<Buffer, Buffer>;
+  RouteChat: grpc.handleBidiStreamingCall<Buffer, Buffer>;
+  WatchStats: grpc.handleServerStreamingCall<Buffer, Buffer>;
+  GetStats: GatewayServiceHandlers["GetStats"];
+  DescribeArea: GatewayServiceHandlers["DescribeArea"];
+}
+
+export function gatewayService(handlers: GatewayHandlers): ServiceRegistration<GatewayHandlers> {
   return {
     name: serviceNames.gateway,
-    definition: loaded.gateway.v1.GatewayService.service,
+    definition: withPassThrough(loaded.gateway.v1.GatewayService.service),
     handlers,
   };
 }

@@ -3,10 +3,14 @@
 
 import { maxTopN, pointKey, requireRectangle, requireTopN } from "@cloudrun-grpc/domain";
 import {
+  endOfRouteBytes,
   explicitRouteEnd,
-  type GatewayServiceHandlers,
+  type GatewayHandlers as GatewayServiceHandlers,
   idempotencyKeyHeader,
+  keepBytes,
+  peerPath,
   type RouteGuideServiceClient,
+  recordRouteRequestShape,
   routeEndHeader,
   type routeguide,
   type StatsServiceClient,
@@ -58,29 +62,40 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
   const failed = (method: string, error: unknown) => handlerStatus(logger, method, error);
 
   const handlers: GatewayServiceHandlers = {
+    // The pass-through methods (GetFeature, ListFeatures, RecordRoute, RouteChat, WatchStats)
+    // hand the peer the client's message bytes and the client the peer's (@cloudrun-grpc/proto
+    // pass-through.ts): the same wire layout, so nothing is decoded and encoded again.
     GetFeature(call, callback) {
       const metadata = routeMetadata(call.metadata, (error) =>
         callback(failed("GetFeature", error)),
       );
       if (!metadata) return;
-      ask<routeguide.GetFeatureResponse__Output>("route", (done) =>
-        route.GetFeature({ point: call.request.point }, metadata, downstream(call), done),
+      ask<Buffer>("route", (done) =>
+        route.makeUnaryRequest(
+          peerPath("GetFeature"),
+          keepBytes,
+          keepBytes,
+          call.request,
+          metadata,
+          downstream(call),
+          done,
+        ),
       ).then(
-        ({ feature }) => callback(null, { feature }),
+        (response) => callback(null, response),
         (error) => callback(failed("GetFeature", error)),
       );
     },
 
     ListFeatures(call) {
-      const upstream = route.ListFeatures({ rectangle: call.request.rectangle }, downstream(call));
-      forwardResponses(
-        "route",
-        upstream,
-        call,
-        (message: routeguide.ListFeaturesResponse__Output) => ({
-          feature: message.feature,
-        }),
+      const upstream = route.makeServerStreamRequest(
+        peerPath("ListFeatures"),
+        keepBytes,
+        keepBytes,
+        call.request,
+        new grpc.Metadata(),
+        downstream(call),
       );
+      forwardResponses("route", upstream, call, keepBytes);
     },
 
     RecordRoute(call, callback) {
@@ -97,16 +112,23 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
       const clientEndsExplicitly = call.metadata.get(routeEndHeader)[0] === explicitRouteEnd;
       let clientSaidEnd = false;
       let answered = false;
-      const answer = (error: grpc.ServiceError | StatusError | null, summary?: unknown) => {
+      const answer = (error: grpc.ServiceError | StatusError | null, response?: Buffer) => {
         if (answered) return;
         answered = true;
         // The route call is over; stop reading what the client still sends.
         stopReading();
         if (error) callback(error);
-        else callback(null, { summary: (summary as routeguide.RouteSummary__Output) ?? null });
+        else if (response === undefined)
+          callback(new StatusError(grpc.status.INTERNAL, "route: empty response"));
+        else callback(null, response);
       };
-      const upstream = route.RecordRoute(metadata, downstream(call), (error, response) =>
-        answer(error ? fromPeer("route", error) : null, response?.summary),
+      const upstream = route.makeClientStreamRequest(
+        peerPath("RecordRoute"),
+        keepBytes,
+        keepBytes,
+        metadata,
+        downstream(call),
+        (error, response) => answer(error ? fromPeer("route", error) : null, response),
       );
       /** Refuses the client's stream: route's call is cancelled, the client told why. */
       const refuse = (details: string) => {
@@ -116,38 +138,38 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
       const stopReading = forwardRequests(
         call,
         upstream,
-        (message) => {
+        (message: Buffer) => {
           if (clientSaidEnd) {
             refuse("nothing may follow the end_of_route message");
             return undefined;
           }
-          if (message.endOfRoute) {
-            if (message.point) refuse("the end_of_route message carries no point");
+          // Well-formed already (the method's deserializer checked it).
+          const { hasPoint, endOfRoute } = recordRouteRequestShape(message);
+          if (endOfRoute) {
+            if (hasPoint) refuse("the end_of_route message carries no point");
             clientSaidEnd = true;
             return undefined;
           }
-          return { point: message.point };
+          return message;
         },
         {
           // In explicit mode the client's stream is a route only with its end_of_route; without
           // it, route (told no end) refuses it.
-          lastMessage: () =>
-            clientEndsExplicitly && !clientSaidEnd ? undefined : { endOfRoute: true },
+          lastMessage: () => (clientEndsExplicitly && !clientSaidEnd ? undefined : endOfRouteBytes),
         },
       );
     },
 
     RouteChat(call) {
-      const upstream = route.RouteChat(downstream(call));
-      forwardRequests(call, upstream, (message) => ({ note: message.note }));
-      forwardResponses(
-        "route",
-        upstream,
-        call,
-        (message: routeguide.RouteChatResponse__Output) => ({
-          note: message.note,
-        }),
+      const upstream = route.makeBidiStreamRequest(
+        peerPath("RouteChat"),
+        keepBytes,
+        keepBytes,
+        new grpc.Metadata(),
+        downstream(call),
       );
+      forwardRequests(call, upstream, keepBytes);
+      forwardResponses("route", upstream, call, keepBytes);
     },
 
     GetStats(call, callback) {
@@ -160,11 +182,16 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
     },
 
     WatchStats(call) {
-      const upstream = stats.WatchStats({ topN: call.request.topN }, downstream(call));
+      const upstream = stats.makeServerStreamRequest(
+        peerPath("WatchStats"),
+        keepBytes,
+        keepBytes,
+        call.request,
+        new grpc.Metadata(),
+        downstream(call),
+      );
       watches.add(call, () => upstream.cancel());
-      forwardResponses("stats", upstream, call, (message: stats.WatchStatsResponse__Output) => ({
-        snapshot: message.snapshot,
-      }));
+      forwardResponses("stats", upstream, call, keepBytes);
     },
 
     async DescribeArea(call, callback) {

@@ -1,11 +1,7 @@
 // gateway, built: the entry point. Serves gateway.v1 and calls route and stats.
 // main.ts runs it as a process; a test builds it with createGatewayService and starts it
 // in-process (startService).
-import {
-  endUserForwardingInterceptor,
-  endUserInterceptor,
-  serviceAuth,
-} from "@cloudrun-grpc/auth-client";
+import { endUserForwardingInterceptor, serviceAuth } from "@cloudrun-grpc/auth-client";
 import {
   createRouteGuideClient,
   createStatsClient,
@@ -49,8 +45,9 @@ export const createGatewayService: ServiceFactory<GatewayConfig> = (config, { lo
   );
   return {
     services: [gatewayService(gateway.handlers)],
-    // The gateway trusts no caller's x-end-user: a client's is dropped, with a warning.
-    interceptors: [...auth.serverInterceptors, endUserInterceptor([], logger)],
+    // The gateway trusts no caller's x-end-user (its config has no AUTH_END_USER_FROM): a
+    // client's is dropped, with a warning.
+    interceptors: auth.serverInterceptors,
     callerOf: auth.callerOf,
     onDrain: () => gateway.endWatches(),
     afterShutdown: async () => {
