@@ -3,14 +3,15 @@
 //                 the grace period and then runs the service's own clean-up; a test builds a
 //                 service with its factory, starts it on 127.0.0.1:0 and calls it in-process;
 //   runService    the process shell around it: env → config (bad config: exit 2, one line per
-//                 variable), the logger, the factory, start, SIGTERM/SIGINT → stop → exit.
+//                 variable), the logger, the factory, start, SIGTERM/SIGINT (caught first,
+//                 whatever the phase) → stop → every log line written out → exit.
 
 import type { ServiceRegistration } from "@cloudrun-grpc/proto";
 import type * as grpc from "@grpc/grpc-js";
 import type { z } from "zod";
 import { observeCalls } from "./call-observer.js";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
-import { createLogger, type Logger } from "./logger.js";
+import { createLogger, type Logger, writeOutLogs } from "./logger.js";
 import type { Readiness } from "./readiness.js";
 import { logCallEnds } from "./rpc-log.js";
 import { startGrpcServer } from "./server.js";
@@ -110,17 +111,44 @@ export async function startService(
   };
 }
 
+/** What runService may be given besides the service. */
+export interface RunOptions {
+  /**
+   * SIGTERM/SIGINT as caught already by the caller (catchStopSignals, or the same few lines
+   * at the top of a main.ts that loads the service's modules after them). By default
+   * runService catches them itself, before anything else it does.
+   */
+  stopSignal?: Promise<NodeJS.Signals>;
+}
+
+/**
+ * The first SIGTERM or SIGINT from now on. The listeners stay, so a second signal is caught
+ * and ignored too (a second Ctrl-C does not cut the drain short). Until a process has a
+ * listener, Node's own handler ends it at once on either signal: killed by the signal (exit
+ * status 143 or 130), nothing drained, asynchronous log lines lost. So this comes first.
+ */
+export function catchStopSignals(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.on("SIGTERM", resolve);
+    process.on("SIGINT", resolve);
+  });
+}
+
 /**
  * The whole life of a service process (main.ts is one call of this): config from env (bad
  * config: exit 2, one line per variable), the logger, the service from its factory, the server
- * on HOST:PORT, and on SIGTERM (Cloud Run's stop signal) or SIGINT a drain and exit 0. A
- * failure while starting exits 1 with the reason logged.
+ * on HOST:PORT, and on SIGTERM (Cloud Run's stop signal) or SIGINT a drain and exit 0, in
+ * whatever phase the signal comes: before the factory runs (nothing is built), while the
+ * service starts (it is stopped once started), or while it serves. A failure while starting
+ * exits 1 with the reason logged. Every line is written out, in order, before the exit.
  */
 export async function runService<Schema extends z.ZodType<ServerEnv>>(
   name: string,
   schema: Schema,
   factory: ServiceFactory<z.infer<Schema>>,
+  options: RunOptions = {},
 ): Promise<void> {
+  const stopSignal = options.stopSignal ?? catchStopSignals();
   const config = loadConfigOrExit(name, schema);
   const logger = createLogger({
     service: config.K_SERVICE ?? name,
@@ -129,39 +157,56 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
     revision: config.K_REVISION,
     projectId: config.GOOGLE_CLOUD_PROJECT,
   });
-  // The logger writes asynchronously: let what it holds out before the process ends (bounded).
+  // Once: the first reason to exit wins. The lines go out first (bounded: a reader that stopped
+  // reading must not keep the process).
+  let exiting = false;
   const exit = (code: number) => {
-    const timer = setTimeout(() => process.exit(code), 1000);
-    logger.flush(() => {
-      clearTimeout(timer);
-      process.exit(code);
-    });
+    if (exiting) return;
+    exiting = true;
+    writeOutLogs(logger, 1000, () => process.exit(code));
   };
-  let running: RunningService;
+
+  // A signal that came while the modules loaded (main.ts caught it): build nothing. Node loads
+  // them synchronously, so the listener may not have run yet: libuv reads pending signals in
+  // its poll phase. Two setImmediate turns make sure one whole poll phase has passed (the
+  // first may come right after the poll phase that is running now).
+  let early: NodeJS.Signals | undefined;
+  void stopSignal.then((signal) => {
+    early = signal;
+  });
+  for (let turn = 0; turn < 2; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+  if (early !== undefined) {
+    logger.info({ signal: early }, "stopping");
+    logger.info("stopped");
+    exit(0);
+    return;
+  }
+
+  const starting = (async () =>
+    startService(await factory(config, { logger }), { config, logger }))();
+  // A second signal changes nothing: the drain is bounded already.
+  void stopSignal.then(async (signal) => {
+    logger.info({ signal }, "stopping");
+    let running: RunningService;
+    try {
+      // Signalled while starting: stopped as soon as it has started.
+      running = await starting;
+    } catch {
+      return; // Failed to start: reported below.
+    }
+    try {
+      await running.stop();
+      logger.info("stopped");
+      exit(0);
+    } catch (error) {
+      logger.error({ err: error }, "error while stopping");
+      exit(1);
+    }
+  });
   try {
-    running = await startService(await factory(config, { logger }), { config, logger });
+    await starting;
   } catch (error) {
     logger.fatal({ err: error }, "failed to start");
     exit(1);
-    return;
   }
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    // A second signal while stopping changes nothing (the drain is bounded already).
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "stopping");
-    running.stop().then(
-      () => {
-        logger.info("stopped");
-        exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, "error while stopping");
-        exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
 }

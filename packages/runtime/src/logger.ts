@@ -113,7 +113,8 @@ const requireHere = createRequire(import.meta.url);
 /** Lines formatted by pino-pretty (loaded only when asked for), written synchronously. */
 export function prettyDestination(destination?: DestinationStream): DestinationStream {
   const format = prettyLineFormatter();
-  const out = destination ?? pino.destination(1);
+  // sync spelled out: pino.destination(1) alone is asynchronous.
+  const out = destination ?? pino.destination({ dest: 1, sync: true });
   return {
     write: (chunk: string) => {
       for (const line of chunk.split("\n")) if (line) out.write(`${format(line)}\n`);
@@ -146,15 +147,53 @@ export const prettyOptions = {
   singleLine: true,
 };
 
+// The asynchronous stdout of each logger createLogger made, for writeOutLogs.
+const asyncStdout = new WeakMap<Logger, ReturnType<typeof pino.destination>>();
+
 export function createLogger(settings: LoggerSettings): Logger {
   const options = loggerOptions(settings);
-  const destination =
-    settings.format === "pretty"
-      ? prettyDestination(settings.destination)
-      : // Asynchronous: a busy process's lines go out together, one write per batch rather
-        // than one blocking write per line; pino flushes what is left when the process exits.
-        (settings.destination ?? pino.destination({ dest: 1, sync: false }));
-  return pino(options, destination);
+  if (settings.format === "pretty") return pino(options, prettyDestination(settings.destination));
+  if (settings.destination) return pino(options, settings.destination);
+  // Asynchronous: a busy process's lines go out together, one write per batch rather than one
+  // blocking write per line. Before the process exits on purpose, writeOutLogs waits for them.
+  const stdout = pino.destination({ dest: 1, sync: false });
+  const logger = pino(options, stdout);
+  asyncStdout.set(logger, stdout);
+  return logger;
+}
+
+/**
+ * Calls `done` once every line the logger has taken so far is written, in order (at once for a
+ * synchronous destination), or after `timeoutMs` if stdout's reader does not keep up: what a
+ * process does before process.exit, so its last lines are neither lost nor reordered.
+ *
+ * Not logger.flush(cb): sonic-boom (4.2.1, index.js `flush`) calls cb at once when minLength
+ * is 0, as here, while a write may still be under way on libuv's thread pool; process.exit
+ * then has pino write the newer lines synchronously (sonic-boom's flushSync skips the chunk
+ * in flight), so they can land before the older ones, and the chunk in flight can be lost.
+ * This way uses only sonic-boom's public behaviour: an empty write joins the queue, and
+ * 'drain' is emitted once the queue is empty and nothing is being written.
+ */
+export function writeOutLogs(logger: Logger, timeoutMs: number, done: () => void): void {
+  const stdout = asyncStdout.get(logger);
+  if (!stdout) {
+    done();
+    return;
+  }
+  let called = false;
+  const finish = () => {
+    if (called) return;
+    called = true;
+    clearTimeout(timer);
+    stdout.off("drain", finish);
+    done();
+  };
+  // Late because the event loop was blocked (PGlite's start is synchronous for seconds), the
+  // timer would beat a write that has finished meanwhile: setImmediate lets the poll phase
+  // deliver its completion (and 'drain') first.
+  const timer = setTimeout(() => setImmediate(finish), timeoutMs);
+  stdout.on("drain", finish);
+  stdout.write("");
 }
 
 /** A logger that writes nothing (unit tests of code that takes a logger). */

@@ -264,8 +264,9 @@ export class SqlStatsStore implements StatsStore {
             if (opened && this.database === opened) this.lost(opened, error);
           },
         });
-        await opened.migrate();
-        await opened.listen(changeChannel, () => this.changed());
+        // Stopped meanwhile (PGlite's start alone takes seconds): no more work, just close.
+        if (!this.stopped) await opened.migrate();
+        if (!this.stopped) await opened.listen(changeChannel, () => this.changed());
         if (this.stopped) {
           await opened.close();
           return;
