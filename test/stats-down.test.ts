@@ -82,6 +82,7 @@ describeLocalOnly("stats down", () => {
         "route's held reports reach stats once it serves again",
       );
       assert.ok(catchUpMs <= 2_000, `held reports arrive within 2 s, not ${catchUpMs} ms`);
+      // A second more of load against the restarted stats: no call may fail then either.
       await sleep(1_000);
     } finally {
       await load.stop();
