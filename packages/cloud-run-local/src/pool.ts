@@ -1,7 +1,8 @@
 // A service's instances and the autoscaling of them, as Cloud Run documents it:
 // - at most max_instance_request_concurrency requests at a time per instance; a gRPC stream is
 //   one request for its whole life (https://cloud.google.com/run/docs/about-concurrency);
-// - more load starts more instances, up to the maximum; requests wait for a free slot, for a
+// - more load starts more instances, up to the maximum; a request waits for a free slot, on an
+//   instance starting for it (a cold start) as long as that takes, and at the maximum for a
 //   bounded time: Cloud Run tries for up to 30 s, then the request fails
 //   (https://cloud.google.com/run/docs/configuring/max-instances-limits, "Handle requests when
 //   all instances are busy");
@@ -86,18 +87,21 @@ export class InstancePool {
       return Promise.resolve(instance);
     }
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.dropWaiter(waiter);
-          reject(
-            new NoInstanceAvailable(
-              `no instance had a free slot within ${this.options.pendingMs} ms (${this.live.length} of at most ${this.options.maxInstances} instances, ${this.options.maxConcurrency} requests each)`,
-            ),
-          );
-        }, this.options.pendingMs),
+      // While an instance is starting, the requests it will take wait for it (a cold start);
+      // the bound is for requests that no instance is coming for (at the maximum).
+      const expire = () => {
+        if (this.starting() > 0) {
+          waiter.timer = setTimeout(expire, this.options.pendingMs);
+          return;
+        }
+        this.dropWaiter(waiter);
+        reject(
+          new NoInstanceAvailable(
+            `no instance had a free slot within ${this.options.pendingMs} ms (${this.live.length} of at most ${this.options.maxInstances} instances, ${this.options.maxConcurrency} requests each)`,
+          ),
+        );
       };
+      const waiter: Waiter = { resolve, reject, timer: setTimeout(expire, this.options.pendingMs) };
       signal?.addEventListener(
         "abort",
         () => {
@@ -170,13 +174,15 @@ export class InstancePool {
     return this.live.filter((instance) => instance.state !== "stopping").length + this.launching;
   }
 
+  private starting(): number {
+    return this.live.filter((instance) => instance.state === "starting").length + this.launching;
+  }
+
   /** Starts instances while the waiting requests exceed the slots of those already starting. */
   private scaleOut(): void {
-    const starting = () =>
-      this.live.filter((instance) => instance.state === "starting").length + this.launching;
     while (
       !this.closed &&
-      this.waiters.length > starting() * this.options.maxConcurrency &&
+      this.waiters.length > this.starting() * this.options.maxConcurrency &&
       this.counted() < this.options.maxInstances
     ) {
       void this.startInstance(`${this.waiters.length} requests waiting`);

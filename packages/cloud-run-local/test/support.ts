@@ -234,6 +234,8 @@ export async function holdOpen(client: EchoClient, headers: Record<string, strin
     stream.once("data", (answer: Answer) => resolve(answer.pid as number));
     stream.once("error", reject);
   });
+  // A refused stream has no first answer: its status says why (`ended`).
+  first.catch(() => {});
   stream.write({});
   return { stream, pid: first, ended, errors };
 }
