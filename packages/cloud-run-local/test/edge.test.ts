@@ -18,6 +18,7 @@ import {
   makeTestInfra,
   quickProbes,
   tokenFor,
+  waitFor,
 } from "./support.js";
 
 /** A gRPC message frame of JSON, and the messages out of a frame stream. */
@@ -110,6 +111,55 @@ describe("cloud-run-local: the edge", () => {
             String(line.reason).includes("waiting"),
         ),
       );
+    } finally {
+      session.close();
+    }
+  });
+
+  test("holds a fast sender back while its client reads nothing (flow control end to end)", async () => {
+    const url = local.services.front?.url as string;
+    const token = await tokenFor(authority, "tester", url);
+    const session = connect(url, { ca: local.caPem });
+    try {
+      const count = 128;
+      const size = 32 * 1024;
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/test.Echo/Flood",
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${token}`,
+      });
+      stream.end(frame({ count, size }));
+      // Nothing read: the instance must come to wait, and stay waiting, far short of the 4 MB.
+      stream.pause();
+      const line = (event: string) =>
+        printed.find(({ line }) => line.includes(`"event":"${event}"`));
+      await waitFor(() => line("flood blocked") !== undefined, "the instance's writes to wait");
+      // An absence can only be watched for a while: a front end that buffered instead of
+      // passing the back-pressure on lets the instance write all 4 MB in a fraction of this.
+      await assert.rejects(
+        waitFor(() => line("flood written") !== undefined, "the flood to be written", 1_000),
+        /gave up waiting/,
+      );
+
+      let pending = Buffer.alloc(0);
+      let messages = 0;
+      stream.on("data", (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+          pending = pending.subarray(5 + pending.readUInt32BE(1));
+          messages += 1;
+        }
+      });
+      const status = new Promise<string>((resolve) =>
+        stream.once("trailers", (trailers) => resolve(String(trailers["grpc-status"]))),
+      );
+      stream.resume();
+      assert.equal(await status, "0");
+      await new Promise((resolve) => stream.once("close", resolve));
+      assert.equal(messages, count);
+      assert.ok(line("flood written"));
     } finally {
       session.close();
     }
