@@ -18,7 +18,7 @@ export interface ProxiedCall {
   expire(): void;
 }
 
-/** Headers without the HTTP/2 pseudo-headers (node's own list is re-added on the way out). */
+/** Headers without the HTTP/2 pseudo-headers, but those in `keep` (the response's :status). */
 function plainHeaders(headers: IncomingHttpHeaders, keep: string[] = []): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(headers)) {
@@ -72,6 +72,7 @@ export function proxyStream(
     trailers = plainHeaders(headers);
   });
   incoming.on("wantTrailers", () => {
+    if (incoming.closed || incoming.destroyed) return;
     if (trailers) incoming.sendTrailers(trailers);
     else incoming.close(constants.NGHTTP2_NO_ERROR);
   });

@@ -57,6 +57,8 @@ describe("cloud-run-local: instances and autoscaling", () => {
         late: { entry: fixture, ...quickProbes, env: { FIXTURE_READY_AFTER_MS: "400" } },
       },
       authority,
+      // Terraform says 50 per instance; two streams fill one here.
+      overrides: { scaled: { maxConcurrency: 2 } },
       scaling: { idleMs, pendingMs },
       logger: log.logger,
       onLine: (_, instance, line) => printed.push({ instance, line }),

@@ -114,7 +114,7 @@ variable "vpc" {
       service(
         "scaled",
         `  ingress         = "INGRESS_TRAFFIC_ALL"
-  max_concurrency = 2
+  max_concurrency = 50
   min_instances   = 1
   max_instances   = 2`,
       ),
