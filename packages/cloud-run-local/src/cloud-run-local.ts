@@ -7,7 +7,7 @@ import { makeEdgeCertificates } from "./certificates.js";
 import { FrontEnd } from "./edge.js";
 import { EdgeIam } from "./iam.js";
 import { loadInfra, type Probe, type ServiceDefinition } from "./infra.js";
-import { Instance } from "./instance.js";
+import { Instance, shutdownGraceMs } from "./instance.js";
 import { defaultLogger, type Logger } from "./log.js";
 import { InstancePool } from "./pool.js";
 import { VpcEgress } from "./vpc.js";
@@ -41,9 +41,10 @@ export interface CloudRunLocalOptions {
   projectId?: string;
   /**
    * Autoscaling timings: how long an idle instance is kept (Cloud Run: up to 15 minutes, the
-   * default) and how long a request waits for a free slot (Cloud Run: up to 30 s, the default).
+   * default), how long a request waits for a free slot (Cloud Run: up to 30 s, the default), and
+   * the grace between SIGTERM and SIGKILL (the container contract's 10 s, the default).
    */
-  scaling?: { idleMs?: number; pendingMs?: number };
+  scaling?: { idleMs?: number; pendingMs?: number; shutdownGraceMs?: number };
   /** Overrides of Terraform's settings per service, for tests (e.g. a short request timeout). */
   overrides?: Record<
     string,
@@ -222,6 +223,7 @@ export async function startCloudRunLocal(options: CloudRunLocalOptions): Promise
           maxInstances: definition.maxInstances,
           idleMs: options.scaling?.idleMs ?? 15 * 60_000,
           pendingMs: options.scaling?.pendingMs ?? 30_000,
+          shutdownGraceMs: options.scaling?.shutdownGraceMs ?? shutdownGraceMs,
           startupProbe: { ...definition.startupProbe, ...local.startupProbe },
           livenessProbe: definition.livenessProbe && {
             ...definition.livenessProbe,

@@ -1,9 +1,9 @@
-// A service's front end: its own URL (https://localhost:<port>, on 127.0.0.1), TLS with ALPN h2 as Cloud Run
-// serves gRPC (https://cloud.google.com/run/docs/container-contract: "TLS is terminated by
-// Cloud Run"; the container gets h2c). Each stream of a client connection is a request of its
-// own: ingress, then IAM, then a slot on an instance, then it is proxied. So one client
-// connection is spread over any number of instances, and a client never sees the instances
-// come and go (their GOAWAYs stop at the front end).
+// A service's front end: its own URL (https://localhost:<port>, on 127.0.0.1), TLS with ALPN
+// h2 as Cloud Run serves gRPC (https://cloud.google.com/run/docs/container-contract: "TLS is
+// terminated by Cloud Run"; the container gets h2c). Each stream of a client connection is a
+// request of its own: ingress, then IAM, then a slot on an instance, then it is proxied. So one
+// client connection is spread over any number of instances, and a client never sees the
+// instances come and go (their GOAWAYs stop at the front end).
 //
 // Refusals come before any instance sees the call, in Cloud Run's order: network (ingress),
 // then identity (IAM).

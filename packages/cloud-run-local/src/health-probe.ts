@@ -31,7 +31,7 @@ function readStatus(body: Buffer): string {
   return servingStatus[message[1] as number] ?? `status ${message[1]}`;
 }
 
-/** "SERVING", or what was seen instead (a status, a gRPC error, a timeout, a refused connection). */
+/** "SERVING", or what was seen instead (a status, a gRPC error, a timeout, a refusal). */
 export function grpcHealthCheck(
   session: ClientHttp2Session,
   service: string,

@@ -369,9 +369,10 @@ export async function loadInfra(
         port?.container_port ?? 8080,
         isNumber,
       ),
-      // The v2 API's defaults when unset: https://cloud.google.com/run/docs/about-concurrency
-      // (80 per vCPU for new services; 80 here), https://cloud.google.com/run/docs/configuring/request-timeout
-      // (300 s), max instances 100 (https://cloud.google.com/run/docs/configuring/max-instances-limits).
+      // The v2 API's defaults when unset: concurrency 80 per vCPU for new services, 80 here
+      // (https://cloud.google.com/run/docs/about-concurrency); timeout 300 s
+      // (https://cloud.google.com/run/docs/configuring/request-timeout); max instances 100
+      // (https://cloud.google.com/run/docs/configuring/max-instances-limits).
       maxConcurrency: required<number>(
         serviceName,
         "template.max_instance_request_concurrency",
@@ -393,7 +394,8 @@ export async function loadInfra(
       requestTimeoutSeconds:
         template?.timeout === undefined ? 300 : seconds(serviceName, template.timeout),
       // Without a startup probe Cloud Run configures a TCP one on the container port
-      // (https://cloud.google.com/run/docs/configuring/healthchecks, "The default TCP startup probe").
+      // (https://cloud.google.com/run/docs/configuring/healthchecks, "The default TCP startup
+      // probe").
       // That one keeps trying for up to 240 s; here, as attempts one second apart.
       startupProbe: probe(serviceName, "startup_probe", single(container, "startup_probe")) ?? {
         kind: "tcp",

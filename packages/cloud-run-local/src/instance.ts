@@ -149,7 +149,7 @@ export class Instance {
     return `startup probe failed ${probe.failureThreshold} times, last: ${outcome}`;
   }
 
-  /** Liveness probe every period once ready; `onFailed` after failureThreshold failures in a row. */
+  /** The liveness probe every period once ready; `onFailed` after failureThreshold in a row. */
   watchLiveness(probe: Probe, onFailed: (outcome: string) => void): void {
     let failures = 0;
     const tick = async () => {

@@ -18,7 +18,7 @@
 // when idle like any other.
 
 import type { Probe } from "./infra.js";
-import { type Instance, shutdownGraceMs } from "./instance.js";
+import type { Instance } from "./instance.js";
 import type { Logger } from "./log.js";
 
 export interface PoolOptions {
@@ -30,6 +30,8 @@ export interface PoolOptions {
   idleMs: number;
   /** How long a request waits for a free slot before it is refused. */
   pendingMs: number;
+  /** Between SIGTERM and SIGKILL. */
+  shutdownGraceMs: number;
   startupProbe: Probe;
   livenessProbe: Probe | undefined;
   /** Starts a new instance's process (not yet ready). */
@@ -233,7 +235,7 @@ export class InstancePool {
           },
           `${service}: instance ${instance.id} failed to start: ${failure}`,
         );
-        await instance.stop();
+        await instance.stop(this.options.shutdownGraceMs);
       }
       this.dispatch();
       return `instance ${instance.id} failed to start: ${failure}\n${instance.lastLines.slice(-5).join("\n")}`;
@@ -292,7 +294,7 @@ export class InstancePool {
     const timer = this.idleTimers.get(instance);
     if (timer) clearTimeout(timer);
     this.idleTimers.delete(instance);
-    const code = await instance.stop(shutdownGraceMs);
+    const code = await instance.stop(this.options.shutdownGraceMs);
     this.options.logger.info(
       {
         event: "instance stopped",

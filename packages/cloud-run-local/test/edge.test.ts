@@ -189,7 +189,7 @@ describe("cloud-run-local: the edge", () => {
         http: 403,
         reason: /stranger@.* may not invoke/,
       },
-      // The header checked is X-Serverless-Authorization when present, whatever Authorization holds.
+      // The header checked is X-Serverless-Authorization when present, whatever the other holds.
       {
         headers: {
           authorization: `Bearer ${await tokenFor(authority, "tester", url)}`,

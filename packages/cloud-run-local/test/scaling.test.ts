@@ -23,6 +23,8 @@ import {
 
 const idleMs = 300;
 const pendingMs = 1_000;
+// The contract's grace is 10 s; shorter here, so a test can watch SIGKILL follow it.
+const shutdownGraceMs = 1_500;
 
 describe("cloud-run-local: instances and autoscaling", () => {
   let infra: ReturnType<typeof makeTestInfra>;
@@ -53,13 +55,17 @@ describe("cloud-run-local: instances and autoscaling", () => {
           ...quickProbes,
           livenessProbe: { periodSeconds: 0.1, failureThreshold: 2 },
         },
-        // Listening at once, but not SERVING under its name for 400 ms.
-        late: { entry: fixture, ...quickProbes, env: { FIXTURE_READY_AFTER_MS: "400" } },
+        // Listening at once, but not SERVING under its name for 400 ms; deaf to SIGTERM.
+        late: {
+          entry: fixture,
+          ...quickProbes,
+          env: { FIXTURE_READY_AFTER_MS: "400", FIXTURE_IGNORE_SIGTERM: "1" },
+        },
       },
       authority,
       // Terraform says 50 per instance; two streams fill one here.
       overrides: { scaled: { maxConcurrency: 2 } },
-      scaling: { idleMs, pendingMs },
+      scaling: { idleMs, pendingMs, shutdownGraceMs },
       logger: log.logger,
       onLine: (_, instance, line) => printed.push({ instance, line }),
     });
@@ -146,9 +152,26 @@ describe("cloud-run-local: instances and autoscaling", () => {
     assert.deepEqual(pidsOf("scaled"), [remaining?.pid]);
   });
 
-  test("routes a request only once the startup probe passes (a cold start from zero)", async () => {
-    // late's minimum is 0: its first instance scales in, then a call starts one from zero.
+  test("kills an instance that ignores SIGTERM once the grace has passed", async () => {
+    // late's minimum is 0: its first instance scales in, and it does not stop on SIGTERM.
     await waitFor(() => pidsOf("late").length === 0, "late to scale to zero");
+    const scaledIn = log.lines.find(
+      (line) => line.event === "instance scaled in" && line.service === "late",
+    );
+    const stopped = log.lines.find(
+      (line) => line.event === "instance stopped" && line.service === "late",
+    );
+    assert.equal(stopped?.exit, "SIGKILL");
+    assert.ok(
+      printed.some(
+        ({ instance, line }) =>
+          instance === stopped?.instance && line.includes('"event":"sigterm"'),
+      ),
+    );
+    assert.ok(Number(stopped?.at) - Number(scaledIn?.at) >= shutdownGraceMs);
+  });
+
+  test("routes a request only once the startup probe passes (a cold start from zero)", async () => {
     const began = Date.now();
     const answer = await client("late").call("Echo", {}, auth.late);
     assert.equal(answer.ready, true, "the instance answered before it was SERVING");

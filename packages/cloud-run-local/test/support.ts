@@ -243,6 +243,8 @@ export async function holdOpen(client: EchoClient, headers: Record<string, strin
 export interface LogLine {
   level: "info" | "warn" | "error";
   message: string;
+  /** When it was logged (ms since the epoch). */
+  at: number;
   [key: string]: unknown;
 }
 
@@ -250,7 +252,7 @@ export interface LogLine {
 export function collectingLogger(): { logger: Logger; lines: LogLine[] } {
   const lines: LogLine[] = [];
   const at = (level: LogLine["level"]) => (details: object, message: string) => {
-    lines.push({ level, message, ...details });
+    lines.push({ level, message, at: Date.now(), ...details });
   };
   return { logger: { info: at("info"), warn: at("warn"), error: at("error") }, lines };
 }
