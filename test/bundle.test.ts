@@ -172,10 +172,10 @@ describeLocalOnly(
       }
     });
 
-    // The dev and test doubles (the local token authority, the local stack, the test support)
-    // and the CLI belong in no image: a service that could mint its own tokens is a hole.
+    // The dev and test doubles (the local token authority, the local stack, the local Cloud Run
+    // front end, the test support) and the CLI belong in no image: a service that could mint its own tokens is a hole.
     test("no image's bundle holds a dev or test package", () => {
-      const devOnly = ["cli", "local-authority", "local-stack", "test-support"];
+      const devOnly = ["cli", "cloud-run-local", "local-authority", "local-stack", "test-support"];
       for (const service of services) {
         const app = bundles.get(service);
         assert.ok(app, `no bundle for ${service}: the image build replay failed (see above)`);
