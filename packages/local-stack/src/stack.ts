@@ -97,6 +97,9 @@ export async function startService(options: StartServiceOptions): Promise<Servic
     if (options.signal?.aborted) throw startAborted(options.name, options.signal.reason);
     const port = options.port || (await freePort(host));
     try {
+      // A fixed port someone already listens on is refused before any process starts: else
+      // the health checks below could be answered by whatever listens there.
+      if (options.port) await assertFree(host, port, options.name);
       return await launch(options, host, port);
     } catch (error) {
       if (error instanceof PortTaken && !options.port && attempt < portAttempts) continue;
@@ -118,6 +121,8 @@ async function launch(
   if (name === "stats" && !env.STATS_DATABASE_URL) {
     scratchDir = mkdtempSync(join(tmpdir(), "routeguide-stats-"));
     databaseEnv.STATS_DATABASE_URL = `pglite://${scratchDir}`;
+    // Removed by the service itself if this process is gone before it (parent-watch.ts).
+    databaseEnv.LOCAL_STACK_SCRATCH_DIR = scratchDir;
   }
   const child = spawn(process.execPath, ["--import", parentWatch, serviceEntry(name)], {
     env: {
@@ -386,6 +391,20 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     }
     throw error;
   }
+}
+
+async function assertFree(host: string, port: number, name: StackServiceName): Promise<void> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === "EADDRINUSE"
+          ? new PortTaken(`${name} could not listen on port ${port}: it is in use`)
+          : error,
+      ),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
 }
 
 /** A port free right now on `host` (for services that must know their URL before start). */
