@@ -4,7 +4,7 @@
 // every process of it within the grace period, in order, with nothing left behind.
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -80,27 +80,39 @@ async function factsOf(started: Started, timeoutMs = 240_000): Promise<StackFact
   return JSON.parse(readFileSync(started.factsFile, "utf8")) as StackFacts;
 }
 
-const isRunning = (pid: number) => {
+/**
+ * Whether `pid` is one of this run's processes still: alive, and (where /proc tells) with this
+ * run's STACK_DATA_DIR in its environment, so a pid reused by another process does not count.
+ */
+function isRunning(pid: number, started: Started): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
   }
-};
+  if (!existsSync("/proc/self/environ")) return true;
+  return processesWithEnv(envEntry(started), [pid]).length > 0;
+}
+
+const envEntry = (started: Started) => `STACK_DATA_DIR=${started.dataDir}`;
+
+/** No process of this run is left, whatever its pid (pnpm, turbo, the stack, a service). */
+function assertNothingLeft(started: Started): void {
+  assert.deepEqual(processesWithEnv(envEntry(started)), [], started.output());
+}
 
 /** Waits until none of `pids` runs; returns how long it took, or fails after `timeoutMs`. */
-async function allGone(pids: number[], timeoutMs: number, output: () => string): Promise<number> {
+async function allGone(pids: number[], timeoutMs: number, started: Started): Promise<number> {
   const since = Date.now();
-  while (pids.some(isRunning)) {
-    const left = pids.filter(isRunning);
+  for (;;) {
+    const left = pids.filter((pid) => isRunning(pid, started));
+    if (left.length === 0) return Date.now() - since;
     assert.ok(
       Date.now() - since < timeoutMs,
-      `still running after ${timeoutMs} ms: ${left.join(", ")}\n${output()}`,
+      `still running after ${timeoutMs} ms: ${left.join(", ")}\n${started.output()}`,
     );
     await sleep(50);
   }
-  return Date.now() - since;
 }
 
 const processesOf = (facts: StackFacts) => [
@@ -125,12 +137,11 @@ function serviceLines(output: string) {
 
 describeLocalOnly("pnpm start", () => {
   after(() => {
-    // A test that failed half-way leaves nothing running.
+    // A test that failed half-way leaves nothing running: every process that carries this
+    // run's STACK_DATA_DIR (pnpm, the stack, its services), found by its environment, never by
+    // a remembered pid (pids are reused quickly here, and another process may have one now).
     for (const started of running) {
-      const facts = existsSync(started.factsFile)
-        ? (JSON.parse(readFileSync(started.factsFile, "utf8")) as StackFacts)
-        : undefined;
-      for (const pid of [...(facts ? processesOf(facts) : []), -(started.child.pid as number)]) {
+      for (const pid of processesWithEnv(envEntry(started))) {
         try {
           process.kill(pid, "SIGKILL");
         } catch {
@@ -150,7 +161,7 @@ describeLocalOnly("pnpm start", () => {
     assert.equal(GATEWAY_URL, facts.services.gateway.url);
     assert.equal(GCE_METADATA_HOST, facts.tokenAuthority.metadataHost);
     assert.equal(facts.tokenAuthority.jwksUrl, `${facts.tokenAuthority.issuer}/jwks`);
-    for (const pid of processesOf(facts)) assert.ok(isRunning(pid), `pid ${pid} runs`);
+    for (const pid of processesOf(facts)) assert.ok(isRunning(pid, start), `pid ${pid} runs`);
 
     // What a person reads: the line to paste, and which authority port is which.
     const shown = start.output();
@@ -201,8 +212,9 @@ describeLocalOnly("pnpm start", () => {
 
     const mark = start.output().length;
     process.kill(start.child.pid as number, "SIGTERM");
-    await allGone(processesOf(facts), gracePeriodMs, start.output);
+    await allGone(processesOf(facts), gracePeriodMs, start);
     assert.equal(await start.exited, 0, "pnpm start ends as the stack does: 0, no ELIFECYCLE");
+    assertNothingLeft(start);
     assert.ok(!existsSync(start.factsFile), "the facts file is removed at stop");
     for (const service of Object.values(facts.services)) {
       assert.equal(await connectError(portOf(service.url)), "ECONNREFUSED");
@@ -239,8 +251,9 @@ describeLocalOnly("pnpm start", () => {
     const facts = await factsOf(start);
     assert.deepEqual(serviceLines(start.output()), [], "nothing below WARNING, and no warning");
     process.kill(start.child.pid as number, "SIGINT");
-    await allGone(processesOf(facts), gracePeriodMs, start.output);
+    await allGone(processesOf(facts), gracePeriodMs, start);
     assert.equal(await start.exited, 0);
+    assertNothingLeft(start);
     assert.ok(!existsSync(start.factsFile));
   });
 
@@ -250,17 +263,24 @@ describeLocalOnly("pnpm start", () => {
     const start = pnpmStart();
     const facts = await factsOf(start);
     process.kill(start.child.pid as number, "SIGKILL");
-    await allGone(processesOf(facts), gracePeriodMs, start.output);
+    await allGone(processesOf(facts), gracePeriodMs, start);
     assert.ok(!existsSync(start.factsFile), "the stack removed its facts file");
+    assertNothingLeft(start);
   });
 
-  test("a second stack on the same data folder refuses to start; the first one killed outright, its services end by themselves", {
+  test("a second stack on the same data folder refuses to start; the first one killed outright, its services end by themselves and leave no database behind", {
     timeout: 120_000,
   }, async () => {
     // Straight from the build (no pnpm), so the stack's own pid is the one started here.
-    const start = startStackCommand(process.execPath, [stackMain], {});
+    const start = startStackCommand(process.execPath, [stackMain], {
+      LOG_LEVEL: "info",
+      LOG_FORMAT: "json",
+    });
     const facts = await factsOf(start);
     assert.equal(facts.pid, start.child.pid);
+    // The embedded database the stack made for stats, which the stack would remove at stop.
+    const database = /"database":"pglite at ([^"]+)"/.exec(start.output())?.[1] as string;
+    assert.ok(database && existsSync(database), `stats names its database:\n${start.output()}`);
 
     const second = spawnSync(process.execPath, [stackMain], {
       cwd: repoRoot,
@@ -277,12 +297,28 @@ describeLocalOnly("pnpm start", () => {
 
     // A SIGKILL runs no handler: the services learn it from their stdin, and drain and exit.
     process.kill(facts.pid, "SIGKILL");
-    await allGone(processesOf(facts), gracePeriodMs, start.output);
+    await allGone(processesOf(facts), gracePeriodMs, start);
     for (const service of Object.values(facts.services)) {
       assert.equal(await connectError(portOf(service.url)), "ECONNREFUSED");
     }
+    assert.ok(!existsSync(database), "stats removed its temporary database itself");
+    assertNothingLeft(start);
   });
 });
+
+/** The processes (of `among`, else all) whose environment holds `entry`, from /proc (Linux). */
+function processesWithEnv(entry: string, among?: number[]): number[] {
+  if (!existsSync("/proc/self/environ")) return [];
+  return (among?.map(String) ?? readdirSync("/proc").filter((name) => /^\d+$/.test(name)))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(entry);
+      } catch {
+        return false; // gone, or not ours to read
+      }
+    })
+    .map(Number);
+}
 
 /** A pattern above with its literal brackets escaped (`[gateway]`, `{…}`). */
 function escapeBrackets(pattern: string): string {
