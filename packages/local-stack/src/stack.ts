@@ -248,14 +248,17 @@ async function untilServing(
         // waitForReady: the call waits for the connection (up to its deadline) rather than
         // failing at once while the port does not accept connections yet.
         const metadata = new grpc.Metadata({ waitForReady: true });
+        const cancel = () => call.cancel();
         const call = client.Check(
           { service },
           metadata,
           { deadline: Date.now() + 2_000 },
-          (error, response) =>
-            resolve(error ? error.details || error.message : (response?.status ?? "")),
+          (error, response) => {
+            signal.removeEventListener("abort", cancel);
+            resolve(error ? error.details || error.message : (response?.status ?? ""));
+          },
         );
-        signal.addEventListener("abort", () => call.cancel(), { once: true });
+        signal.addEventListener("abort", cancel, { once: true });
       });
       if (answer === "SERVING") return;
       onAnswer(answer);
