@@ -1,2 +1,3 @@
+export * from "./facts.js";
 export * from "./local-auth.js";
 export * from "./stack.js";

@@ -1,13 +1,14 @@
 // `pnpm start`: the whole system on this machine, three processes, then a tour of every
-// gateway method, then it keeps running until Ctrl-C or SIGTERM and stops everything.
+// gateway method, then it keeps running until Ctrl-C, SIGTERM or SIGHUP, or until the process
+// that started it is gone, and stops everything.
 //
-// Ports: GATEWAY_PORT, ROUTE_PORT, STATS_PORT (default: free ports chosen by the OS).
-// Service logs: LOG_LEVEL picks which service log lines are shown here (default warn, to keep
-// the terminal readable). The services themselves log at info or more verbose, because the
-// stack learns each one's port from its "listening" line.
-// LOG_FORMAT: how those lines are shown: pretty (the default on a terminal) or json (the
+// Ports: GATEWAY_PORT, ROUTE_PORT, STATS_PORT (default: free ports chosen before the start).
+// LOG_LEVEL: the level the services log at (default warn, to keep the terminal readable).
+// LOG_FORMAT: how their lines are shown: pretty (the default on a terminal) or json (the
 // services' own output, unchanged; the default when stdout is not a terminal).
 // GATEWAY_PUBLIC=true: a public gateway (AUTH_MODE=optional), callable with `--no-token`.
+// STACK_DATA_DIR: the stack's data folder (default .stack-data in the repository), where
+// local-stack.json tells scripts how to reach the running stack; it is removed at stop.
 import { connectGateway, demo } from "@cloudrun-grpc/cli";
 import {
   integerVar,
@@ -17,7 +18,12 @@ import {
   prettyLineFormatter,
 } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
+import { type StackFacts, StackFactsWriter, stackFactsFile, stackFactsOf } from "./facts.js";
 import { type Stack, startStack } from "./stack.js";
+
+// The process that started this one (pnpm start's launcher passes on the one it saw first).
+const parentPid = Number(process.env.LOCAL_STACK_PARENT_PID) || process.ppid;
+delete process.env.LOCAL_STACK_PARENT_PID;
 
 const config = loadConfigOrExit(
   "local-stack",
@@ -31,57 +37,41 @@ const config = loadConfigOrExit(
       .enum(["true", "false", ""])
       .optional()
       .transform((value) => value === "true"),
+    STACK_DATA_DIR: z.string().optional(),
   }),
 );
 const showPretty = process.env.LOG_FORMAT ? config.LOG_FORMAT === "pretty" : process.stdout.isTTY;
 const formatLine = showPretty ? prettyLineFormatter() : (line: string) => line;
-const shownLevel = process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn";
-const serviceLogLevel = ["debug", "trace"].includes(shownLevel) ? shownLevel : "info";
-const severityRank: Record<string, number> = {
-  DEBUG: 1,
-  INFO: 2,
-  WARNING: 3,
-  ERROR: 4,
-  CRITICAL: 5,
-};
-const levelRank: Record<string, number> = {
-  trace: 1,
-  debug: 1,
-  info: 2,
-  warn: 3,
-  error: 4,
-  fatal: 5,
-  silent: 6,
-};
+const logLevel = process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn";
 
-/** Shows a service's line if it is at least as severe as LOG_LEVEL (non-JSON lines always). */
-function shown(line: string): boolean {
-  try {
-    const { severity } = JSON.parse(line) as { severity?: string };
-    return (severityRank[severity ?? ""] ?? 5) >= (levelRank[shownLevel] ?? 3);
-  } catch {
-    return true;
-  }
-}
-
+// A closed terminal or pipe must not end this process before it has stopped the services.
+process.stdout.on("error", () => {});
+process.stderr.on("error", () => {});
 const print = (line: string) => process.stdout.write(`${line}\n`);
 
-// Aborted by SIGINT/SIGTERM: a start still under way stops what it had started and rejects.
+const facts = new StackFactsWriter(stackFactsFile(config.STACK_DATA_DIR));
+const other = facts.runningOther();
+if (other) {
+  process.stderr.write(
+    `local-stack: another local stack (pid ${other.pid}) is running with its facts in ${facts.file}: stop it first, or give this one its own STACK_DATA_DIR\n`,
+  );
+  process.exit(1);
+}
+
+// Aborted by a stop: a start still under way stops what it had started and rejects.
 const startAborter = new AbortController();
 const starting = startStack({
   ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
   publicGateway: config.GATEWAY_PUBLIC,
   env: {
-    // JSON always: the stack reads the services' lines (pretty is only how they are shown).
-    all: { LOG_LEVEL: serviceLogLevel, LOG_FORMAT: "json" },
+    // The level the user asked for; JSON always (pretty is only how this process shows it).
+    all: { LOG_LEVEL: logLevel, LOG_FORMAT: "json" },
     // pnpm start keeps stats' data where the user says (pglite://<dir>, postgres://…).
     stats: process.env.STATS_DATABASE_URL
       ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
       : {},
   },
-  onLine: (service, line) => {
-    if (shown(line)) print(`[${service}] ${formatLine(line)}`);
-  },
+  onLine: (service, line) => print(`[${service}] ${formatLine(line)}`),
   signal: startAborter.signal,
 });
 
@@ -89,12 +79,15 @@ let stopped: Promise<never> | undefined;
 const stopping = () => stopped !== undefined;
 
 /** Stops whatever runs (the start under way, or the stack) and exits with `code`. */
-function stop(code: number): Promise<never> {
+function stop(code: number, why?: string): Promise<never> {
   stopped ??= (async () => {
-    print("stopping the stack…");
+    // First: from now on, no script takes the stack for running.
+    facts.remove();
+    print(why ? `stopping the stack (${why})…` : "stopping the stack…");
     startAborter.abort();
-    // Once started, the stack is stopped here; a start that was still under way rejects,
-    // and only after it has stopped the services it had started.
+    // Once started, the stack is stopped here (gateway, route, stats, each after the one
+    // before has ended and its last lines are shown); a start that was still under way
+    // rejects, and only after it has stopped the services it had started.
     const started = await starting.catch(() => undefined);
     await started?.stop();
     print("stopped; nothing left running");
@@ -102,14 +95,26 @@ function stop(code: number): Promise<never> {
   })();
   return stopped;
 }
-process.once("SIGINT", () => void stop(0));
-process.once("SIGTERM", () => void stop(0));
+// Every time, not once: a terminal's Ctrl-C reaches this process and pnpm, which then passes
+// a SIGINT of its own on; a second signal changes nothing (a default action would kill this
+// process before it has stopped the services).
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => void stop(0));
+}
+// When the process that started this one ends without a word (SIGKILL), or a shell between
+// them ended on a SIGTERM without passing it on, this process has a new parent: the stack
+// stops all the same.
+setInterval(() => {
+  if (process.ppid !== parentPid) void stop(0, "the process that started it is gone");
+}, 250).unref();
+// Whatever ends this process, the facts file does not outlive it.
+process.once("exit", () => facts.remove());
 
 let stack: Stack;
 try {
   stack = await starting;
 } catch (error) {
-  // Aborted by a signal: stop() reports it and exits.
+  // Aborted by a stop: stop() reports it and exits.
   if (stopping()) await stop(0);
   process.stderr.write(`local-stack: ${(error as Error).message}\n`);
   process.exit(1);
@@ -124,18 +129,26 @@ for (const service of stack.services) {
   });
 }
 
+const stackFacts: StackFacts = stackFactsOf(stack, {
+  pid: process.pid,
+  publicGateway: config.GATEWAY_PUBLIC,
+});
+const authority = stackFacts.tokenAuthority;
 print("");
 print(`stats    listening on ${stack.stats.url}`);
 print(`route    listening on ${stack.route.url}`);
 print(`gateway  listening on ${stack.gateway.url}`);
 print("");
+print("auth     the local token authority stands in for Google's; its two ports:");
+print(`         token issuer   ${authority.issuer}  the services check ID tokens with its keys`);
+print(
+  `         metadata host  ${authority.metadataHost}  GCE_METADATA_HOST: ID tokens as ${authority.identity}`,
+);
+print("");
 
 // The demo calls the gateway as the local client identity, with an ID token that
 // google-auth-library gets from the local token authority (the metadata protocol).
-const clientMetadataHost = stack.auth?.authority.metadataHosts.client ?? "";
-process.env.GCE_METADATA_HOST = clientMetadataHost;
-print(`auth     ID tokens from the local token authority, issuer ${stack.auth?.authority.issuer}`);
-print("");
+process.env.GCE_METADATA_HOST = authority.metadataHost;
 const client = connectGateway(stack.gateway.url);
 try {
   await demo({ client, out: print, timeoutMs: 30_000 });
@@ -148,18 +161,20 @@ try {
 }
 client.close();
 
+// Written once the demo is over: a script that finds the file finds the stack ready and idle.
+if (!stopping()) facts.write(stackFacts);
 print("");
-print("The stack is running. Call it with the CLI, for example:");
+print("The stack is running. To call it with the CLI, no flags needed, paste this into a shell:");
+print("");
 print(
-  `  GCE_METADATA_HOST=${clientMetadataHost} pnpm cli --gateway ${stack.gateway.url} get-stats`,
+  `  export ${Object.entries(stackFacts.env)
+    .map(([name, value]) => `${name}=${value}`)
+    .join(" ")}`,
 );
-print(
-  `  GCE_METADATA_HOST=${clientMetadataHost} pnpm cli --gateway ${stack.gateway.url} describe-area 40 -75 41 -74 --top 5`,
-);
-print(
-  "(GCE_METADATA_HOST points google-auth-library at the local token authority, as the local client.)",
-);
-if (config.GATEWAY_PUBLIC) {
-  print(`The gateway is public: pnpm cli --gateway ${stack.gateway.url} --no-token get-stats`);
-}
+print("");
+print("then, for example:");
+print("  pnpm cli get-stats");
+print("  pnpm cli describe-area 40 -75 41 -74 --top 5");
+if (config.GATEWAY_PUBLIC) print("  pnpm cli --no-token get-stats   (the gateway is public)");
+print(`Scripts find the same in ${facts.displayPath()} (removed when the stack stops).`);
 print("Press Ctrl-C to stop.");

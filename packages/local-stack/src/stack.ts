@@ -1,6 +1,14 @@
-// Starts gateway, route and stats as three separate processes on loopback, each as Cloud Run
-// would run it (`node dist/main.js`, config from env, PORT), and tells where each listens.
+// Starts gateway, route and stats as separate processes on loopback, each as Cloud Run would
+// run it (`node dist/main.js`, config from env, PORT), and tells where each listens.
 // `pnpm start` and the integration suite both start the system through here.
+//
+// A service's port is chosen here before it starts (so its URL, its token audience, is known
+// in advance), and it counts as started when grpc.health.v1 answers SERVING for its own
+// service name, as Cloud Run's startup probe asks (stats says so once its database is
+// migrated). Nothing is read from its log lines, so it logs at whatever level it is given.
+// Each service runs in its own process group, so a terminal's Ctrl-C reaches only the process
+// that started it, which stops them in order (gateway first, stats last); and each ends by
+// itself when that process is gone, however it ended (parent-watch.ts).
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -8,10 +16,21 @@ import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
+import { serviceNames } from "@cloudrun-grpc/proto";
+import * as grpc from "@grpc/grpc-js";
+import { service as healthServiceDefinition } from "grpc-health-check";
 import { type StackAuth, startStackAuth } from "./local-auth.js";
 
 /** A service of the stack (not to be confused with the gRPC service names of the protos). */
 export type StackServiceName = "gateway" | "route" | "stats";
+
+/** The name each service answers health checks under (its own gRPC service). */
+export const healthNames: Record<StackServiceName, string> = {
+  gateway: serviceNames.gateway,
+  route: serviceNames.routeGuide,
+  stats: serviceNames.stats,
+};
 
 export interface ServiceProcess {
   name: StackServiceName;
@@ -21,7 +40,10 @@ export interface ServiceProcess {
   child: ChildProcess;
   /** Every stdout line so far (JSON log lines). */
   lines: string[];
-  /** Resolves with the exit code (or the signal name) when the process ends. */
+  /**
+   * Resolves with the exit code (or the signal name) when the process has ended and all it
+   * printed has been read (every line is in `lines` and went through `onLine`).
+   */
   exited: Promise<number | string>;
   /** SIGTERM, then SIGKILL if it is still running after `timeoutMs`. */
   stop(timeoutMs?: number): Promise<number | string>;
@@ -29,13 +51,17 @@ export interface ServiceProcess {
 
 export interface StartServiceOptions {
   name: StackServiceName;
-  /** 0 (default) lets the OS pick a free port. */
+  /** A fixed port; by default a free one is chosen before the start. */
   port?: number;
   host?: string;
-  env?: Record<string, string>;
+  /**
+   * Extra environment. As a function, it gets the URL the service will have (its port is
+   * chosen before it starts), e.g. for its token audience.
+   */
+  env?: Record<string, string> | ((url: string) => Record<string, string>);
   /** Called with each line the process prints, stdout and stderr alike. */
   onLine?: (service: StackServiceName, line: string, stream: "stdout" | "stderr") => void;
-  /** How long to wait until the service listens and is ready. */
+  /** How long to wait until the service's health check answers SERVING. */
   startTimeoutMs?: number;
   /** Aborting it while the service is starting kills the process and rejects. */
   signal?: AbortSignal;
@@ -48,100 +74,128 @@ export function serviceEntry(name: StackServiceName): string {
   return join(dirname(require.resolve(`@cloudrun-grpc/${name}/package.json`)), "dist", "main.js");
 }
 
-// What a service logs once it can do its work; "listening" for the ones that can at once.
-const readyMessages: Record<StackServiceName, string> = {
-  gateway: "listening",
-  route: "listening",
-  stats: "stats database ready",
-};
+/** Preloaded into each service: it ends when the process that started it is gone. */
+const parentWatch = new URL("./parent-watch.js", import.meta.url).href;
+
+// How many times a start is tried on a new free port when another process took the chosen one
+// between the choice and the service's bind.
+const portAttempts = 3;
+
+/** The service could not bind its port: something else listens there. */
+class PortTaken extends Error {}
 
 /**
- * Starts one service and waits until it listens and is ready (stats: its database is
- * migrated). stats without STATS_DATABASE_URL in `env` gets a fresh embedded database in a
- * temporary folder, removed when the process ends (one exported in this process's environment
- * is ignored, so no test ever lands on a developer's database); pass pglite://<dir> to keep
- * one across restarts.
+ * Starts one service and waits until it is ready: its health check answers SERVING for its
+ * own name (stats: its database is migrated). stats without STATS_DATABASE_URL in `env` gets a
+ * fresh embedded database in a temporary folder, removed when the process ends (one exported
+ * in this process's environment is ignored, so no test ever lands on a developer's database);
+ * pass pglite://<dir> to keep one across restarts.
  */
 export async function startService(options: StartServiceOptions): Promise<ServiceProcess> {
   const host = options.host ?? "127.0.0.1";
-  const { signal } = options;
-  if (signal?.aborted) throw startAborted(options.name, signal.reason);
+  for (let attempt = 1; ; attempt += 1) {
+    if (options.signal?.aborted) throw startAborted(options.name, options.signal.reason);
+    const port = options.port || (await freePort(host));
+    try {
+      // A fixed port someone already listens on is refused before any process starts: else
+      // the health checks below could be answered by whatever listens there.
+      if (options.port) await assertFree(host, port, options.name);
+      return await launch(options, host, port);
+    } catch (error) {
+      if (error instanceof PortTaken && !options.port && attempt < portAttempts) continue;
+      throw error;
+    }
+  }
+}
+
+async function launch(
+  options: StartServiceOptions,
+  host: string,
+  port: number,
+): Promise<ServiceProcess> {
+  const { name, signal } = options;
+  const url = `http://${urlHost(host)}:${port}`;
   let scratchDir: string | undefined;
   const databaseEnv: Record<string, string> = {};
-  if (options.name === "stats" && !options.env?.STATS_DATABASE_URL) {
+  const env = typeof options.env === "function" ? options.env(url) : (options.env ?? {});
+  if (name === "stats" && !env.STATS_DATABASE_URL) {
     scratchDir = mkdtempSync(join(tmpdir(), "routeguide-stats-"));
     databaseEnv.STATS_DATABASE_URL = `pglite://${scratchDir}`;
+    // Removed by the service itself if this process is gone before it (parent-watch.ts).
+    databaseEnv.LOCAL_STACK_SCRATCH_DIR = scratchDir;
   }
-  const child = spawn(process.execPath, [serviceEntry(options.name)], {
+  const child = spawn(process.execPath, ["--import", parentWatch, serviceEntry(name)], {
     env: {
       ...process.env,
-      PORT: String(options.port ?? 0),
+      PORT: String(port),
       HOST: host,
       // Auth is off unless the caller configures it (startStack does).
       AUTH_MODE: "off",
       ...databaseEnv,
-      ...options.env,
+      ...env,
     },
-    stdio: ["ignore", "pipe", "pipe"],
+    // stdin: a pipe this process never writes to; the service reads its end-of-file when this
+    // process is gone (parent-watch.ts).
+    stdio: ["pipe", "pipe", "pipe"],
+    // Its own process group: a signal to this process's group (a terminal's Ctrl-C) is this
+    // process's to act on; it stops the services in order.
+    detached: true,
   });
   const lines: string[] = [];
   const stderr: string[] = [];
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+    lines.push(line);
+    options.onLine?.(name, line, "stdout");
+  });
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) => {
+    stderr.push(line);
+    options.onLine?.(name, line, "stderr");
+  });
+  // "close", not "exit": after the process has ended and its output has all been read.
   const exited = new Promise<number | string>((resolve) => {
-    child.once("exit", (code, signal) => {
+    child.once("close", (code, exitSignal) => {
       if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
-      resolve(code ?? signal ?? "unknown");
+      resolve(code ?? exitSignal ?? "unknown");
     });
   });
 
-  let onAbort = () => {};
-  // An embedded database's first start (initdb, migrations) takes seconds on a busy machine.
+  // Any of these ends the wait for readiness; the reason is the error thrown.
+  const giveUp = new AbortController();
   const startTimeoutMs = options.startTimeoutMs ?? 60_000;
-  const readyMessage = readyMessages[options.name];
-  let boundPort: number | undefined;
-  let ready = false;
-  const listening = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(
-        new Error(
-          boundPort === undefined
-            ? `${options.name} did not start listening within ${startTimeoutMs} ms`
-            : `${options.name} listens but did not log "${readyMessage}" within ${startTimeoutMs} ms:\n${lines.slice(-5).join("\n")}`,
-        ),
-      );
-    }, startTimeoutMs);
-    onAbort = () => {
-      clearTimeout(timer);
-      reject(startAborted(options.name, signal?.reason));
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      lines.push(line);
-      options.onLine?.(options.name, line, "stdout");
-      boundPort ??= listeningPort(line);
-      ready ||= logMessage(line) === readyMessage;
-      if (boundPort !== undefined && ready) {
-        clearTimeout(timer);
-        resolve(boundPort);
-      }
-    });
-    createInterface({ input: child.stderr }).on("line", (line) => {
-      stderr.push(line);
-      options.onLine?.(options.name, line, "stderr");
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`${options.name} exited (${code}) before listening:\n${stderr.join("\n")}`));
-    });
+  let lastAnswer = "no answer yet";
+  const timer = setTimeout(() => {
+    giveUp.abort(
+      new Error(
+        `${name} did not answer SERVING to a health check for ${healthNames[name]} within ${startTimeoutMs} ms (last answer: ${lastAnswer}):\n${[...lines, ...stderr].slice(-5).join("\n")}`,
+      ),
+    );
+  }, startTimeoutMs);
+  const onAbort = () => giveUp.abort(startAborted(name, signal?.reason));
+  signal?.addEventListener("abort", onAbort, { once: true });
+  void exited.then((code) => {
+    const output = [...lines, ...stderr].join("\n");
+    giveUp.abort(
+      /EADDRINUSE/.test(output)
+        ? new PortTaken(`${name} could not listen on port ${port}: it is in use`)
+        : new Error(`${name} exited (${code}) before it was ready:\n${output}`),
+    );
   });
-  let port: number;
   try {
-    port = await listening;
+    await untilServing(
+      `${loopbackOf(host)}:${port}`,
+      healthNames[name],
+      giveUp.signal,
+      (answer) => {
+        lastAnswer = answer;
+      },
+    );
   } catch (error) {
     // Never leave a process behind that failed to start.
     child.kill("SIGKILL");
     await exited;
-    throw error;
+    throw giveUp.signal.aborted ? giveUp.signal.reason : error;
   } finally {
+    clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
   }
 
@@ -155,29 +209,80 @@ export async function startService(options: StartServiceOptions): Promise<Servic
     }
     return exited;
   };
-  return { name: options.name, port, url: `http://${host}:${port}`, child, lines, exited, stop };
+  return { name, port, url, child, lines, exited, stop };
+}
+
+const HealthClient = grpc.makeGenericClientConstructor(
+  healthServiceDefinition as unknown as grpc.ServiceDefinition,
+  "Health",
+);
+type HealthClient = grpc.Client & {
+  Check(
+    request: { service: string },
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<{ status: string }>,
+  ): grpc.ClientUnaryCall;
+};
+
+/**
+ * Asks grpc.health.v1.Health/Check for `service` at `target` until it answers SERVING; rejects
+ * when `signal` aborts. `onAnswer` hears each other answer (a status, or why the call failed).
+ */
+async function untilServing(
+  target: string,
+  service: string,
+  signal: AbortSignal,
+  onAnswer: (answer: string) => void,
+): Promise<void> {
+  const client = new HealthClient(target, grpc.credentials.createInsecure(), {
+    // A refused connection (the process is still starting) is tried again within 250 ms;
+    // grpc-js would wait 1 s, then longer (backoff-timeout.ts, INITIAL_BACKOFF_MS = 1000).
+    "grpc.initial_reconnect_backoff_ms": 50,
+    "grpc.max_reconnect_backoff_ms": 250,
+  }) as unknown as HealthClient;
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      const answer = await new Promise<string>((resolve) => {
+        // waitForReady: the call waits for the connection (up to its deadline) rather than
+        // failing at once while the port does not accept connections yet.
+        const metadata = new grpc.Metadata({ waitForReady: true });
+        const cancel = () => call.cancel();
+        const call = client.Check(
+          { service },
+          metadata,
+          { deadline: Date.now() + 2_000 },
+          (error, response) => {
+            signal.removeEventListener("abort", cancel);
+            resolve(error ? error.details || error.message : (response?.status ?? ""));
+          },
+        );
+        signal.addEventListener("abort", cancel, { once: true });
+      });
+      if (answer === "SERVING") return;
+      onAnswer(answer);
+      await sleep(100, undefined, { signal });
+    }
+  } finally {
+    client.close();
+  }
 }
 
 function startAborted(name: StackServiceName, reason: unknown): Error {
   return new Error(`${name}'s start was aborted`, { cause: reason });
 }
 
-function logMessage(line: string): string | undefined {
-  try {
-    return (JSON.parse(line) as { message?: string }).message;
-  } catch {
-    return undefined;
-  }
+/** Where this machine reaches a service listening on `host` (any address: loopback). */
+function loopbackOf(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::" || host === "[::]") return "[::1]";
+  return urlHost(host);
 }
 
-function listeningPort(line: string): number | undefined {
-  if (!line.includes('"listening"')) return undefined;
-  try {
-    const entry = JSON.parse(line) as { message?: string; port?: number };
-    return entry.message === "listening" && typeof entry.port === "number" ? entry.port : undefined;
-  } catch {
-    return undefined;
-  }
+/** `host` as it stands in a URL (IPv6 in brackets). */
+function urlHost(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
 }
 
 export interface Stack {
@@ -229,22 +334,21 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const start = async (
     name: StackServiceName,
     peers: Record<string, string>,
-    instance?: { port: number; sharedUrl: string },
+    sharedUrl?: string,
   ) => {
     signal?.throwIfAborted();
-    // With auth, a service must know its own URL (the audience) before it starts.
-    const port = instance?.port ?? (options.ports?.[name] || (auth ? await freePort() : 0));
     const service = await startService({
       name,
-      port,
-      env: {
-        ...auth?.envFor(name, instance?.sharedUrl ?? `http://127.0.0.1:${port}`, {
-          publicGateway: options.publicGateway,
-        }),
+      // A further route instance gets a port of its own, as any service without a fixed one.
+      port: sharedUrl ? undefined : options.ports?.[name],
+      // With auth, a service knows its own URL (its token audience) before it starts; the
+      // instances of one service share the first one's.
+      env: (url) => ({
+        ...auth?.envFor(name, sharedUrl ?? url, { publicGateway: options.publicGateway }),
         ...options.env?.all,
         ...peers,
         ...options.env?.[name],
-      },
+      }),
       onLine: options.onLine,
       signal,
     });
@@ -256,8 +360,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const route = await start("route", { STATS_URL: stats.url });
     const routes = [route];
     for (let i = 1; i < (options.routeInstances ?? 1); i += 1) {
-      const port = await freePort();
-      routes.push(await start("route", { STATS_URL: stats.url }, { port, sharedUrl: route.url }));
+      routes.push(await start("route", { STATS_URL: stats.url }, route.url));
     }
     const gateway = await start("gateway", {
       ROUTE_URL: route.url,
@@ -293,12 +396,26 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   }
 }
 
-/** A port free right now on 127.0.0.1 (for services that must know their URL before start). */
-export function freePort(): Promise<number> {
+async function assertFree(host: string, port: number, name: StackServiceName): Promise<void> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        error.code === "EADDRINUSE"
+          ? new PortTaken(`${name} could not listen on port ${port}: it is in use`)
+          : error,
+      ),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
+}
+
+/** A port free right now on `host` (for services that must know their URL before start). */
+export function freePort(host = "127.0.0.1"): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
+    probe.listen(0, host, () => {
       const { port } = probe.address() as AddressInfo;
       probe.close(() => resolve(port));
     });

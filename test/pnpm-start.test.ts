@@ -1,0 +1,332 @@
+// `pnpm start` as a person or a script meets it, through the real pnpm: it says how to reach
+// the stack (a line to paste, a JSON file for scripts), its services log at the level asked,
+// and a signal to the pnpm process, or the end of the process that started the stack, stops
+// every process of it within the grace period, in order, with nothing left behind.
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import type { StackFacts } from "@cloudrun-grpc/local-stack";
+import { connectError } from "./support/grpc.js";
+import { describeLocalOnly } from "./support/target.js";
+
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+const cliMain = join(repoRoot, "packages", "cli", "dist", "main.js");
+const stackMain = join(repoRoot, "packages", "local-stack", "dist", "main.js");
+/** Cloud Run's time between SIGTERM and SIGKILL; the services' grace (8 s) fits in it. */
+const gracePeriodMs = 10_000;
+
+interface Started {
+  child: ChildProcess;
+  dataDir: string;
+  factsFile: string;
+  /** Everything printed so far, stdout and stderr. */
+  output(): string;
+  exited: Promise<number | string>;
+}
+
+const running: Started[] = [];
+
+/** Starts `command` in its own process group (so the test can clean up all of it). */
+function startStackCommand(command: string, args: string[], env: Record<string, string>): Started {
+  const dataDir = mkdtempSync(join(tmpdir(), "stack-data-"));
+  // Without node --test's marker: the stack is no test process.
+  const { NODE_TEST_CONTEXT: _context, LOG_LEVEL: _level, ...inherited } = process.env;
+  const child = spawn(command, args, {
+    cwd: repoRoot,
+    detached: true,
+    env: { ...inherited, STACK_DATA_DIR: dataDir, ...env },
+  });
+  let output = "";
+  child.stdout?.on("data", (chunk) => (output += chunk));
+  child.stderr?.on("data", (chunk) => (output += chunk));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
+  );
+  const started = {
+    child,
+    dataDir,
+    factsFile: join(dataDir, "local-stack.json"),
+    output: () => output,
+    exited,
+  };
+  running.push(started);
+  return started;
+}
+
+const pnpmStart = (env: Record<string, string> = {}) => {
+  try {
+    execFileSync("pnpm", ["--version"]);
+  } catch {
+    throw new Error("this test needs pnpm on PATH, as the README's commands do");
+  }
+  return startStackCommand("pnpm", ["start"], env);
+};
+
+/** Waits for the stack's facts file: the stack is up and its demo is over. */
+async function factsOf(started: Started, timeoutMs = 240_000): Promise<StackFacts> {
+  let ended = false;
+  void started.exited.then(() => (ended = true));
+  const until = Date.now() + timeoutMs;
+  while (!existsSync(started.factsFile)) {
+    assert.ok(!ended, `the stack ended before it was ready:\n${started.output()}`);
+    assert.ok(Date.now() < until, `no ${started.factsFile} in time:\n${started.output()}`);
+    await sleep(100);
+  }
+  return JSON.parse(readFileSync(started.factsFile, "utf8")) as StackFacts;
+}
+
+/**
+ * Whether `pid` is one of this run's processes still: alive, and (where /proc tells) with this
+ * run's STACK_DATA_DIR in its environment, so a pid reused by another process does not count.
+ */
+function isRunning(pid: number, started: Started): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  if (!existsSync("/proc/self/environ")) return true;
+  return processesWithEnv(envEntry(started), [pid]).length > 0;
+}
+
+const envEntry = (started: Started) => `STACK_DATA_DIR=${started.dataDir}`;
+
+/** No process of this run is left, whatever its pid (pnpm, turbo, the stack, a service). */
+function assertNothingLeft(started: Started): void {
+  assert.deepEqual(processesWithEnv(envEntry(started)), [], started.output());
+}
+
+/** Waits until none of `pids` runs; returns how long it took, or fails after `timeoutMs`. */
+async function allGone(pids: number[], timeoutMs: number, started: Started): Promise<number> {
+  const since = Date.now();
+  for (;;) {
+    const left = pids.filter((pid) => isRunning(pid, started));
+    if (left.length === 0) return Date.now() - since;
+    assert.ok(
+      Date.now() - since < timeoutMs,
+      `still running after ${timeoutMs} ms: ${left.join(", ")}\n${started.output()}`,
+    );
+    await sleep(50);
+  }
+}
+
+const processesOf = (facts: StackFacts) => [
+  facts.pid,
+  ...Object.values(facts.services).map((service) => service.pid),
+];
+const portOf = (url: string) => Number(new URL(url).port);
+
+/** The services' JSON lines as the stack shows them (`[gateway] {…}`), in order. */
+function serviceLines(output: string) {
+  return output.split("\n").flatMap((line, index) => {
+    const match = /^\[(gateway|route|stats)\] (\{.*\})$/.exec(line);
+    if (!match) return [];
+    const entry = JSON.parse(match[2] as string) as {
+      severity: string;
+      message: string;
+      rpc?: { side: string; method: string; code: string };
+    };
+    return [{ service: match[1] as string, index, ...entry }];
+  });
+}
+
+describeLocalOnly("pnpm start", () => {
+  after(() => {
+    // A test that failed half-way leaves nothing running: every process that carries this
+    // run's STACK_DATA_DIR (pnpm, the stack, its services), found by its environment, never by
+    // a remembered pid (pids are reused quickly here, and another process may have one now).
+    for (const started of running) {
+      for (const pid of processesWithEnv(envEntry(started))) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      rmSync(started.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("tells how to reach the stack, logs at the level asked, and stops all of it in order on SIGTERM to pnpm", {
+    timeout: 300_000,
+  }, async () => {
+    const start = pnpmStart({ LOG_LEVEL: "info", LOG_FORMAT: "json" });
+    const facts = await factsOf(start);
+    const { GATEWAY_URL, GCE_METADATA_HOST } = facts.env;
+    assert.equal(GATEWAY_URL, facts.services.gateway.url);
+    assert.equal(GCE_METADATA_HOST, facts.tokenAuthority.metadataHost);
+    assert.equal(facts.tokenAuthority.jwksUrl, `${facts.tokenAuthority.issuer}/jwks`);
+    for (const pid of processesOf(facts)) assert.ok(isRunning(pid, start), `pid ${pid} runs`);
+
+    // What a person reads: the line to paste, and which authority port is which.
+    const shown = start.output();
+    assert.ok(
+      shown.includes(
+        `\n  export GATEWAY_URL=${GATEWAY_URL} GCE_METADATA_HOST=${GCE_METADATA_HOST}\n`,
+      ),
+      shown,
+    );
+    assert.match(shown, new RegExp(`token issuer +${facts.tokenAuthority.issuer} `));
+    assert.match(shown, new RegExp(`metadata host +${GCE_METADATA_HOST} `));
+
+    // The CLI reaches the gateway with that environment alone, no flags (an empty HOME: no
+    // credentials of this machine's user take the metadata server's place).
+    const home = mkdtempSync(join(tmpdir(), "empty-home-"));
+    const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
+      env: { ...facts.env, HOME: home },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    rmSync(home, { recursive: true, force: true });
+    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
+    assert.match(cli.stdout, new RegExp(`caller ${facts.tokenAuthority.identity}: 1 routes`));
+
+    // LOG_LEVEL=info reached the services: their INFO lines are shown. The demo's own end of
+    // its WatchStats is INFO on the gateway and on stats, and nothing a new user sees warns.
+    const lines = serviceLines(start.output());
+    assert.ok(lines.some((line) => line.severity === "INFO" && line.message === "listening"));
+    for (const [service, method] of [
+      ["gateway", "/gateway.v1.GatewayService/WatchStats"],
+      ["stats", "/stats.v1.StatsService/WatchStats"],
+    ]) {
+      const ended = lines.filter(
+        (line) =>
+          line.service === service && line.rpc?.side === "server" && line.rpc.method === method,
+      );
+      assert.deepEqual(
+        ended.map((line) => [line.severity, line.rpc?.code]),
+        [["INFO", "CANCELLED"]],
+        `${service} logs the demo's cancelled watch once, at INFO`,
+      );
+    }
+    assert.deepEqual(
+      lines.filter((line) => !["DEBUG", "INFO"].includes(line.severity)),
+      [],
+      "no warnings",
+    );
+
+    const mark = start.output().length;
+    process.kill(start.child.pid as number, "SIGTERM");
+    await allGone(processesOf(facts), gracePeriodMs, start);
+    assert.equal(await start.exited, 0, "pnpm start ends as the stack does: 0, no ELIFECYCLE");
+    assertNothingLeft(start);
+    assert.ok(!existsSync(start.factsFile), "the facts file is removed at stop");
+    for (const service of Object.values(facts.services)) {
+      assert.equal(await connectError(portOf(service.url)), "ECONNREFUSED");
+    }
+
+    // In order: gateway first (no new work reaches the others), stats last, each one's stop
+    // lines all shown before the next one's first, and the stack's own last word after all of
+    // theirs. (The order among one service's own lines is its logger's, not the stack's.)
+    const stopped = start.output().slice(mark).split("\n");
+    const at = (text: string) => stopped.indexOf(text);
+    const span = (service: string) => {
+      const found = stopped
+        .map((line, index) => ({ line, index }))
+        .filter(({ line }) =>
+          ["stopping", "draining", "stopped"].some(
+            (message) =>
+              line.startsWith(`[${service}] `) && line.includes(`"message":"${message}"`),
+          ),
+        )
+        .map(({ index }) => index);
+      assert.ok(found.length > 0, `${service} shows how it stopped:\n${stopped.join("\n")}`);
+      return { first: Math.min(...found), last: Math.max(...found) };
+    };
+    const [gateway, route, stats] = [span("gateway"), span("route"), span("stats")];
+    const sequence = [
+      at("stopping the stack…"),
+      gateway.first,
+      gateway.last,
+      route.first,
+      route.last,
+      stats.first,
+      stats.last,
+      at("stopped; nothing left running"),
+    ];
+    assert.ok(
+      sequence.every((index, i) => index >= 0 && (i === 0 || index >= (sequence[i - 1] ?? 0))),
+      `stop lines in order ${JSON.stringify(sequence)}:\n${stopped.join("\n")}`,
+    );
+  });
+
+  test("SIGINT to the pnpm process alone stops everything; at the default level the services print nothing", {
+    timeout: 300_000,
+  }, async () => {
+    const start = pnpmStart();
+    const facts = await factsOf(start);
+    assert.deepEqual(serviceLines(start.output()), [], "nothing below WARNING, and no warning");
+    process.kill(start.child.pid as number, "SIGINT");
+    await allGone(processesOf(facts), gracePeriodMs, start);
+    assert.equal(await start.exited, 0);
+    assertNothingLeft(start);
+    assert.ok(!existsSync(start.factsFile));
+  });
+
+  test("pnpm killed outright: the stack sees its parent gone and stops everything", {
+    timeout: 300_000,
+  }, async () => {
+    const start = pnpmStart();
+    const facts = await factsOf(start);
+    process.kill(start.child.pid as number, "SIGKILL");
+    await allGone(processesOf(facts), gracePeriodMs, start);
+    assert.ok(!existsSync(start.factsFile), "the stack removed its facts file");
+    assertNothingLeft(start);
+  });
+
+  test("a second stack on the same data folder refuses to start; the first one killed outright, its services end by themselves and leave no database behind", {
+    timeout: 120_000,
+  }, async () => {
+    // Straight from the build (no pnpm), so the stack's own pid is the one started here.
+    const start = startStackCommand(process.execPath, [stackMain], {
+      LOG_LEVEL: "info",
+      LOG_FORMAT: "json",
+    });
+    const facts = await factsOf(start);
+    assert.equal(facts.pid, start.child.pid);
+    // The embedded database the stack made for stats, which the stack would remove at stop.
+    const database = /"database":"pglite at ([^"]+)"/.exec(start.output())?.[1] as string;
+    assert.ok(database && existsSync(database), `stats names its database:\n${start.output()}`);
+
+    const second = spawnSync(process.execPath, [stackMain], {
+      cwd: repoRoot,
+      env: { ...process.env, STACK_DATA_DIR: start.dataDir },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    assert.equal(second.status, 1, `${second.stdout}${second.stderr}`);
+    assert.match(
+      second.stderr,
+      new RegExp(`another local stack \\(pid ${facts.pid}\\) is running`),
+    );
+    assert.deepEqual(JSON.parse(readFileSync(start.factsFile, "utf8")), facts, "its facts stay");
+
+    // A SIGKILL runs no handler: the services learn it from their stdin, and drain and exit.
+    process.kill(facts.pid, "SIGKILL");
+    await allGone(processesOf(facts), gracePeriodMs, start);
+    for (const service of Object.values(facts.services)) {
+      assert.equal(await connectError(portOf(service.url)), "ECONNREFUSED");
+    }
+    assert.ok(!existsSync(database), "stats removed its temporary database itself");
+    assertNothingLeft(start);
+  });
+});
+
+/** The processes (of `among`, else all) whose environment holds `entry`, from /proc (Linux). */
+function processesWithEnv(entry: string, among?: number[]): number[] {
+  if (!existsSync("/proc/self/environ")) return [];
+  return (among?.map(String) ?? readdirSync("/proc").filter((name) => /^\d+$/.test(name)))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(entry);
+      } catch {
+        return false; // gone, or not ours to read
+      }
+    })
+    .map(Number);
+}
