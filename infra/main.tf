@@ -7,9 +7,11 @@ locals {
 
   image_base = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 
-  # Each service runs its image by digest (<repository>/<service>@sha256:…), never by tag: a
-  # new digest is a new revision, and what runs is exactly what was pushed. scripts/deploy.sh
-  # passes the digests after the build; without one the module's precondition refuses the plan.
+  # Each service runs its image by digest (<repository>/<service>@sha256:…), never by tag
+  # (Cloud Run deploys "an image by tag or digest", and resolves a tag to a digest once, at
+  # deploy time: https://cloud.google.com/artifact-registry/docs/integrate-cloud-run). A new
+  # digest changes the configuration, so it is a new revision; a tag that moved would not be.
+  # scripts/deploy.sh passes the digests; without one the module's precondition refuses the plan.
   images = {
     for name in keys(local.topology) : name => "${local.image_base}/${name}@${lookup(var.image_digests, name, "")}"
   }

@@ -292,7 +292,7 @@ describeLocalOnly("scripts/deploy.sh", () => {
     assert.ok(!box.calls().some((line) => line.includes("grant-database")));
   });
 
-  test("infra/ grants the builder exactly what a build needs, in the bootstrap the script applies first", async () => {
+  test("infra/ grants the builder one binding per role a build needs; without the log writer's, every build is refused and retried, then the deploy stops", async () => {
     const box = await sandbox();
     const world = box.world;
     const builder = `serviceAccount:${world.accounts.builder}`;

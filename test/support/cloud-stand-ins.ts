@@ -286,6 +286,13 @@ export const terraformRoles: Record<string, Need[]> = {
       why: "iam.serviceAccounts.actAs on the service identity",
       doc: "https://cloud.google.com/run/docs/configuring/services/service-identity",
     },
+    {
+      who: "deployer",
+      anyOf: registryReaders,
+      on: "repository",
+      why: "deploys an image of the repository",
+      doc: "https://cloud.google.com/artifact-registry/docs/integrate-cloud-run",
+    },
   ],
   google_cloud_run_v2_service_iam_member: [
     {

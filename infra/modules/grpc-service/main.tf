@@ -85,7 +85,8 @@ resource "google_cloud_run_v2_service" "this" {
 
   # Audiences besides the run.app URL that Cloud Run's edge accepts in an ID token (google
   # provider: google_cloud_run_v2_service.custom_audiences, "Specify each custom audience as
-  # the full URL in a string"; https://cloud.google.com/run/docs/configuring/custom-audiences).
+  # the full URL in a string", website/docs/r/cloud_run_v2_service.html.markdown;
+  # https://cloud.google.com/run/docs/configuring/custom-audiences).
   # AUTH_AUDIENCES gets the same list, so the container accepts exactly what the edge does.
   custom_audiences = var.custom_audiences
 
