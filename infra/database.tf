@@ -54,10 +54,5 @@ resource "google_sql_user" "stats" {
   deletion_policy = "ABANDON"
 }
 
-resource "google_project_iam_member" "stats_database_access" {
-  for_each = toset(["roles/cloudsql.client", "roles/cloudsql.instanceUser"])
-
-  project = var.project_id
-  role    = each.value
-  member  = module.stats.service_account_member
-}
+# stats' roles on this instance (roles/cloudsql.client, roles/cloudsql.instanceUser) are granted
+# by its module (project_roles in main.tf), conditioned on this instance, before the service.

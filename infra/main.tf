@@ -7,6 +7,15 @@ locals {
 
   image_base = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 
+  # Each service runs its image by digest (<repository>/<service>@sha256:…), never by tag
+  # (Cloud Run deploys "an image by tag or digest", and resolves a tag to a digest once, at
+  # deploy time: https://cloud.google.com/artifact-registry/docs/integrate-cloud-run). A new
+  # digest changes the configuration, so it is a new revision; a tag that moved would not be.
+  # scripts/deploy.sh passes the digests; without one the module's precondition refuses the plan.
+  images = {
+    for name in keys(local.topology) : name => "${local.image_base}/${name}@${lookup(var.image_digests, name, "")}"
+  }
+
   # Callers of internal-ingress services send everything through the VPC: only then do their
   # calls count as internal (see network.tf).
   vpc_egress = {
@@ -42,6 +51,15 @@ resource "google_artifact_registry_repository" "images" {
   description   = "Images of the routeguide services"
   labels        = local.common_labels
 
+  # A tag names one image forever: pushing an existing tag again fails (google provider:
+  # google_artifact_registry_repository docker_config.immutable_tags, "prevents all tags from
+  # being modified, moved or deleted. This does not prevent tags from being created";
+  # website/docs/r/artifact_registry_repository.html.markdown). scripts/deploy.sh gives every
+  # build of uncommitted changes a tag of its own.
+  docker_config {
+    immutable_tags = true
+  }
+
   depends_on = [google_project_service.apis]
 }
 
@@ -71,7 +89,7 @@ module "stats" {
   region              = var.region
   name                = "stats"
   service_account_id  = local.topology.stats.service_account_id
-  image               = "${local.image_base}/stats:${var.image_tag}"
+  image               = local.images.stats
   health_service      = "stats.v1.StatsService"
   ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
   labels              = local.common_labels
@@ -92,6 +110,19 @@ module "stats" {
   # Only the gateway may name a call's end user (x-end-user), here and in route.
   end_user_from = [module.gateway.service_account_email]
 
+  # The Cloud SQL connector (cloudsql.instances.connect, in roles/cloudsql.client) and IAM
+  # database login (cloudsql.instances.login, in roles/cloudsql.instanceUser), on stats' own
+  # instance only: Cloud SQL supports IAM Conditions on an instance's resource.name and
+  # resource.type ("Allow users to connect to specific instances",
+  # https://cloud.google.com/sql/docs/postgres/iam-conditions). The module grants them before
+  # it creates the service, whose startup probe waits for the database.
+  project_roles = {
+    for role in ["roles/cloudsql.client", "roles/cloudsql.instanceUser"] : role => {
+      title      = "stats database instance only"
+      expression = "resource.type == \"sqladmin.googleapis.com/Instance\" && resource.name == \"projects/${var.project_id}/instances/${google_sql_database_instance.stats.name}\""
+    }
+  }
+
   invokers = {
     gateway = module.gateway.service_account_member
     route   = module.route.service_account_member
@@ -110,7 +141,7 @@ module "route" {
   region              = var.region
   name                = "route"
   service_account_id  = local.topology.route.service_account_id
-  image               = "${local.image_base}/route:${var.image_tag}"
+  image               = local.images.route
   health_service      = "routeguide.v1.RouteGuideService"
   ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
   max_instances       = var.max_instances
@@ -141,7 +172,7 @@ module "gateway" {
   region              = var.region
   name                = "gateway"
   service_account_id  = local.topology.gateway.service_account_id
-  image               = "${local.image_base}/gateway:${var.image_tag}"
+  image               = local.images.gateway
   health_service      = "gateway.v1.GatewayService"
   ingress             = "INGRESS_TRAFFIC_ALL"
   min_instances       = var.gateway_min_instances
@@ -155,6 +186,10 @@ module "gateway" {
     ROUTE_URL = module.route.url
     STATS_URL = module.stats.url
   }
+
+  # A custom domain in front of the gateway: callers mint tokens for it, so Cloud Run's edge
+  # and the container both accept it (the module feeds custom_audiences and AUTH_AUDIENCES).
+  custom_audiences = var.gateway_custom_audiences
 
   # Off by default. On: anyone may call the gateway without a token (served as the anonymous
   # caller); route and stats are never public (the module refuses it).

@@ -19,13 +19,14 @@ variable "region" {
   }
 }
 
-variable "image_tag" {
-  description = "Tag of the three images to deploy, as pushed by scripts/deploy.sh (the git commit). Never latest: a tag names exactly what was built and tested."
-  type        = string
+variable "image_digests" {
+  description = "Digest of each service's image in the repository, e.g. { gateway = \"sha256:…\", route = …, stats = … }: scripts/deploy.sh passes what it built or found for the commit. The services run these exact images (a digest cannot move; each new one is a new revision)."
+  type        = map(string)
+  default     = {}
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest"
-    error_message = "image_tag must be a Docker tag (letters, digits, _ . -, up to 128) and not latest."
+    condition     = alltrue([for name, digest in var.image_digests : contains(["gateway", "route", "stats"], name) && can(regex("^sha256:[0-9a-f]{64}$", digest))])
+    error_message = "image_digests must map gateway, route and stats to sha256:<64 hex digits> (scripts/deploy.sh passes them)."
   }
 }
 
@@ -55,6 +56,17 @@ variable "gateway_public" {
   description = "Make the gateway public: calls without an ID token are served as the anonymous caller (a token that is sent must still verify), through Cloud Run's invoker_iam_disabled rather than an allUsers binding. route and stats are never public. Default false: only gateway_invokers, the topology's external invokers and routeguide-client may call it."
   type        = bool
   default     = false
+}
+
+variable "gateway_custom_audiences" {
+  description = "Other URLs the gateway is called by, e.g. [\"https://api.example.com\"] for a custom domain or a load balancer in front of it: ID tokens minted for them are accepted by Cloud Run (custom_audiences) and by the gateway itself (AUTH_AUDIENCES), besides its run.app URL."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for audience in var.gateway_custom_audiences : can(regex("^https://[^/?#,[:space:]]+$", audience))])
+    error_message = "gateway_custom_audiences must be https:// URLs without a path or trailing slash, as callers name them (e.g. https://api.example.com): the gateway compares a token's aud with them exactly."
+  }
 }
 
 variable "client_token_creators" {

@@ -5,94 +5,46 @@
 // outputs, and no variable declared but unused or used but undeclared.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { parse } from "@cdktf/hcl2json";
 import { loadTopology } from "@cloudrun-grpc/auth-client/topology";
-import { type Stack, startStack } from "@cloudrun-grpc/local-stack";
-import { serviceNames } from "@cloudrun-grpc/proto";
-import type * as grpc from "@grpc/grpc-js";
-import { failure, healthStatus } from "./support/grpc.js";
+import { gatewayConfigSchema } from "@cloudrun-grpc/gateway/config";
+import { type Stack, startService, startStack } from "@cloudrun-grpc/local-stack";
+import { createRouteGuideClient, serviceNames } from "@cloudrun-grpc/proto";
+import { parseConfig } from "@cloudrun-grpc/runtime";
+import { freePort } from "@cloudrun-grpc/test-support";
+import * as grpc from "@grpc/grpc-js";
+import {
+  collect,
+  deadline,
+  eventually,
+  failure,
+  healthStatus,
+  targetOf,
+  unary,
+} from "./support/grpc.js";
 import { describeLocalOnly } from "./support/target.js";
+import {
+  type Body,
+  block,
+  expr,
+  loadDir,
+  locals,
+  nested,
+  resource,
+  source,
+  type TerraformDir,
+  withoutComments,
+} from "./support/terraform.js";
 
 const infra = fileURLToPath(new URL("../infra", import.meta.url));
 const moduleDir = join(infra, "modules", "grpc-service");
 const topology = loadTopology().services;
-
-// hcl2json's shape: every block is a list of bodies; attributes are values, and any expression
-// that is not a plain literal is a "${...}" string.
-type Body = Record<string, unknown>;
-
-interface TerraformDir {
-  files: Record<string, string>;
-  config: Record<string, Record<string, Body[] | Record<string, Body[]>>>;
-}
-
-async function loadDir(dir: string): Promise<TerraformDir> {
-  const files: Record<string, string> = {};
-  const config: TerraformDir["config"] = {};
-  for (const name of readdirSync(dir).filter((file) => file.endsWith(".tf"))) {
-    const file = name;
-    files[name] = readFileSync(join(dir, name), "utf8");
-    const parsed = (await parse(name, files[name])) as TerraformDir["config"];
-    for (const [kind, blocks] of Object.entries(parsed)) {
-      config[kind] ??= {};
-      for (const [key, value] of Object.entries(blocks)) {
-        const merged: TerraformDir["config"][string] = config[kind];
-        if (kind === "resource" || kind === "data") {
-          // Keyed by type, then name: files add names to a type.
-          merged[key] ??= {};
-          const byName = merged[key] as Record<string, Body[]>;
-          for (const [name, bodies] of Object.entries(value as Record<string, Body[]>)) {
-            assert.ok(!(name in byName), `${kind} ${key}.${name} is declared twice in ${dir}`);
-            byName[name] = bodies;
-          }
-        } else if (kind === "locals" || kind === "terraform") {
-          // Unlabelled blocks: a list per file, kept side by side.
-          merged[`${file}#${key}`] = value;
-        } else {
-          assert.ok(!(key in merged), `${kind} "${key}" is declared twice in ${dir}`);
-          merged[key] = value;
-        }
-      }
-    }
-  }
-  return { files, config };
-}
-
-/** The single body of a block such as `module "route"`. */
-function block(dir: TerraformDir, kind: string, name: string): Body {
-  const bodies = dir.config[kind]?.[name] as Body[] | undefined;
-  assert.ok(bodies, `no ${kind} "${name}"`);
-  assert.equal(bodies.length, 1);
-  return bodies[0] as Body;
-}
-
-/** `resource "<type>" "<name>"`. */
-function resource(dir: TerraformDir, type: string, name: string): Body {
-  const bodies = (dir.config.resource?.[type] as Record<string, Body[]> | undefined)?.[name];
-  assert.ok(bodies, `no resource ${type}.${name}`);
-  return bodies[0] as Body;
-}
-
-/** A nested block by path, e.g. nested(service, "template", "containers"). */
-function nested(body: Body, ...path: string[]): Body {
-  let current = body;
-  for (const key of path) {
-    const value = current[key];
-    assert.ok(Array.isArray(value) && value.length === 1, `expected one ${key} block`);
-    current = value[0] as Body;
-  }
-  return current;
-}
-
-/** How hcl2json writes an expression attribute: "${<expression>}". */
-const expr = (expression: string) => `$\{${expression}}`;
-
-const withoutComments = (text: string) => text.replace(/^\s*(#|\/\/).*$/gm, "");
 
 /** The services each service calls, from the topology. */
 function callees(service: string): string[] {
@@ -102,14 +54,51 @@ function callees(service: string): string[] {
     .sort();
 }
 
-/** The HCL source of an expression attribute as hcl2json gives it ("${<expression>}"). */
-const source = (value: unknown) => {
-  const text = String(value);
-  assert.ok(text.startsWith("${") && text.endsWith("}"), `not an expression: ${text}`);
-  return text.slice(2, -1);
-};
-
 const terraformFound = !spawnSync("terraform", ["version"], { stdio: "ignore" }).error;
+
+/** A module input image as the root passes it: by digest. */
+const sampleImage = `europe-west1-docker.pkg.dev/my-project/routeguide/svc@sha256:${"0".repeat(64)}`;
+
+// How long a stop may take past SHUTDOWN_GRACE_MS, from the code: when the grace is over,
+// startGrpcServer ends the calls still open and force-closes the server 100 ms later
+// (packages/runtime/src/server.ts); startService then gives afterShutdown what is left of the
+// grace but at least 1000 ms, and runService waits up to 1000 ms for the logger to flush before
+// it exits (packages/runtime/src/lifecycle.ts). Cloud Run sends SIGKILL 10 s after SIGTERM
+// (https://cloud.google.com/run/docs/container-contract#instance-shutdown); a stop must end
+// this long before that, for the scheduling of a busy instance.
+const forceCloseMs = 100;
+const afterShutdownMinMs = 1000;
+const logFlushMaxMs = 1000;
+const cloudRunKillMs = 10_000;
+const marginMs = 1500;
+const worstStop = (graceMs: number) => graceMs + forceCloseMs + afterShutdownMinMs + logFlushMaxMs;
+
+/**
+ * The root's variables.tf evaluated by terraform with the given values (validations included),
+ * without providers. Returns terraform's error, if any.
+ */
+function evaluateRootVariables(values: Record<string, unknown>): string | undefined {
+  const dir = mkdtempSync(join(tmpdir(), "infra-variables-"));
+  try {
+    writeFileSync(join(dir, "variables.tf"), root.files["variables.tf"] as string);
+    writeFileSync(
+      join(dir, "terraform.tfvars.json"),
+      JSON.stringify({ project_id: "my-project", ...values }),
+    );
+    const run = (args: string[]) =>
+      spawnSync("terraform", args, {
+        cwd: dir,
+        encoding: "utf8",
+        env: { ...process.env, TF_IN_AUTOMATION: "1", CHECKPOINT_DISABLE: "1" },
+      });
+    const init = run(["init", "-input=false", "-no-color"]);
+    assert.equal(init.status, 0, init.stderr);
+    const plan = run(["plan", "-input=false", "-no-color"]);
+    return plan.status === 0 ? undefined : plan.stderr.replace(/\s+/g, " ");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /**
  * The module's own expressions, evaluated by terraform itself with the given inputs: its
@@ -122,7 +111,7 @@ function evaluateModule(inputs: Record<string, unknown>): {
   env?: Record<string, string>;
   invokerIamDisabled?: boolean;
 } {
-  const locals = Object.assign({}, ...Object.values(module_.config.locals ?? {})) as Body;
+  const moduleLocals = locals(module_);
   const service = resource(module_, "google_cloud_run_v2_service", "this");
   const preconditions = (nested(service, "lifecycle").precondition ?? []) as Body[];
   const dir = mkdtempSync(join(tmpdir(), "grpc-service-eval-"));
@@ -135,7 +124,7 @@ function evaluateModule(inputs: Record<string, unknown>): {
         // The real one reads the project number from a data source (a provider).
         '  url = "https://svc-123.europe-west1.run.app"',
         ...["invoker_emails", "allowed_invokers", "container_env"].map(
-          (name) => `  ${name} = ${source(locals[name])}`,
+          (name) => `  ${name} = ${source(moduleLocals[name])}`,
         ),
         "}",
         'output "env" {',
@@ -153,7 +142,7 @@ function evaluateModule(inputs: Record<string, unknown>): {
       project_id: "my-project",
       region: "europe-west1",
       service_account_id: "svc-account",
-      image: "image",
+      image: sampleImage,
       health_service: "x.v1.X",
       ingress: "INGRESS_TRAFFIC_ALL",
       ...inputs,
@@ -232,24 +221,28 @@ describe("infra: the grpc-service module", () => {
     assert.equal(binding.for_each, expr("var.invokers"));
     assert.equal(binding.role, "roles/run.invoker");
     assert.equal(binding.member, expr("each.value"));
-    // Blocks without labels (locals, terraform) are lists of bodies, merged here by index.
-    const locals = Object.assign({}, ...Object.values(module_.config.locals ?? {})) as Body;
-    assert.match(String(locals.invoker_emails), /values\(var\.invokers\)/);
-    assert.match(String(locals.allowed_invokers), /for label, member in var\.invokers/);
+    const moduleLocals = locals(module_);
+    assert.match(String(moduleLocals.invoker_emails), /values\(var\.invokers\)/);
+    assert.match(String(moduleLocals.allowed_invokers), /for label, member in var\.invokers/);
     assert.match(
-      String(locals.container_env),
+      String(moduleLocals.container_env),
       /AUTH_ALLOWED_INVOKERS\s*=\s*join\(",", local\.allowed_invokers\)/,
     );
-    assert.match(String(locals.container_env), /AUTH_AUDIENCES\s*=\s*local\.url/);
     assert.match(
-      String(locals.container_env),
+      String(moduleLocals.container_env),
+      /AUTH_AUDIENCES\s*=\s*join\(",", concat\(\[local\.url\], var\.custom_audiences\)\)/,
+    );
+    assert.match(
+      String(moduleLocals.container_env),
       /AUTH_MODE\s*=\s*var\.public \? "optional" : "verify"/,
     );
   });
 
   test("gives every service its project id, so log lines link their trace to Cloud Trace", () => {
-    const locals = Object.assign({}, ...Object.values(module_.config.locals ?? {})) as Body;
-    assert.match(String(locals.container_env), /GOOGLE_CLOUD_PROJECT\s*=\s*var\.project_id/);
+    assert.match(
+      String(locals(module_).container_env),
+      /GOOGLE_CLOUD_PROJECT\s*=\s*var\.project_id/,
+    );
   });
 
   test("sets the request timeout from a variable that defaults to Cloud Run's maximum, 3600 s", () => {
@@ -424,11 +417,131 @@ describe("infra: the root, against infra/topology.json", () => {
       { name: "cloudsql.iam_authentication", value: "on" },
     ]);
     assert.equal(nested(settings, "ip_configuration").ssl_mode, "ENCRYPTED_ONLY");
-    const access = resource(root, "google_project_iam_member", "stats_database_access");
-    assert.equal(access.member, expr("module.stats.service_account_member"));
     for (const [file, text] of Object.entries(root.files)) {
       assert.doesNotMatch(withoutComments(text), /password\s*=/, `${file} sets a password`);
     }
+  });
+
+  test("stats' Cloud SQL roles hold on its own instance only, and are in place before its service", () => {
+    // Granted by the module to stats' own account, each with the condition the root gives.
+    const grant = resource(module_, "google_project_iam_member", "project_roles");
+    assert.equal(grant.for_each, expr("var.project_roles"));
+    assert.equal(grant.role, expr("each.key"));
+    assert.equal(grant.member, `serviceAccount:${expr("google_service_account.this.email")}`);
+    assert.deepEqual(
+      {
+        title: nested(grant, "condition").title,
+        expression: nested(grant, "condition").expression,
+      },
+      { title: expr("each.value.title"), expression: expr("each.value.expression") },
+    );
+    const service = resource(module_, "google_cloud_run_v2_service", "this");
+    assert.deepEqual(service.depends_on, [expr("google_project_iam_member.project_roles")]);
+    // Both roles, on stats' instance (resource.type and resource.name: Cloud SQL's IAM
+    // Conditions, https://cloud.google.com/sql/docs/postgres/iam-conditions).
+    const roles = source(block(root, "module", "stats").project_roles);
+    assert.match(
+      roles,
+      /for role in \["roles\/cloudsql\.client", "roles\/cloudsql\.instanceUser"\] : role =>/,
+    );
+    assert.ok(
+      roles.includes(
+        `expression = "resource.type == \\"sqladmin.googleapis.com/Instance\\" && resource.name == \\"projects/${expr("var.project_id")}/instances/${expr("google_sql_database_instance.stats.name")}\\""`,
+      ),
+      roles,
+    );
+    for (const name of ["gateway", "route"]) {
+      assert.ok(
+        !("project_roles" in block(root, "module", name)),
+        `module ${name}: no project roles`,
+      );
+    }
+    // No project-wide grant to a service's account anywhere else.
+    const projectGrants = Object.keys(
+      (root.config.resource?.google_project_iam_member ?? {}) as Record<string, Body[]>,
+    );
+    assert.deepEqual(projectGrants, ["builder_writes_logs"]);
+  });
+
+  test("each service runs its image by digest from the repository, whose tags are immutable", () => {
+    for (const name of Object.keys(topology)) {
+      assert.equal(
+        block(root, "module", name).image,
+        expr(`local.images.${name}`),
+        `module ${name}`,
+      );
+    }
+    assert.match(
+      String(locals(root).images),
+      /"\$\{local\.image_base\}\/\$\{name\}@\$\{lookup\(var\.image_digests, name, ""\)\}"/,
+    );
+    const repository = resource(root, "google_artifact_registry_repository", "images");
+    assert.equal(nested(repository, "docker_config").immutable_tags, true);
+    const service = resource(module_, "google_cloud_run_v2_service", "this");
+    const preconditions = nested(service, "lifecycle").precondition as Body[];
+    assert.ok(
+      preconditions.some((check) => String(check.condition).includes("@sha256:[0-9a-f]{64}$")),
+      "the module refuses an image without a digest",
+    );
+  });
+
+  test("Cloud Build's builder image is pinned by digest, the same in every step, and pushes each service's image", () => {
+    const config = readFileSync(join(infra, "cloudbuild.yaml"), "utf8");
+    const builders = [...config.matchAll(/^ {4}name: (\S+)$/gm)].map(([, name]) => name);
+    assert.equal(builders.length, Object.keys(topology).length);
+    for (const builder of builders) {
+      assert.match(builder as string, /^gcr\.io\/cloud-builders\/docker@sha256:[0-9a-f]{64}$/);
+    }
+    assert.equal(new Set(builders).size, 1, "one builder for every step");
+    const images = [...config.matchAll(/^ {2}- "(\S+)"$/gm)].map(([, image]) => image);
+    assert.deepEqual(
+      images,
+      Object.keys(topology).map((name) => `\${_IMAGE_BASE}/${name}:\${_TAG}`),
+    );
+    for (const image of images) assert.ok(config.includes(`"-t", "${image}"`), image);
+  });
+
+  test("custom audiences reach Cloud Run's custom_audiences and the container's AUTH_AUDIENCES alike (the gateway's, from a variable)", () => {
+    const service = resource(module_, "google_cloud_run_v2_service", "this");
+    assert.equal(service.custom_audiences, expr("var.custom_audiences"));
+    assert.deepEqual(block(module_, "variable", "custom_audiences").default, []);
+    assert.equal(
+      block(root, "module", "gateway").custom_audiences,
+      expr("var.gateway_custom_audiences"),
+    );
+    for (const name of ["route", "stats"]) {
+      assert.ok(!("custom_audiences" in block(root, "module", name)), `module ${name}`);
+    }
+  });
+
+  test("a stop fits in Cloud Run's 10 s with a margin: the grace Terraform sets plus what the code adds", () => {
+    const variable = block(module_, "variable", "shutdown_grace_ms");
+    const grace = variable.default as number;
+    assert.match(
+      String(locals(module_).container_env),
+      /SHUTDOWN_GRACE_MS\s*=\s*tostring\(var\.shutdown_grace_ms\)/,
+    );
+    for (const name of Object.keys(topology)) {
+      assert.ok(
+        !("shutdown_grace_ms" in block(root, "module", name)),
+        `module ${name} keeps the default`,
+      );
+    }
+    assert.ok(
+      worstStop(grace) <= cloudRunKillMs - marginMs,
+      `a stop may take ${worstStop(grace)} ms, over ${cloudRunKillMs - marginMs} ms`,
+    );
+    // The largest grace the variable accepts fits too.
+    const [, largest] =
+      /var\.shutdown_grace_ms <= (\d+)/.exec(
+        String((variable.validation as Body[])[0]?.condition),
+      ) ?? [];
+    assert.ok(largest, "shutdown_grace_ms has an upper bound");
+    assert.ok(worstStop(Number(largest)) <= cloudRunKillMs - marginMs);
+    assert.ok(
+      worstStop(Number(largest) + 1) > cloudRunKillMs - marginMs,
+      "and no lower bound than needed",
+    );
   });
 
   test("outputs name only outputs the module declares", () => {
@@ -476,7 +589,7 @@ describe("infra: variables", () => {
     }
   });
 
-  test("terraform.tfvars.example sets only declared variables, and every required one but image_tag", async () => {
+  test("terraform.tfvars.example sets only declared variables, and every required one", async () => {
     const example = (await parse(
       "terraform.tfvars.example",
       readFileSync(join(infra, "terraform.tfvars.example"), "utf8"),
@@ -488,8 +601,8 @@ describe("infra: variables", () => {
       .map(([name]) => name);
     assert.deepEqual(
       required.filter((name) => !(name in example)),
-      ["image_tag"],
-      "scripts/deploy.sh passes image_tag; the example must set the other required variables",
+      [],
+      "the example must set every required variable (scripts/deploy.sh passes image_digests)",
     );
   });
 
@@ -619,6 +732,107 @@ describe("infra: the module's expressions, evaluated by terraform", () => {
   });
 });
 
+describe("infra: the module's deploy inputs, evaluated by terraform", () => {
+  const skip = terraformFound ? false : "terraform is not on PATH here";
+  const gatewaySa = "serviceAccount:gateway-svc@my-project.iam.gserviceaccount.com";
+
+  test("an image by tag is refused: only a digest names one image for good", { skip }, () => {
+    const refused = evaluateModule({
+      name: "route",
+      invokers: { gateway: gatewaySa },
+      image: "europe-west1-docker.pkg.dev/my-project/routeguide/route:abc123",
+    });
+    assert.match(refused.error ?? "", /image must name its digest/);
+  });
+
+  test("custom audiences join the service URL in AUTH_AUDIENCES, which the gateway's own config accepts", {
+    skip,
+  }, () => {
+    const peers = {
+      ROUTE_URL: "https://route-1.europe-west1.run.app",
+      STATS_URL: "https://stats-1.europe-west1.run.app",
+    };
+    const result = evaluateModule({
+      name: "gateway",
+      invokers: { client: gatewaySa },
+      peers,
+      custom_audiences: ["https://api.example.com"],
+    });
+    assert.equal(result.error, undefined, result.error);
+    assert.equal(
+      result.env?.AUTH_AUDIENCES,
+      "https://svc-123.europe-west1.run.app,https://api.example.com",
+    );
+    // The environment Terraform writes is one the gateway starts with.
+    const config = parseConfig(gatewayConfigSchema, { ...result.env });
+    assert.deepEqual(config.AUTH_AUDIENCES, [
+      "https://svc-123.europe-west1.run.app",
+      "https://api.example.com",
+    ]);
+    assert.equal(config.SHUTDOWN_GRACE_MS, block(module_, "variable", "shutdown_grace_ms").default);
+    const bad = evaluateModule({
+      name: "gateway",
+      invokers: { client: gatewaySa },
+      custom_audiences: ["https://api.example.com/"],
+    });
+    assert.match(bad.error ?? "", /custom_audiences must be https:\/\/ URLs/);
+  });
+
+  test("SHUTDOWN_GRACE_MS is the module's to set, within Cloud Run's 10 s", { skip }, () => {
+    const base = { name: "route", invokers: { gateway: gatewaySa } };
+    assert.equal(evaluateModule(base).env?.SHUTDOWN_GRACE_MS, "6000");
+    assert.equal(evaluateModule({ ...base, shutdown_grace_ms: 6400 }).error, undefined);
+    assert.match(
+      evaluateModule({ ...base, shutdown_grace_ms: 6401 }).error ?? "",
+      /shutdown_grace_ms must be 0 to 6400/,
+    );
+    assert.match(
+      evaluateModule({ ...base, env: { SHUTDOWN_GRACE_MS: "9000" } }).error ?? "",
+      /env must not set PORT \(Cloud Run sets it\), SHUTDOWN_GRACE_MS/,
+    );
+  });
+});
+
+describe("infra: the root's variables, evaluated by terraform", () => {
+  const skip = terraformFound ? false : "terraform is not on PATH here";
+
+  test("image_digests takes sha256 digests of gateway, route and stats, nothing else", {
+    skip,
+  }, () => {
+    const digest = `sha256:${"a".repeat(64)}`;
+    assert.equal(
+      evaluateRootVariables({ image_digests: { gateway: digest, route: digest, stats: digest } }),
+      undefined,
+    );
+    assert.match(
+      evaluateRootVariables({ image_digests: { gateway: "latest" } }) ?? "",
+      /image_digests must map gateway, route and stats to sha256/,
+    );
+    assert.match(
+      evaluateRootVariables({ image_digests: { worker: digest } }) ?? "",
+      /image_digests must map gateway, route and stats/,
+    );
+  });
+
+  test("gateway_custom_audiences takes https:// URLs as callers name them", { skip }, () => {
+    assert.equal(
+      evaluateRootVariables({ gateway_custom_audiences: ["https://api.example.com"] }),
+      undefined,
+    );
+    for (const audience of [
+      "https://api.example.com/",
+      "http://api.example.com",
+      "api.example.com",
+    ]) {
+      assert.match(
+        evaluateRootVariables({ gateway_custom_audiences: [audience] }) ?? "",
+        /gateway_custom_audiences must be https:\/\/ URLs/,
+        audience,
+      );
+    }
+  });
+});
+
 describe("infra: formatting", () => {
   test("is formatted as terraform fmt leaves it", (t) => {
     const found = spawnSync("terraform", ["version"], { stdio: "ignore" });
@@ -663,5 +877,50 @@ describeLocalOnly("infra: the probes against the running services", () => {
       healthStatus(`127.0.0.1:${stack.route.port}`, "routeguide.RouteGuide"),
     );
     assert.equal((error as grpc.ServiceError).code, 5);
+  });
+});
+
+describeLocalOnly("infra: the shutdown budget, measured", () => {
+  test("route's slowest stop with the grace Terraform sets (a call held open, stats unreachable) ends inside the budget", async () => {
+    const grace = block(module_, "variable", "shutdown_grace_ms").default as number;
+    // Nothing listens there: route's reports to stats stay queued, so at shutdown it waits
+    // for them as long as it may.
+    const deadStats = `http://127.0.0.1:${await freePort()}`;
+    const route = await startService({
+      name: "route",
+      env: { STATS_URL: deadStats, SHUTDOWN_GRACE_MS: String(grace) },
+    });
+    const client = createRouteGuideClient(targetOf(route.url), grpc.credentials.createInsecure());
+    try {
+      const chat = client.RouteChat(deadline(60_000));
+      const chatEnd = failure(collect(chat));
+      chat.write({ note: { location: { latitude: 1, longitude: 1 }, message: "held open" } });
+      await unary((done) =>
+        client.GetFeature({ point: { latitude: 1, longitude: 1 } }, deadline(), done),
+      );
+
+      const stopping = performance.now();
+      route.child.kill("SIGTERM");
+      assert.equal(await route.exited, 0);
+      const took = performance.now() - stopping;
+      assert.equal((await chatEnd).code, grpc.status.UNAVAILABLE);
+      const logged = await eventually(
+        async () => route.lines.join("\n"),
+        (lines) => lines.includes("grace period over") && lines.includes("reports lost"),
+        5_000,
+      );
+      assert.ok(logged.includes("reports lost"), "the flush waited for stats as long as it may");
+      // The slow path really ran (the grace, then the flush's whole second), and ended within
+      // the computed worst case, which leaves the margin before Cloud Run's SIGKILL.
+      assert.ok(took >= grace + afterShutdownMinMs, `stopped in ${Math.round(took)} ms`);
+      assert.ok(
+        took < worstStop(grace),
+        `stopped in ${Math.round(took)} ms, over ${worstStop(grace)} ms`,
+      );
+      assert.ok(worstStop(grace) <= cloudRunKillMs - marginMs);
+    } finally {
+      client.close();
+      await route.stop();
+    }
   });
 });

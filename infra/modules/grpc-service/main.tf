@@ -27,14 +27,17 @@ locals {
   container_env = merge(var.env, var.peers, {
     # optional: calls without a token are served as the anonymous caller; a token that is
     # present must still verify. Only with var.public (the gateway; see the precondition).
-    AUTH_MODE             = var.public ? "optional" : "verify"
-    AUTH_AUDIENCES        = local.url
+    AUTH_MODE = var.public ? "optional" : "verify"
+    # Its run.app URL and any custom audiences: the same list Cloud Run's edge accepts.
+    AUTH_AUDIENCES        = join(",", concat([local.url], var.custom_audiences))
     AUTH_ALLOWED_INVOKERS = join(",", local.allowed_invokers)
     # Whose x-end-user this service believes (the gateway's account); empty: nobody's.
     AUTH_END_USER_FROM = join(",", var.end_user_from)
     # Log lines name their trace as projects/<id>/traces/<trace>, which Cloud Logging links
     # to Cloud Trace (Cloud Run sets no variable with the project id).
     GOOGLE_CLOUD_PROJECT = var.project_id
+    # Within Cloud Run's 10 s between SIGTERM and SIGKILL, with a margin (see the variable).
+    SHUTDOWN_GRACE_MS = tostring(var.shutdown_grace_ms)
   })
 
   labels = merge(var.labels, { service = var.name, managed-by = "terraform" })
@@ -45,6 +48,24 @@ resource "google_service_account" "this" {
   account_id   = var.service_account_id
   display_name = "Cloud Run service ${var.name}"
   description  = "Identity of the ${var.name} service: the ID tokens it sends to the services it calls."
+}
+
+# Project roles the service's own account needs to start (stats: its Cloud SQL instance), each
+# limited by an IAM condition (google provider: google_project_iam_member's condition block,
+# expression and title required; website/docs/r/google_project_iam.html.markdown). The
+# service depends on them, so its first revision never starts without them.
+resource "google_project_iam_member" "project_roles" {
+  for_each = var.project_roles
+
+  project = var.project_id
+  role    = each.key
+  member  = "serviceAccount:${google_service_account.this.email}"
+
+  condition {
+    title       = each.value.title
+    expression  = each.value.expression
+    description = "Granted by the grpc-service module to the ${var.name} service."
+  }
 }
 
 resource "google_cloud_run_v2_service" "this" {
@@ -62,10 +83,23 @@ resource "google_cloud_run_v2_service" "this" {
   # allUsers binding. The container still checks every token that is sent (AUTH_MODE=optional).
   invoker_iam_disabled = var.public
 
+  # Audiences besides the run.app URL that Cloud Run's edge accepts in an ID token (google
+  # provider: google_cloud_run_v2_service.custom_audiences, "Specify each custom audience as
+  # the full URL in a string", website/docs/r/cloud_run_v2_service.html.markdown;
+  # https://cloud.google.com/run/docs/configuring/custom-audiences).
+  # AUTH_AUDIENCES gets the same list, so the container accepts exactly what the edge does.
+  custom_audiences = var.custom_audiences
+
+  depends_on = [google_project_iam_member.project_roles]
+
   lifecycle {
     precondition {
       condition     = !var.public || var.name == "gateway"
       error_message = "Only the gateway may be public: route and stats are internal services, and every call to them needs an ID token."
+    }
+    precondition {
+      condition     = can(regex("@sha256:[0-9a-f]{64}$", var.image))
+      error_message = "image must name its digest (<repository>/<service>@sha256:<64 hex digits>), not a tag: scripts/deploy.sh passes image_digests."
     }
     precondition {
       condition     = alltrue([for label in keys(var.invoker_methods) : contains(keys(var.invokers), label)])

@@ -29,7 +29,7 @@ variable "service_account_id" {
 }
 
 variable "image" {
-  description = "Container image, e.g. europe-west1-docker.pkg.dev/<project>/<repository>/route:<tag>."
+  description = "Container image by digest, e.g. europe-west1-docker.pkg.dev/<project>/<repository>/route@sha256:<digest> (a precondition refuses a tag)."
   type        = string
 
   validation {
@@ -109,13 +109,13 @@ variable "peers" {
 }
 
 variable "env" {
-  description = "More environment variables for the container (limits, log level, ...). PORT is set by Cloud Run, AUTH_* by this module: neither may be set here."
+  description = "More environment variables for the container (limits, log level, ...). PORT is set by Cloud Run, AUTH_* and SHUTDOWN_GRACE_MS by this module: none may be set here."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = alltrue([for key in keys(var.env) : key != "PORT" && !startswith(key, "AUTH_")])
-    error_message = "env must not set PORT (Cloud Run sets it) or AUTH_* (derived from the service URL and invokers)."
+    condition     = alltrue([for key in keys(var.env) : !contains(["PORT", "SHUTDOWN_GRACE_MS"], key) && !startswith(key, "AUTH_")])
+    error_message = "env must not set PORT (Cloud Run sets it), SHUTDOWN_GRACE_MS (shutdown_grace_ms, checked against Cloud Run's 10 s) or AUTH_* (derived from the service URL and invokers)."
   }
 }
 
@@ -200,4 +200,40 @@ variable "deletion_protection" {
   description = "Refuse terraform destroy of the service."
   type        = bool
   default     = true
+}
+
+variable "custom_audiences" {
+  description = "Audiences besides the service's run.app URL that callers' ID tokens may carry (a custom domain, a load balancer): https:// URLs as callers name them. Cloud Run's edge accepts them (custom_audiences) and so does the container (AUTH_AUDIENCES)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for audience in var.custom_audiences : can(regex("^https://[^/?#,[:space:]]+$", audience))])
+    error_message = "custom_audiences must be https:// URLs without a path or trailing slash (e.g. https://api.example.com): the container compares a token's aud with them exactly."
+  }
+}
+
+variable "project_roles" {
+  description = "Project roles for the service's own account, each limited by an IAM condition ({ title, expression } in CEL, e.g. on one Cloud SQL instance's resource.name), granted before the service is created."
+  type = map(object({
+    title      = string
+    expression = string
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for role, condition in var.project_roles : startswith(role, "roles/") && length(trimspace(condition.expression)) > 0])
+    error_message = "project_roles must map roles/<name> to a non-empty condition expression."
+  }
+}
+
+variable "shutdown_grace_ms" {
+  description = "SHUTDOWN_GRACE_MS: how long calls in flight may run after SIGTERM. Cloud Run sends SIGKILL 10 s after SIGTERM; a stop takes at most this plus 2.1 s (0.1 s for the last statuses to be written, then afterShutdown gets at least 1 s, then up to 1 s to flush the logs: runService and startService in packages/runtime/src/lifecycle.ts, startGrpcServer in server.ts). 6 s leaves 1.9 s to spare; test/infra.test.ts checks the sum and measures a real stop."
+  type        = number
+  default     = 6000
+
+  validation {
+    condition     = var.shutdown_grace_ms >= 0 && var.shutdown_grace_ms <= 6400
+    error_message = "shutdown_grace_ms must be 0 to 6400: a stop takes it plus up to 2.1 s, and at least 1.5 s of Cloud Run's 10 s between SIGTERM and SIGKILL must stay spare."
+  }
 }
