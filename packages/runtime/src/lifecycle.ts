@@ -30,7 +30,8 @@ export interface ServiceSetup {
   /**
    * After the server has closed: flush what must not be lost, close clients. Gets what is
    * left of the grace period (at least 1 s), so the whole stop stays within
-   * SHUTDOWN_GRACE_MS + 1 s, inside Cloud Run's 10 s when the grace is the default 8 s.
+   * SHUTDOWN_GRACE_MS + 2.1 s with the last statuses and the logs written out: 8.1 s with the
+   * default 6 s, inside Cloud Run's 10 s.
    */
   afterShutdown?: (remainingMs: number) => Promise<void>;
 }

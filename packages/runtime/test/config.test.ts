@@ -34,7 +34,7 @@ describe("parseConfig with serverEnv and peerUrlVar", () => {
       LOG_FORMAT: "json",
       LOG_RPC_SAMPLE_RATE: 1,
       CHANNELZ_ENABLED: false,
-      SHUTDOWN_GRACE_MS: 8000,
+      SHUTDOWN_GRACE_MS: 6000,
       PEER_URL: { url: "http://127.0.0.1:50052", target: "127.0.0.1:50052", secure: false },
     });
   });
@@ -70,7 +70,7 @@ describe("parseConfig with serverEnv and peerUrlVar", () => {
     assert.equal(config.PORT, 8080);
     assert.equal(config.HOST, "0.0.0.0");
     assert.equal(config.LOG_LEVEL, "info");
-    assert.equal(config.SHUTDOWN_GRACE_MS, 8000);
+    assert.equal(config.SHUTDOWN_GRACE_MS, 6000);
   });
 
   test("set values are parsed and trimmed", () => {
