@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { delimiter, join, sep } from "node:path";
 import { after, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -36,6 +36,14 @@ function startStackCommand(command: string, args: string[], env: Record<string, 
   const dataDir = mkdtempSync(join(tmpdir(), "stack-data-"));
   // Without node --test's marker: the stack is no test process.
   const { NODE_TEST_CONTEXT: _context, LOG_LEVEL: _level, ...inherited } = process.env;
+  // A user's shell, not a pnpm script's: when `pnpm test` runs this, PATH starts with
+  // node_modules/.bin, whose `node` is pnpm's shell shim (it runs node as a child and passes no
+  // signal on), and `pnpm` (#!/usr/bin/env node) would start through it: the pid signalled
+  // would be the shim's, not pnpm's.
+  inherited.PATH = (inherited.PATH ?? "")
+    .split(delimiter)
+    .filter((entry) => !entry.endsWith(`node_modules${sep}.bin`) && !entry.includes("node-gyp-bin"))
+    .join(delimiter);
   const child = spawn(command, args, {
     cwd: repoRoot,
     detached: true,

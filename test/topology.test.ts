@@ -1,7 +1,8 @@
 // infra/topology.json is the one source of the call graph: it must allow exactly the calls
 // the code makes, method by method. Each service's config names the peers it calls
 // (`<PEER>_URL`; the AUTH_* settings and stats' STATS_DATABASE_URL are not peers), and its
-// sources name the methods it calls on each (`<client>.<Method>(`, a method of the peer's
+// sources name the methods it calls on each (`<client>.<Method>(`, or `peerPath("<Method>")` for
+// the gateway's pass-through methods, a method of the peer's
 // service in the .proto contracts).
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
@@ -14,7 +15,7 @@ import {
   topologyMethodEdges,
 } from "@cloudrun-grpc/auth-client/topology";
 import { gatewayConfigSchema } from "@cloudrun-grpc/gateway/config";
-import { packageDefinition, serviceNames } from "@cloudrun-grpc/proto";
+import { packageDefinition, passThroughMethods, serviceNames } from "@cloudrun-grpc/proto";
 import { routeConfigSchema } from "@cloudrun-grpc/route/config";
 import { statsConfigSchema } from "@cloudrun-grpc/stats/config";
 
@@ -54,8 +55,13 @@ function calledMethods(caller: string, callee: string): string[] {
         .replace(/\/\/.*$/gm, ""),
     )
     .join("\n");
+  // The gateway's pass-through methods call the peer by path: `peerPath("WatchStats")`.
+  const byPath = Object.entries(passThroughMethods)
+    .filter(([ours]) => new RegExp(`peerPath\\("${ours}"\\)`).test(sources))
+    .filter(([, peer]) => peer.service === contract)
+    .map(([, peer]) => peer.method as string);
   return methods
-    .filter((method) => new RegExp(`\\.${method}\\(`).test(sources))
+    .filter((method) => new RegExp(`\\.${method}\\(`).test(sources) || byPath.includes(method))
     .map((method) => `${caller}→${callee}/${method}`);
 }
 
