@@ -10,15 +10,16 @@
 //                          (every method of the service, and reflection), or
 //                          email=Method1|Method2 (only those methods of the service's own API).
 //   AUTH_ISSUER, AUTH_JWKS_URL   the token issuer and its keys; default: Google.
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
-import { endUserInterceptor, endUserPolicy } from "./end-user.js";
+import { endUserPolicy } from "./end-user.js";
 import { idTokenInterceptor } from "./interceptors.js";
 import {
   type AllowedInvoker,
   parseAllowedInvoker,
   serverAuthInterceptor,
   verifiedCaller,
+  verifiedCallerKey,
 } from "./server-auth.js";
 import { IdTokenSources } from "./tokens.js";
 import { googleIssuers, IdTokenVerifier } from "./verify.js";
@@ -226,9 +227,8 @@ export function serviceAuth(
 ): ServiceAuth {
   if (config.AUTH_MODE === "off") {
     logger?.warn({ authMode: "off" }, "AUTH_MODE=off: calls are not checked and carry no tokens");
-    // Nothing is verified, so no caller's x-end-user is believed: every claim is dropped.
     return {
-      serverInterceptors: [endUserInterceptor([], logger)],
+      serverInterceptors: [unverifiedCalls(logger)],
       clientInterceptors: () => [],
       callerOf: () => "",
     };
@@ -279,4 +279,25 @@ export function serviceAuth(
     },
     callerOf: verifiedCaller,
   };
+}
+
+/**
+ * AUTH_MODE=off: nothing is verified, so nothing a caller says about identity is kept: its own
+ * x-verified-caller (handlers would count the call for it) and any end-user claim (dropped,
+ * with the policy's warning).
+ */
+function unverifiedCalls(logger?: AuthLogger): grpc.ServerInterceptor {
+  const dropClaims = endUserPolicy([], logger);
+  return (method, call) =>
+    new grpc.ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata(metadata, accept) {
+            metadata.remove(verifiedCallerKey);
+            dropClaims(metadata, method.path);
+            accept(metadata);
+          },
+        });
+      },
+    });
 }

@@ -6,7 +6,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { type LocalTokenAuthority, startLocalTokenAuthority } from "@cloudrun-grpc/local-authority";
 import * as grpc from "@grpc/grpc-js";
-import { endUserSources } from "../src/config.js";
+import { endUserSources, serviceAuth } from "../src/config.js";
 import {
   endUser,
   endUserForwardingInterceptor,
@@ -14,7 +14,7 @@ import {
   endUserKey,
 } from "../src/end-user.js";
 import { fixedToken, idTokenInterceptor } from "../src/interceptors.js";
-import { serverAuthInterceptor } from "../src/server-auth.js";
+import { serverAuthInterceptor, verifiedCaller } from "../src/server-auth.js";
 import { IdTokenVerifier } from "../src/verify.js";
 
 const gateway = "gateway-svc@local-project.iam.gserviceaccount.com";
@@ -291,4 +291,44 @@ test("endUserSources: none with AUTH_MODE=off; a warning when verify has none", 
   assert.deepEqual(warnings, []);
   assert.deepEqual(endUserSources({ AUTH_MODE: "verify", AUTH_END_USER_FROM: [] }, logger), []);
   assert.match(warnings[0] ?? "", /AUTH_END_USER_FROM is empty/);
+});
+
+test("AUTH_MODE=off: a caller's own x-verified-caller and x-end-user never reach the handler", async () => {
+  const warnings: string[] = [];
+  const logger = { warn: (_details: object, message: string) => warnings.push(message) };
+  const auth = serviceAuth(
+    {
+      AUTH_MODE: "off",
+      AUTH_AUDIENCES: [],
+      AUTH_ALLOWED_INVOKERS: [],
+      AUTH_END_USER_FROM: [gateway],
+    },
+    logger,
+  );
+  const server = new grpc.Server({ interceptors: auth.serverInterceptors });
+  server.addService(echoService, {
+    Echo(call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
+      callback(null, Buffer.from(`[${verifiedCaller(call.metadata)}|${endUser(call.metadata)}]`));
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    ),
+  );
+  const echoClient = new EchoClient(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+  ) as unknown as EchoClient;
+  try {
+    const spoofed = new grpc.Metadata();
+    spoofed.set("x-verified-caller", gateway);
+    spoofed.set(endUserKey, client);
+    spoofed.set("x-accepted-end-user", client);
+    assert.equal(await echo(echoClient, spoofed), "[|]");
+    assert.ok(warnings.some((message) => message.includes(`${endUserKey} dropped`)));
+  } finally {
+    echoClient.close();
+    server.forceShutdown();
+  }
 });

@@ -56,20 +56,41 @@ export interface RecordRouteRequestShape {
 const pointField = 1;
 const endOfRouteField = 2;
 
-/** Reads which of RecordRouteRequest's fields are set; throws on malformed bytes. */
+/** A RecordRouteRequest whose known fields come with another wire type than the contract's. */
+export class WrongWireType extends Error {
+  constructor(readonly field: string) {
+    super(`${field} has the wrong wire type`);
+    this.name = "WrongWireType";
+  }
+}
+
+const varint = 0;
+const lengthDelimited = 2;
+
+/**
+ * Reads which of RecordRouteRequest's fields are set; throws on malformed bytes, and
+ * WrongWireType when point or end_of_route come with another wire type than the contract's:
+ * protobufjs's decoder (route's) reads a known field whatever its wire type, so bytes this
+ * function read as "no end" could be an end_of_route to route.
+ */
 export function recordRouteRequestShape(bytes: Buffer): RecordRouteRequestShape {
   const reader = protobuf.Reader.create(bytes);
   const shape = { hasPoint: false, endOfRoute: false };
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
     const field = tag >>> 3;
-    if (field === endOfRouteField && (tag & 7) === 0) {
+    const wireType = tag & 7;
+    if (field === 0) throw new Error(`field number 0 at offset ${reader.pos}`);
+    if (field === endOfRouteField) {
+      if (wireType !== varint) throw new WrongWireType("end_of_route");
       // proto3: the last value of a repeated scalar wins.
       shape.endOfRoute = reader.bool();
     } else {
-      if (field === 0) throw new Error(`field number 0 at offset ${reader.pos}`);
-      if (field === pointField) shape.hasPoint = true;
-      reader.skipType(tag & 7);
+      if (field === pointField) {
+        if (wireType !== lengthDelimited) throw new WrongWireType("point");
+        shape.hasPoint = true;
+      }
+      reader.skipType(wireType);
     }
   }
   return shape;

@@ -136,6 +136,16 @@ describe("reading pass-through bytes", () => {
       hasPoint: true,
       endOfRoute: true,
     });
+    // A known field with another wire type is refused: route's decoder would read field 2
+    // sent length-delimited (12 02 78 00) as end_of_route = true.
+    assert.throws(() => recordRouteRequestShape(Buffer.from([0x12, 0x02, 0x78, 0x00])), {
+      name: "WrongWireType",
+      message: "end_of_route has the wrong wire type",
+    });
+    assert.throws(() => recordRouteRequestShape(Buffer.from([0x08, 0x01])), {
+      name: "WrongWireType",
+      message: "point has the wrong wire type",
+    });
     // The last value of a field wins, as in any protobuf decoder; unknown fields are skipped.
     assert.deepEqual(recordRouteRequestShape(Buffer.from([0x10, 0x01, 0x78, 0x05, 0x10, 0x00])), {
       hasPoint: false,

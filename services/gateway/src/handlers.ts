@@ -9,6 +9,7 @@ import {
   idempotencyKeyHeader,
   keepBytes,
   peerPath,
+  type RecordRouteRequestShape,
   type RouteGuideServiceClient,
   recordRouteRequestShape,
   routeEndHeader,
@@ -143,8 +144,16 @@ export function gatewayHandlers({ route, stats, logger }: GatewayDependencies): 
             refuse("nothing may follow the end_of_route message");
             return undefined;
           }
-          // Well-formed already (the method's deserializer checked it).
-          const { hasPoint, endOfRoute } = recordRouteRequestShape(message);
+          // Well-formed already (the method's deserializer checked it); a known field with
+          // another wire type than the contract's is refused.
+          let shape: RecordRouteRequestShape;
+          try {
+            shape = recordRouteRequestShape(message);
+          } catch (error) {
+            refuse(`a RecordRouteRequest's ${(error as Error).message}`);
+            return undefined;
+          }
+          const { hasPoint, endOfRoute } = shape;
           if (endOfRoute) {
             if (hasPoint) refuse("the end_of_route message carries no point");
             clientSaidEnd = true;

@@ -5,9 +5,13 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
   createGatewayClient,
+  endOfRouteBytes,
+  explicitRouteEnd,
   type GatewayServiceClient,
   type gateway,
   idempotencyKeyHeader,
+  keepBytes,
+  routeEndHeader,
 } from "@cloudrun-grpc/proto";
 import { routeConfigSchema } from "@cloudrun-grpc/route/config";
 import { createRouteService } from "@cloudrun-grpc/route/service";
@@ -32,6 +36,7 @@ import { createGatewayService } from "../src/service.js";
 
 const ana = "ana@example.com";
 const bob = "bob@example.com";
+const carol = "carol@example.com";
 // A named feature of the bundled data set (services/route/data/features.json).
 const named = { latitude: 402_223_000, longitude: -749_300_000 };
 const namedFeature = "Red Orchard Market";
@@ -76,7 +81,7 @@ describe("gateway built in-process (createGatewayService), before route and stat
       ROUTE_URL: route.url,
       STATS_URL: stats.url,
       // End users call the gateway; the service identity calls route and stats.
-      AUTH_ALLOWED_INVOKERS: `${ana},${bob},${inProcessServiceEmail}`,
+      AUTH_ALLOWED_INVOKERS: `${ana},${bob},${carol},${inProcessServiceEmail}`,
     });
     services.push(gatewayService);
     client = createGatewayClient(gatewayService.target, grpc.credentials.createInsecure());
@@ -119,6 +124,45 @@ describe("gateway built in-process (createGatewayService), before route and stat
       `stats counted one route for ${bob}`,
       10_000,
     );
+  });
+
+  /** A RecordRoute of raw messages (bytes as a client of any language may send them). */
+  const rawRecordRoute = async (messages: Buffer[], explicitEnd = false) => {
+    const metadata = await as(carol);
+    if (explicitEnd) metadata.set(routeEndHeader, explicitRouteEnd);
+    return new Promise<Buffer>((resolve, reject) => {
+      const call = client.makeClientStreamRequest(
+        "/gateway.v1.GatewayService/RecordRoute",
+        keepBytes,
+        keepBytes,
+        metadata,
+        deadline(),
+        (error, response) => (error ? reject(error) : resolve(response as Buffer)),
+      );
+      for (const message of messages) call.write(message);
+      call.end();
+    });
+  };
+  const carolsRoutes = async () => (await callersCounts()).get(carol)?.routes ?? 0;
+
+  it("RecordRoute refuses an end_of_route with a point, a message after it, and one hidden in another wire type, counting none", async () => {
+    // point {latitude: 2, longitude: 2}; end_of_route = true; field 2 sent length-delimited,
+    // which route's decoder would read as end_of_route = true.
+    const point = Buffer.from([0x0a, 0x04, 0x08, 0x02, 0x10, 0x02]);
+    const cases: [string, Buffer[], RegExp][] = [
+      ["end with a point", [Buffer.concat([point, endOfRouteBytes])], /carries no point/],
+      ["a point after the end", [point, endOfRouteBytes, point], /nothing may follow/],
+      ["a hidden end", [point, Buffer.from([0x12, 0x02, 0x78, 0x00])], /wrong wire type/],
+    ];
+    for (const [what, messages, details] of cases) {
+      const error = await failure(rawRecordRoute(messages, true));
+      assert.equal(error.code, grpc.status.INVALID_ARGUMENT, what);
+      assert.match(error.details, details, what);
+    }
+    // Then one good route of carol's: once it is counted, it is the only one.
+    await rawRecordRoute([point, endOfRouteBytes], true);
+    await until(async () => (await carolsRoutes()) >= 1, `carol's good route counted`, 10_000);
+    assert.equal(await carolsRoutes(), 1, "only the good route counts");
   });
 
   it("ListFeatures and DescribeArea agree on the features of an area", async () => {
