@@ -1,82 +1,14 @@
 // A stand-in for Cloud Run's front end: terminates TLS (ALPN h2) with a certificate from a
 // test CA generated at test time, and passes the HTTP/2 bytes on to a service's h2c port.
-import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
 import { connect, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
-import forge from "node-forge";
 
-export interface TestCertificates {
-  /** PEM of the CA that signed the server certificate (what a client must trust). */
-  caPem: string;
-  caFile: string;
-  keyPem: string;
-  certPem: string;
-}
+// The test CA and server certificate (localhost and 127.0.0.1) are the local Cloud Run front
+// end's: one maker of certificates in the repository.
+import type { EdgeCertificates } from "@cloudrun-grpc/cloud-run-local";
 
-/** RSA keys from node:crypto (fast, native), handed to forge for the certificate work. */
-function rsaKeys() {
-  const { privateKey, publicKey } = generateKeyPairSync("rsa", {
-    modulusLength: 2048,
-    privateKeyEncoding: { type: "pkcs1", format: "pem" },
-    publicKeyEncoding: { type: "spki", format: "pem" },
-  });
-  return {
-    privateKey: forge.pki.privateKeyFromPem(privateKey),
-    publicKey: forge.pki.publicKeyFromPem(publicKey),
-  };
-}
-
-function newCertificate(subject: string, publicKey: forge.pki.PublicKey, serial: string) {
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = publicKey;
-  cert.serialNumber = serial;
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + 24 * 3600_000);
-  cert.setSubject([{ name: "commonName", value: subject }]);
-  return cert;
-}
-
-/** A throwaway CA and a server certificate for localhost / 127.0.0.1 signed by it. */
-export function makeTestCertificates(): TestCertificates {
-  const caKeys = rsaKeys();
-  const ca = newCertificate("cloudrun-grpc test CA", caKeys.publicKey, "01");
-  ca.setIssuer(ca.subject.attributes);
-  ca.setExtensions([
-    { name: "basicConstraints", cA: true, critical: true },
-    { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true },
-  ]);
-  ca.sign(caKeys.privateKey, forge.md.sha256.create());
-
-  const serverKeys = rsaKeys();
-  const server = newCertificate("localhost", serverKeys.publicKey, "02");
-  server.setIssuer(ca.subject.attributes);
-  server.setExtensions([
-    { name: "basicConstraints", cA: false },
-    { name: "keyUsage", digitalSignature: true, keyEncipherment: true },
-    { name: "extKeyUsage", serverAuth: true },
-    {
-      name: "subjectAltName",
-      altNames: [
-        { type: 2, value: "localhost" },
-        { type: 7, ip: "127.0.0.1" },
-      ],
-    },
-  ]);
-  server.sign(caKeys.privateKey, forge.md.sha256.create());
-
-  const caPem = forge.pki.certificateToPem(ca);
-  const caFile = join(mkdtempSync(join(tmpdir(), "test-ca-")), "ca.pem");
-  writeFileSync(caFile, caPem);
-  return {
-    caPem,
-    caFile,
-    keyPem: forge.pki.privateKeyToPem(serverKeys.privateKey),
-    certPem: forge.pki.certificateToPem(server),
-  };
-}
+export { makeEdgeCertificates as makeTestCertificates } from "@cloudrun-grpc/cloud-run-local";
+export type TestCertificates = EdgeCertificates;
 
 export interface TlsProxy {
   port: number;

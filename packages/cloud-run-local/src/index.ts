@@ -1,3 +1,4 @@
+export { type EdgeCertificates, makeEdgeCertificates } from "./certificates.js";
 export {
   type CloudRunLocal,
   type CloudRunLocalOptions,
