@@ -66,13 +66,13 @@ function startStackCommand(command: string, args: string[], env: Record<string, 
   return started;
 }
 
-const pnpmStart = (env: Record<string, string> = {}) => {
+const pnpmStart = (env: Record<string, string> = {}, args: string[] = []) => {
   try {
     execFileSync("pnpm", ["--version"]);
   } catch {
     throw new Error("this test needs pnpm on PATH, as the README's commands do");
   }
-  return startStackCommand("pnpm", ["start"], env);
+  return startStackCommand("pnpm", ["start", ...args], env);
 };
 
 /** Waits for the stack's facts file: the stack is up and its demo is over. */
@@ -123,9 +123,12 @@ async function allGone(pids: number[], timeoutMs: number, started: Started): Pro
   }
 }
 
-const processesOf = (facts: StackFacts) => [
+const processesOf = (facts: StackFacts): number[] => [
   facts.pid,
-  ...Object.values(facts.services).map((service) => service.pid),
+  ...Object.values(facts.services).map((service) => {
+    assert.ok(service.pid, "pnpm start (processes mode) names each service's pid");
+    return service.pid;
+  }),
 ];
 const portOf = (url: string) => Number(new URL(url).port);
 
@@ -276,14 +279,56 @@ describeLocalOnly("pnpm start", () => {
     assert.ok(!existsSync(start.factsFile));
   });
 
-  test("pnpm killed outright: the stack sees its parent gone and stops everything", {
+  test("pnpm start --cloud-run: each service behind its local Cloud Run front end, each scale event printed, the CLI through the front end; pnpm killed outright, the stack sees its parent gone and stops every instance", {
     timeout: 300_000,
   }, async () => {
-    const start = pnpmStart();
+    const start = pnpmStart({ CLOUD_RUN_CONCURRENCY: "2" }, ["--cloud-run"]);
     const facts = await factsOf(start);
+    assert.equal(facts.mode, "cloud-run");
+    const shown = start.output();
+    for (const [name, { url }] of Object.entries(facts.services)) {
+      assert.match(url, /^https:\/\/localhost:\d+$/);
+      assert.match(shown, new RegExp(`\n${name} +${url}  \\(`), `${name}'s front end is shown`);
+    }
+    const caFile = facts.env.GRPC_DEFAULT_SSL_ROOTS_FILE_PATH as string;
+    assert.ok(caFile && existsSync(caFile), "the front ends' CA is a file while the stack runs");
+    assert.ok(
+      shown.includes(
+        `\n  export GATEWAY_URL=${facts.env.GATEWAY_URL} GCE_METADATA_HOST=${facts.env.GCE_METADATA_HOST} GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=${caFile}\n`,
+      ),
+      shown,
+    );
+    // Each instance's start and readiness, as the front ends decided them; every one of them
+    // (the demo's load at a concurrency of 2 starts more than one of some) is a process.
+    const instances = [
+      ...shown.matchAll(/\[cloud-run\] (\w+): instance \S+ started \([^)]*\), pid (\d+)/g),
+    ].map((match) => ({ service: match[1], pid: Number(match[2]) }));
+    for (const service of ["gateway", "route", "stats"]) {
+      assert.ok(
+        instances.some((instance) => instance.service === service),
+        `${service}'s first instance is shown starting:\n${shown}`,
+      );
+      assert.match(shown, new RegExp(`\\[cloud-run\\] ${service}: instance ${service}-1 ready`));
+    }
+
+    // The CLI reaches the gateway through its front end with that environment alone.
+    const home = mkdtempSync(join(tmpdir(), "empty-home-"));
+    const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
+      env: { ...facts.env, HOME: home },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    rmSync(home, { recursive: true, force: true });
+    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
+    assert.match(cli.stdout, new RegExp(`caller ${facts.tokenAuthority.identity}: 1 routes`));
+
     process.kill(start.child.pid as number, "SIGKILL");
-    await allGone(processesOf(facts), gracePeriodMs, start);
+    await allGone([facts.pid, ...instances.map((instance) => instance.pid)], gracePeriodMs, start);
     assert.ok(!existsSync(start.factsFile), "the stack removed its facts file");
+    assert.ok(!existsSync(caFile), "and the CA's file");
+    for (const service of Object.values(facts.services)) {
+      assert.equal(await connectError(portOf(service.url)), "ECONNREFUSED");
+    }
     assertNothingLeft(start);
   });
 

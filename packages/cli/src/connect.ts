@@ -10,10 +10,15 @@ export type GatewayAuth =
   /** No token (a stack running with AUTH_MODE=off). */
   | { kind: "none" };
 
-/** A gateway client for `http://host:port` (h2c) or `https://…run.app` (TLS on 443). */
+/**
+ * A gateway client for `http://host:port` (h2c) or `https://…run.app` (TLS on 443).
+ * `rootCerts`: the CA (PEM) to trust instead of the default roots (the local Cloud Run front
+ * end's, which is made at run time).
+ */
 export function connectGateway(
   url: string,
   auth: GatewayAuth = { kind: "adc" },
+  options: { rootCerts?: Buffer } = {},
 ): GatewayServiceClient {
   const peer = parsePeerUrl(url);
   const tokens =
@@ -25,5 +30,6 @@ export function connectGateway(
   return connectPeer(peer, createGatewayClient, {
     service: serviceNames.gateway,
     interceptors: tokens ? [idTokenInterceptor(tokens)] : [],
+    rootCerts: options.rootCerts,
   });
 }

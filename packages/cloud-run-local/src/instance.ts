@@ -89,7 +89,9 @@ export class Instance {
     const port = await freePort();
     const child = spawn(process.execPath, [...(options.execArgv ?? []), options.entry], {
       env: { ...options.env, PORT: String(port) },
-      stdio: ["ignore", "pipe", "pipe"],
+      // stdin: a pipe never written to. A process that wants to end with the one that started
+      // it (the local stack preloads parent-watch) reads its end-of-file when that one is gone.
+      stdio: ["pipe", "pipe", "pipe"],
     });
     return new Instance(options.id, port, child, options.onLine);
   }

@@ -4,13 +4,27 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { CloudRunStack } from "./cloud-run-stack.js";
+import type { StackAuth } from "./local-auth.js";
 import type { Stack, StackServiceName } from "./stack.js";
 
 export interface StackFacts {
   /** The local-stack process (signal it to stop the stack). */
   pid: number;
-  /** For a shell (`export …`): the CLI reads GATEWAY_URL, google-auth-library GCE_METADATA_HOST. */
-  env: { GATEWAY_URL: string; GCE_METADATA_HOST: string };
+  /**
+   * processes: one process per service, h2c on loopback (`pnpm start`); cloud-run: each service
+   * behind its local Cloud Run front end (`pnpm start --cloud-run`).
+   */
+  mode: "processes" | "cloud-run";
+  /**
+   * For a shell (`export …`): the CLI reads GATEWAY_URL, google-auth-library
+   * GCE_METADATA_HOST, grpc-js GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (the front ends' CA, cloud-run).
+   */
+  env: {
+    GATEWAY_URL: string;
+    GCE_METADATA_HOST: string;
+    GRPC_DEFAULT_SSL_ROOTS_FILE_PATH?: string;
+  };
   /** Whether the gateway also serves calls without a token (GATEWAY_PUBLIC=true). */
   publicGateway: boolean;
   /** The local token authority, the stand-in for Google's. */
@@ -22,7 +36,8 @@ export interface StackFacts {
     metadataHost: string;
     identity: string;
   };
-  services: Record<StackServiceName, { url: string; pid: number }>;
+  /** Each service's URL; its process, in processes mode (Cloud Run's instances come and go). */
+  services: Record<StackServiceName, { url: string; pid?: number }>;
 }
 
 /** The facts file in `dataDir` (default: .stack-data in the repository). */
@@ -36,23 +51,50 @@ export function stackFactsOf(
   options: { pid: number; publicGateway: boolean },
 ): StackFacts {
   if (!stack.auth) throw new Error("a stack started without auth has no token authority");
-  const { authority, emails } = stack.auth;
-  const metadataHost = authority.metadataHosts.client as string;
+  const metadataHost = stack.auth.authority.metadataHosts.client as string;
   return {
     pid: options.pid,
+    mode: "processes",
     env: { GATEWAY_URL: stack.gateway.url, GCE_METADATA_HOST: metadataHost },
     publicGateway: options.publicGateway,
-    tokenAuthority: {
-      issuer: authority.issuer,
-      jwksUrl: authority.jwksUrl,
-      metadataHost,
-      identity: emails.client,
-    },
+    tokenAuthority: tokenAuthorityFacts(stack.auth),
     services: {
       gateway: { url: stack.gateway.url, pid: stack.gateway.child.pid ?? 0 },
       route: { url: stack.route.url, pid: stack.route.child.pid ?? 0 },
       stats: { url: stack.stats.url, pid: stack.stats.child.pid ?? 0 },
     },
+  };
+}
+
+/** The facts of the services under their local Cloud Run front ends (`pnpm start --cloud-run`). */
+export function cloudRunFactsOf(
+  stack: CloudRunStack,
+  options: { pid: number; publicGateway: boolean },
+): StackFacts {
+  return {
+    pid: options.pid,
+    mode: "cloud-run",
+    env: {
+      GATEWAY_URL: stack.urls.gateway,
+      GCE_METADATA_HOST: stack.auth.authority.metadataHosts.client as string,
+      GRPC_DEFAULT_SSL_ROOTS_FILE_PATH: stack.caFile,
+    },
+    publicGateway: options.publicGateway,
+    tokenAuthority: tokenAuthorityFacts(stack.auth),
+    services: {
+      gateway: { url: stack.urls.gateway },
+      route: { url: stack.urls.route },
+      stats: { url: stack.urls.stats },
+    },
+  };
+}
+
+function tokenAuthorityFacts(auth: StackAuth): StackFacts["tokenAuthority"] {
+  return {
+    issuer: auth.authority.issuer,
+    jwksUrl: auth.authority.jwksUrl,
+    metadataHost: auth.authority.metadataHosts.client as string,
+    identity: auth.emails.client,
   };
 }
 

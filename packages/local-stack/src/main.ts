@@ -1,14 +1,25 @@
-// `pnpm start`: the whole system on this machine, three processes, then a tour of every
-// gateway method, then it keeps running until Ctrl-C, SIGTERM or SIGHUP, or until the process
-// that started it is gone, and stops everything.
+// `pnpm start`: the whole system on this machine, then a tour of every gateway method, then it
+// keeps running until Ctrl-C, SIGTERM or SIGHUP, or until the process that started it is gone,
+// and stops everything.
 //
-// Ports: GATEWAY_PORT, ROUTE_PORT, STATS_PORT (default: free ports chosen before the start).
+// Two modes:
+//   pnpm start              three processes, h2c on loopback (the quickest to start and read);
+//   pnpm start --cloud-run  each service behind a local Cloud Run front end configured from
+//                           infra/ (https://localhost:<port>, invoker IAM at the edge, internal
+//                           ingress, concurrency, instances started and scaled in): each scale
+//                           event is printed as a [cloud-run] line.
+//
+// Ports: GATEWAY_PORT, ROUTE_PORT, STATS_PORT (default: free ports chosen before the start;
+// with --cloud-run, the front ends' ports).
 // LOG_LEVEL: the level the services log at (default warn, to keep the terminal readable).
 // LOG_FORMAT: how their lines are shown: pretty (the default on a terminal) or json (the
 // services' own output, unchanged; the default when stdout is not a terminal).
 // GATEWAY_PUBLIC=true: a public gateway (AUTH_MODE=optional), callable with `--no-token`.
 // STACK_DATA_DIR: the stack's data folder (default .stack-data in the repository), where
 // local-stack.json tells scripts how to reach the running stack; it is removed at stop.
+// With --cloud-run only: CLOUD_RUN_CONCURRENCY, every service's max_instance_request_concurrency
+// instead of Terraform's (e.g. 2, to see instances start under a little load);
+// CLOUD_RUN_IDLE_SECONDS, how long an idle instance is kept (default 60; Cloud Run: up to 15 min).
 import { connectGateway, demo } from "@cloudrun-grpc/cli";
 import {
   integerVar,
@@ -18,8 +29,15 @@ import {
   prettyLineFormatter,
 } from "@cloudrun-grpc/runtime";
 import { z } from "zod";
-import { type StackFacts, StackFactsWriter, stackFactsFile, stackFactsOf } from "./facts.js";
-import { type Stack, startStack } from "./stack.js";
+import { startCloudRunStack } from "./cloud-run-stack.js";
+import {
+  cloudRunFactsOf,
+  type StackFacts,
+  StackFactsWriter,
+  stackFactsFile,
+  stackFactsOf,
+} from "./facts.js";
+import { startStack } from "./stack.js";
 
 // The process that started this one (pnpm start's launcher passes on the one it saw first).
 const parentPid = Number(process.env.LOCAL_STACK_PARENT_PID) || process.ppid;
@@ -38,8 +56,18 @@ const config = loadConfigOrExit(
       .optional()
       .transform((value) => value === "true"),
     STACK_DATA_DIR: z.string().optional(),
+    CLOUD_RUN_CONCURRENCY: integerVar(0, 0, 1000),
+    CLOUD_RUN_IDLE_SECONDS: integerVar(60, 1, 3600),
   }),
 );
+const usage = "usage: pnpm start [--cloud-run]";
+const args = process.argv.slice(2);
+const unknownArgs = args.filter((arg) => arg !== "--cloud-run");
+if (unknownArgs.length > 0) {
+  process.stderr.write(`local-stack: unknown argument ${unknownArgs.join(" ")}\n${usage}\n`);
+  process.exit(2);
+}
+const cloudRun = args.includes("--cloud-run");
 const showPretty = process.env.LOG_FORMAT ? config.LOG_FORMAT === "pretty" : process.stdout.isTTY;
 const formatLine = showPretty ? prettyLineFormatter() : (line: string) => line;
 const logLevel = process.env.LOG_LEVEL ? config.LOG_LEVEL : "warn";
@@ -58,22 +86,105 @@ if (other) {
   process.exit(1);
 }
 
+/** The system once started, whichever the mode: what the rest of this file needs of it. */
+interface Running {
+  facts: StackFacts;
+  /** Lines that say where each service is. */
+  where: string[];
+  /** The CA a client must trust (the front ends', in cloud-run mode). */
+  rootCerts?: Buffer;
+  /** Calls back once if a service ends that should not have (processes mode). */
+  onUnexpectedExit(listener: (why: string) => void): void;
+  stop(): Promise<void>;
+}
+
+// The level the user asked for; JSON always (pretty is only how this process shows it).
+const allEnv = { LOG_LEVEL: logLevel, LOG_FORMAT: "json" };
+const ports = { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT };
+
 // Aborted by a stop: a start still under way stops what it had started and rejects.
 const startAborter = new AbortController();
-const starting = startStack({
-  ports: { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: config.STATS_PORT },
-  publicGateway: config.GATEWAY_PUBLIC,
-  env: {
-    // The level the user asked for; JSON always (pretty is only how this process shows it).
-    all: { LOG_LEVEL: logLevel, LOG_FORMAT: "json" },
-    // pnpm start keeps stats' data where the user says (pglite://<dir>, postgres://…).
-    stats: process.env.STATS_DATABASE_URL
-      ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
-      : {},
-  },
-  onLine: (service, line) => print(`[${service}] ${formatLine(line)}`),
-  signal: startAborter.signal,
-});
+
+async function startProcesses(): Promise<Running> {
+  const stack = await startStack({
+    ports,
+    publicGateway: config.GATEWAY_PUBLIC,
+    env: {
+      all: allEnv,
+      // pnpm start keeps stats' data where the user says (pglite://<dir>, postgres://…).
+      stats: process.env.STATS_DATABASE_URL
+        ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
+        : {},
+    },
+    onLine: (service, line) => print(`[${service}] ${formatLine(line)}`),
+    signal: startAborter.signal,
+  });
+  return {
+    facts: stackFactsOf(stack, { pid: process.pid, publicGateway: config.GATEWAY_PUBLIC }),
+    where: [
+      `stats    listening on ${stack.stats.url}`,
+      `route    listening on ${stack.route.url}`,
+      `gateway  listening on ${stack.gateway.url}`,
+    ],
+    onUnexpectedExit(listener) {
+      for (const service of stack.services) {
+        void service.exited.then((code) =>
+          listener(`${service.name} exited unexpectedly (${code})`),
+        );
+      }
+    },
+    stop: () => stack.stop(),
+  };
+}
+
+async function startUnderCloudRun(): Promise<Running> {
+  const concurrency = config.CLOUD_RUN_CONCURRENCY;
+  const override = concurrency > 0 ? { maxConcurrency: concurrency } : {};
+  // Each decision of the front ends on a line of its own, with the instance's pid when it has one.
+  const show = (details: object, message: string) => {
+    const { pid } = details as { pid?: number };
+    print(`[cloud-run] ${message}${pid ? `, pid ${pid}` : ""}`);
+  };
+  const stack = await startCloudRunStack({
+    ports,
+    publicGateway: config.GATEWAY_PUBLIC,
+    statsDatabaseUrl: process.env.STATS_DATABASE_URL || undefined,
+    env: { all: allEnv },
+    overrides: { gateway: override, route: override, stats: override },
+    scaling: { idleMs: config.CLOUD_RUN_IDLE_SECONDS * 1000 },
+    logger: { info: show, warn: show, error: show },
+    onLine: (_service, instance, line) => print(`[${instance}] ${formatLine(line)}`),
+  });
+  if (startAborter.signal.aborted) {
+    await stack.stop();
+    throw new Error("the stack's start was aborted; the services it had started are stopped");
+  }
+  const frontEnd = (name: "gateway" | "route" | "stats") => {
+    const { definition } = stack.local.services[name] ?? {};
+    const instances = name === "stats" ? stack.statsMaxInstances : (definition?.maxInstances ?? 0);
+    return `${name.padEnd(8)} ${stack.urls[name]}  (${definition?.ingress === "INGRESS_TRAFFIC_ALL" ? "ingress all" : "internal"}, concurrency ${definition?.maxConcurrency}, instances ${definition?.minInstances}–${instances})`;
+  };
+  return {
+    facts: cloudRunFactsOf(stack, { pid: process.pid, publicGateway: config.GATEWAY_PUBLIC }),
+    where: [
+      "Each service behind its local Cloud Run front end (TLS, a CA made for this run):",
+      frontEnd("stats"),
+      frontEnd("route"),
+      frontEnd("gateway"),
+      ...(stack.statsMaxInstances === 1
+        ? [
+            "stats runs one instance at most: its embedded database (PGlite) is one process's; give STATS_DATABASE_URL=postgres://… to let it scale out",
+          ]
+        : []),
+    ],
+    rootCerts: Buffer.from(stack.caPem),
+    // The front end replaces an instance that crashes, as Cloud Run does.
+    onUnexpectedExit() {},
+    stop: () => stack.stop(),
+  };
+}
+
+const starting = cloudRun ? startUnderCloudRun() : startProcesses();
 
 let stopped: Promise<never> | undefined;
 const stopping = () => stopped !== undefined;
@@ -110,34 +221,25 @@ setInterval(() => {
 // Whatever ends this process, the facts file does not outlive it.
 process.once("exit", () => facts.remove());
 
-let stack: Stack;
+let running: Running;
 try {
-  stack = await starting;
+  running = await starting;
 } catch (error) {
   // Aborted by a stop: stop() reports it and exits.
   if (stopping()) await stop(0);
   process.stderr.write(`local-stack: ${(error as Error).message}\n`);
   process.exit(1);
 }
-for (const service of stack.services) {
-  void service.exited.then((code) => {
-    if (stopping()) return;
-    process.stderr.write(
-      `local-stack: ${service.name} exited unexpectedly (${code}); stopping the rest\n`,
-    );
-    void stop(1);
-  });
-}
-
-const stackFacts: StackFacts = stackFactsOf(stack, {
-  pid: process.pid,
-  publicGateway: config.GATEWAY_PUBLIC,
+running.onUnexpectedExit((why) => {
+  if (stopping()) return;
+  process.stderr.write(`local-stack: ${why}; stopping the rest\n`);
+  void stop(1);
 });
+
+const stackFacts = running.facts;
 const authority = stackFacts.tokenAuthority;
 print("");
-print(`stats    listening on ${stack.stats.url}`);
-print(`route    listening on ${stack.route.url}`);
-print(`gateway  listening on ${stack.gateway.url}`);
+for (const line of running.where) print(line);
 print("");
 print("auth     the local token authority stands in for Google's; its two ports:");
 print(`         token issuer   ${authority.issuer}  the services check ID tokens with its keys`);
@@ -149,7 +251,9 @@ print("");
 // The demo calls the gateway as the local client identity, with an ID token that
 // google-auth-library gets from the local token authority (the metadata protocol).
 process.env.GCE_METADATA_HOST = authority.metadataHost;
-const client = connectGateway(stack.gateway.url);
+const client = connectGateway(stackFacts.env.GATEWAY_URL, undefined, {
+  rootCerts: running.rootCerts,
+});
 try {
   await demo({ client, out: print, timeoutMs: 30_000 });
 } catch (error) {

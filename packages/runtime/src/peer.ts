@@ -42,8 +42,13 @@ export function parsePeerUrl(raw: string): PeerAddress {
  * Channel credentials for a peer: h2c, or TLS with Node's bundled root certificates, which
  * grpc's GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (a PEM file) replaces when set.
  */
-export function peerCredentials(peer: PeerAddress): grpc.ChannelCredentials {
-  return peer.secure ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+/**
+ * TLS for https peers: the system's roots (or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH's, which grpc-js
+ * reads once, when it loads), or `rootCerts` when given (a CA made at run time, as the local
+ * Cloud Run front end's).
+ */
+export function peerCredentials(peer: PeerAddress, rootCerts?: Buffer): grpc.ChannelCredentials {
+  return peer.secure ? grpc.credentials.createSsl(rootCerts) : grpc.credentials.createInsecure();
 }
 
 export type ClientFactory<Client> = (
@@ -113,6 +118,8 @@ export interface PeerClientOptions {
   interceptors?: grpc.Interceptor[];
   /** Extra grpc-js channel options; they win over the defaults here. */
   channelOptions?: grpc.ChannelOptions;
+  /** The CA (PEM) an https peer's certificate must chain to, instead of the default roots. */
+  rootCerts?: Buffer;
 }
 
 /**
@@ -125,7 +132,7 @@ export function connectPeer<Client>(
   factory: ClientFactory<Client>,
   options: PeerClientOptions = {},
 ): Client {
-  return factory(peer.target, peerCredentials(peer), {
+  return factory(peer.target, peerCredentials(peer, options.rootCerts), {
     "grpc.service_config": JSON.stringify(peerServiceConfig(options.service)),
     ...peerKeepalive,
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
