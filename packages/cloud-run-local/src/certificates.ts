@@ -31,12 +31,22 @@ function keyPair() {
   };
 }
 
+/**
+ * A random serial (unique per run, so a client never mixes two runs' certificates up) whose DER
+ * INTEGER is minimal and positive: first byte 0x01–0x7f. A leading zero byte would be padding
+ * that OpenSSL 3 refuses ("asn1 encoding routines::illegal padding"), and every client then
+ * fails to verify the chain; `0` + random hex did that for about 1 run in 150.
+ */
+function randomSerial(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = ((bytes[0] as number) & 0x7f) | 0x01;
+  return bytes.toString("hex");
+}
+
 function certificate(commonName: string, publicKey: forge.pki.PublicKey) {
   const cert = forge.pki.createCertificate();
   cert.publicKey = publicKey;
-  // A positive random serial (the high bit clear): unique per run, so a client never mixes
-  // two runs' certificates up.
-  cert.serialNumber = `0${randomBytes(15).toString("hex")}`;
+  cert.serialNumber = randomSerial();
   cert.validity.notBefore = new Date(Date.now() - 60_000);
   cert.validity.notAfter = new Date(Date.now() + 7 * 24 * 3600_000);
   cert.setSubject([{ name: "commonName", value: commonName }]);
