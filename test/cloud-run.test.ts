@@ -240,7 +240,7 @@ describeLocalOnly("the system under the local Cloud Run front ends (infra/'s set
       // inside the gateway's request timeout).
       let loaded = true;
       const watchFailures: Error[] = [];
-      const watching = Array.from({ length: 3 }, async () => {
+      const watching = Array.from({ length: concurrency }, async () => {
         while (loaded) {
           const watcher = client.WatchStats({ topN: 1 });
           watcher.on("data", () => {});
