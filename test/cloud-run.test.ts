@@ -235,9 +235,10 @@ describeLocalOnly("the system under the local Cloud Run front ends (infra/'s set
         deadlineMs: 5_000,
         pauseMs: 5,
       });
-      // stats' share of the load: reads, and WatchStats streams, each holding one of its slots
-      // while open (a stream is one request for its whole life), each reopened every 1.5 s (well
-      // inside the gateway's request timeout).
+      // stats' share of the load: reads, and as many WatchStats streams as an instance has
+      // slots, each holding one while open (a stream is one request for its whole life), so
+      // one stats instance cannot take it all; each reopened every 1.5 s (inside the gateway's
+      // request timeout).
       let loaded = true;
       const watchFailures: Error[] = [];
       const watching = Array.from({ length: concurrency }, async () => {
