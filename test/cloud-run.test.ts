@@ -9,9 +9,11 @@
 // 15 min), the gateway's request timeout 6 s (Terraform: 3600 s). Everything else is
 // Terraform's. stats' instances share one PostgreSQL database, as on Cloud SQL.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { fixedToken, idTokenInterceptor } from "@cloudrun-grpc/auth-client";
 import { connectGateway } from "@cloudrun-grpc/cli";
 import { type CloudRunStack, startCloudRunStack } from "@cloudrun-grpc/local-stack";
@@ -465,5 +467,28 @@ describeLocalOnly("the system under the local Cloud Run front ends (infra/'s set
     } finally {
       bare.close();
     }
+  });
+});
+
+describeLocalOnly("pnpm test:cloud-run: the integration suite through the local front ends", () => {
+  test("the end-to-end gateway tests (test/gateway.test.ts) pass with TEST_TARGET=cloud-run, those that call route or stats directly reported skipped", {
+    timeout: 240_000,
+  }, () => {
+    const root = fileURLToPath(new URL("..", import.meta.url));
+    // Without node --test's marker, as from a shell: the child run is a test run of its own.
+    const { NODE_TEST_CONTEXT: _context, ...env } = process.env;
+    const run = spawnSync("pnpm", ["test:cloud-run", "test/gateway.test.ts"], {
+      cwd: root,
+      env,
+      encoding: "utf8",
+      timeout: 230_000,
+    });
+    const output = `${run.stdout}${run.stderr}`;
+    assert.equal(run.status, 0, output);
+    const count = (name: string) => Number(new RegExp(`^# ${name} (\\d+)$`, "m").exec(output)?.[1]);
+    assert.equal(count("fail"), 0, output);
+    assert.ok(count("pass") >= 8, `the gateway's tests ran through the front ends:\n${output}`);
+    assert.equal(count("skipped"), 2, output);
+    assert.match(output, /# SKIP calls route or stats directly/);
   });
 });

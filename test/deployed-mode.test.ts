@@ -24,8 +24,9 @@ import {
 } from "./support/target.js";
 
 describe("TEST_TARGET and GATEWAY_URL", () => {
-  test("local by default; deployed needs GATEWAY_URL, an http(s) origin", () => {
+  test("local by default; cloud-run needs nothing more; deployed needs GATEWAY_URL, an http(s) origin", () => {
     assert.deepEqual(parseTarget({}), { kind: "local" });
+    assert.deepEqual(parseTarget({ TEST_TARGET: "cloud-run" }), { kind: "cloud-run" });
     assert.deepEqual(parseTarget({ TEST_TARGET: "local", GATEWAY_URL: "https://x.run.app" }), {
       kind: "local",
     });
@@ -45,7 +46,10 @@ describe("TEST_TARGET and GATEWAY_URL", () => {
         { TEST_TARGET: "deployed", GATEWAY_URL: "https://gateway.run.app/v1" },
         /^GATEWAY_URL must be an origin without path/,
       ],
-      [{ TEST_TARGET: "cloud" }, /^TEST_TARGET must be "local" or "deployed", got "cloud"/],
+      [
+        { TEST_TARGET: "cloud" },
+        /^TEST_TARGET must be "local", "cloud-run" or "deployed", got "cloud"/,
+      ],
     ];
     for (const [env, message] of refused) {
       assert.throws(() => parseTarget(env), { message }, JSON.stringify(env));

@@ -1,29 +1,46 @@
 // What the integration suite runs against, decided here and nowhere else, from the environment:
 //
 //   TEST_TARGET=local (the default)  each test file starts its own processes on loopback;
+//   TEST_TARGET=cloud-run            each test file starts the three services under the local
+//                                    Cloud Run front ends (packages/cloud-run-local, configured
+//                                    from infra/): the gateway at https://localhost:<port>,
+//                                    route and stats internal, as deployed (pnpm test:cloud-run);
 //   TEST_TARGET=deployed             a deployed stack, GATEWAY_URL=https://gateway-….run.app: only
 //                                    the gateway is reachable (route and stats take internal
 //                                    traffic only), called with ID tokens for its URL from the
 //                                    runner's Application Default Credentials.
 //
-// Tests that cannot run against a deployed stack say so (localOnly, describeLocalOnly): a
-// deployed run reports them skipped with the reason, never leaves them out silently.
+// Tests that cannot run behind a Cloud Run front end say so (localOnly, describeLocalOnly):
+// a cloud-run or deployed run reports them skipped with the reason, never leaves them out
+// silently.
 import { describe, type TestOptions, test } from "node:test";
 import { IdTokenSource, idTokenInterceptor } from "@cloudrun-grpc/auth-client";
-import { type Stack, type StackOptions, startStack } from "@cloudrun-grpc/local-stack";
+import {
+  type CloudRunStack,
+  type Stack,
+  type StackOptions,
+  startCloudRunStack,
+  startStack,
+} from "@cloudrun-grpc/local-stack";
 import { createGatewayClient, type GatewayServiceClient } from "@cloudrun-grpc/proto";
 import { type ClientFactory, connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
 import type * as grpc from "@grpc/grpc-js";
+import { status as grpcStatus } from "@grpc/grpc-js";
 import { collect, deadline, unary } from "./grpc.js";
 
-export type Target = { kind: "local" } | { kind: "deployed"; gatewayUrl: string };
+export type Target =
+  | { kind: "local" }
+  | { kind: "cloud-run" }
+  | { kind: "deployed"; gatewayUrl: string };
 
 /** Reads TEST_TARGET and GATEWAY_URL; throws an Error that says what to set. */
 export function parseTarget(env: Record<string, string | undefined>): Target {
   const kind = env.TEST_TARGET || "local";
-  if (kind === "local") return { kind };
+  if (kind === "local" || kind === "cloud-run") return { kind };
   if (kind !== "deployed") {
-    throw new Error(`TEST_TARGET must be "local" or "deployed", got ${JSON.stringify(kind)}`);
+    throw new Error(
+      `TEST_TARGET must be "local", "cloud-run" or "deployed", got ${JSON.stringify(kind)}`,
+    );
   }
   const raw = env.GATEWAY_URL;
   if (!raw) {
@@ -41,6 +58,25 @@ export function parseTarget(env: Record<string, string | undefined>): Target {
 
 export const target: Target = parseTarget(process.env);
 export const deployed = target.kind === "deployed";
+/**
+ * The gateway is behind a Cloud Run front end (deployed, or the local one): its edge answers
+ * some refusals itself (403, 401 with no reason of the container's), and route and stats take
+ * internal traffic only.
+ */
+export const behindFrontEnd = target.kind !== "local";
+
+/**
+ * What a call without a token gets. Cloud Run's edge answers it with HTTP 403, which grpc-js
+ * reports as PERMISSION_DENIED (packages/cloud-run-local reproduces it; see its README, "401 or
+ * 403"); the gateway's own check answers UNAUTHENTICATED ("missing authorization"). Deployed,
+ * either: test/deployed-mode.test.ts plays a deployed stack with one that has no front end.
+ */
+export const noTokenCodes: readonly grpc.status[] =
+  target.kind === "local"
+    ? [grpcStatus.UNAUTHENTICATED]
+    : target.kind === "cloud-run"
+      ? [grpcStatus.PERMISSION_DENIED]
+      : [grpcStatus.PERMISSION_DENIED, grpcStatus.UNAUTHENTICATED];
 
 /** The reason a test that starts or kills processes gives for not running deployed. */
 export const startsProcesses = "starts or kills processes: local only";
@@ -48,9 +84,9 @@ export const startsProcesses = "starts or kills processes: local only";
 export const internalServices =
   "calls route or stats directly, which take internal traffic only when deployed: local only";
 
-/** Options for a test() that runs only locally: deployed, it is reported skipped with `reason`. */
+/** Options for a test() that runs only locally: behind a front end, it is reported skipped with `reason`. */
 export function localOnly(reason = startsProcesses): TestOptions {
-  return deployed ? { skip: reason } : {};
+  return behindFrontEnd ? { skip: reason } : {};
 }
 
 /**
@@ -59,7 +95,7 @@ export function localOnly(reason = startsProcesses): TestOptions {
  * skipped tests, not skipped suites.
  */
 export function describeLocalOnly(name: string, fn: () => void, reason = startsProcesses): void {
-  if (deployed) void test(name, { skip: reason }, () => {});
+  if (behindFrontEnd) void test(name, { skip: reason }, () => {});
   else void describe(name, fn);
 }
 
@@ -72,8 +108,10 @@ export type GatewayConnect = <Client extends grpc.Client>(
 export interface GatewayTarget {
   /** The gateway's URL (origin), the audience of its callers' ID tokens. */
   url: string;
-  /** The processes behind it, when local; undefined when deployed. */
+  /** The processes behind it, when local; undefined otherwise. */
   stack: Stack | undefined;
+  /** The local Cloud Run front ends and their instances, with TEST_TARGET=cloud-run. */
+  cloudRun: CloudRunStack | undefined;
   /** A gateway client whose every call carries an ID token for the gateway's URL. */
   client(): GatewayServiceClient;
   /** A client at the gateway's address: with the ID token on every call (default) or none. */
@@ -86,15 +124,18 @@ export interface GatewayTarget {
 
 /**
  * The gateway under test. Local: a stack started with `stackOptions` (auth on), called as its
- * local client identity. Deployed: GATEWAY_URL, called with ADC ID tokens (`stackOptions`
- * are ignored: a deployed stack runs with its own settings).
+ * local client identity. Cloud-run: the three services under their local front ends, called as
+ * the same identity through the gateway's. Deployed: GATEWAY_URL, called with ADC ID tokens
+ * (`stackOptions` are ignored outside local: those stacks run with Terraform's settings).
  */
 export async function startGatewayTarget(stackOptions: StackOptions = {}): Promise<GatewayTarget> {
   const stack = target.kind === "local" ? await startStack(stackOptions) : undefined;
-  const url = target.kind === "local" ? (stack as Stack).gateway.url : target.gatewayUrl;
+  const cloudRun = target.kind === "cloud-run" ? await startCloudRunStack() : undefined;
+  const url =
+    stack?.gateway.url ?? cloudRun?.urls.gateway ?? (target as { gatewayUrl: string }).gatewayUrl;
   // Locally, tokens come from the stack's authority as the local client identity; deployed,
   // from google-auth-library's ADC (the token source services and CLI use).
-  const auth = stack?.auth;
+  const auth = stack ? stack.auth : cloudRun?.auth;
   if (stack && !auth) throw new Error("the test target needs a stack started with auth");
   const tokenSource = (audience: string) =>
     new IdTokenSource(
@@ -105,10 +146,13 @@ export async function startGatewayTarget(stackOptions: StackOptions = {}): Promi
     );
   const tokens = tokenSource(url);
   const peer = parsePeerUrl(url);
+  // The local front ends' CA; a deployed gateway's certificate chains to the system's roots.
+  const rootCerts = cloudRun ? Buffer.from(cloudRun.caPem) : undefined;
   const clients: grpc.Client[] = [];
   const connect: GatewayConnect = (factory, options = {}) => {
     const client = connectPeer(peer, factory, {
       interceptors: options.token === false ? [] : [idTokenInterceptor(tokens)],
+      rootCerts,
     });
     clients.push(client);
     return client;
@@ -116,12 +160,14 @@ export async function startGatewayTarget(stackOptions: StackOptions = {}): Promi
   const gateway: GatewayTarget = {
     url,
     stack,
+    cloudRun,
     client: () => connect(createGatewayClient),
     connect,
     tokenFor: (audience) => (audience === url ? tokens : tokenSource(audience)).token(),
     async close() {
       for (const client of clients) client.close();
       await stack?.stop();
+      await cloudRun?.stop();
     },
   };
   if (target.kind === "deployed") await wakeUp(gateway);
