@@ -23,9 +23,10 @@ import {
   createStatsClient,
   type GatewayServiceClient,
   type gateway,
+  type ServiceName,
   serviceNames,
 } from "@cloudrun-grpc/proto";
-import { connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
+import { type ClientFactory, connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
 import { type TestDatabase, TestDatabases, until } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import { collect, deadline, failure, unary } from "./support/grpc.js";
@@ -408,24 +409,25 @@ describeLocalOnly("the system under the local Cloud Run front ends (infra/'s set
   });
 
   test("a caller from outside the VPC is refused by route's and stats' internal ingress, even with an invoker's token", async () => {
-    const route = connectPeer(parsePeerUrl(stack.urls.route), createRouteGuideClient, {
-      service: serviceNames.routeGuide,
-      interceptors: [
-        idTokenInterceptor(
-          fixedToken(stack.urls.route, await stack.auth.tokenFor("gateway", stack.urls.route)),
-        ),
-      ],
-      rootCerts: Buffer.from(stack.caPem),
-    });
-    const stats = connectPeer(parsePeerUrl(stack.urls.stats), createStatsClient, {
-      service: serviceNames.stats,
-      interceptors: [
-        idTokenInterceptor(
-          fixedToken(stack.urls.stats, await stack.auth.tokenFor("gateway", stack.urls.stats)),
-        ),
-      ],
-      rootCerts: Buffer.from(stack.caPem),
-    });
+    // As an invoker would call them, but from outside the VPC: with the gateway's own token.
+    const asGateway = async <Client>(
+      url: string,
+      factory: ClientFactory<Client>,
+      service: ServiceName,
+    ) =>
+      connectPeer(parsePeerUrl(url), factory, {
+        service,
+        interceptors: [
+          idTokenInterceptor(fixedToken(url, await stack.auth.tokenFor("gateway", url))),
+        ],
+        rootCerts: Buffer.from(stack.caPem),
+      });
+    const route = await asGateway(
+      stack.urls.route,
+      createRouteGuideClient,
+      serviceNames.routeGuide,
+    );
+    const stats = await asGateway(stack.urls.stats, createStatsClient, serviceNames.stats);
     try {
       const fromRoute = await failure(
         unary((done) => route.GetFeature({ point: named[0]?.location }, deadline(), done)),

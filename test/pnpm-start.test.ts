@@ -132,6 +132,23 @@ const processesOf = (facts: StackFacts): number[] => [
 ];
 const portOf = (url: string) => Number(new URL(url).port);
 
+/**
+ * `pnpm cli get-stats` with the facts file's environment alone, no flags (and an empty HOME,
+ * so no credentials of this machine's user take the metadata server's place) answers with
+ * the demo's route, counted for the local client identity.
+ */
+function assertCliReaches(facts: StackFacts): void {
+  const home = mkdtempSync(join(tmpdir(), "empty-home-"));
+  const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
+    env: { ...facts.env, HOME: home },
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  rmSync(home, { recursive: true, force: true });
+  assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
+  assert.match(cli.stdout, new RegExp(`caller ${facts.tokenAuthority.identity}: 1 routes`));
+}
+
 /** The services' JSON lines as the stack shows them (`[gateway] {…}`), in order. */
 function serviceLines(output: string) {
   return output.split("\n").flatMap((line, index) => {
@@ -185,17 +202,8 @@ describeLocalOnly("pnpm start", () => {
     assert.match(shown, new RegExp(`token issuer +${facts.tokenAuthority.issuer} `));
     assert.match(shown, new RegExp(`metadata host +${GCE_METADATA_HOST} `));
 
-    // The CLI reaches the gateway with that environment alone, no flags (an empty HOME: no
-    // credentials of this machine's user take the metadata server's place).
-    const home = mkdtempSync(join(tmpdir(), "empty-home-"));
-    const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
-      env: { ...facts.env, HOME: home },
-      encoding: "utf8",
-      timeout: 30_000,
-    });
-    rmSync(home, { recursive: true, force: true });
-    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
-    assert.match(cli.stdout, new RegExp(`caller ${facts.tokenAuthority.identity}: 1 routes`));
+    // The CLI reaches the gateway with that environment alone, no flags.
+    assertCliReaches(facts);
 
     // LOG_LEVEL=info reached the services: their INFO lines are shown. The demo's own end of
     // its WatchStats is INFO on the gateway and on stats, and nothing a new user sees warns.
@@ -312,15 +320,7 @@ describeLocalOnly("pnpm start", () => {
     }
 
     // The CLI reaches the gateway through its front end with that environment alone.
-    const home = mkdtempSync(join(tmpdir(), "empty-home-"));
-    const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
-      env: { ...facts.env, HOME: home },
-      encoding: "utf8",
-      timeout: 30_000,
-    });
-    rmSync(home, { recursive: true, force: true });
-    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
-    assert.match(cli.stdout, new RegExp(`caller ${facts.tokenAuthority.identity}: 1 routes`));
+    assertCliReaches(facts);
 
     process.kill(start.child.pid as number, "SIGKILL");
     await allGone([facts.pid, ...instances.map((instance) => instance.pid)], gracePeriodMs, start);
