@@ -183,7 +183,10 @@ pnpm --silent build >/dev/null
 # The first deploy's bindings (token creator, invoker) are new: a refusal is retried.
 smoke() {
   local token
-  token="$(node scripts/id-token.mjs "$client" "$gateway_url")" || return 1
+  # GOOGLE_CLOUD_PROJECT: google-auth-library looks for a project before it makes the client,
+  # and without one asks `gcloud config config-helper`, a Python start of seconds per call
+  # (googleauth.js, getProjectId's order: env, key file, Cloud SDK, metadata server).
+  token="$(GOOGLE_CLOUD_PROJECT="$project" node scripts/id-token.mjs "$client" "$gateway_url")" || return 1
   ROUTEGUIDE_TOKEN="$token" pnpm --silent cli --gateway "$gateway_url" --timeout 60 demo
 }
 retry "$propagation_attempts" "the smoke call" smoke ||
