@@ -1,3 +1,4 @@
+export * from "./embedded-postgres.js";
 export * from "./facts.js";
 export * from "./local-auth.js";
 export * from "./stack.js";

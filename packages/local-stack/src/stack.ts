@@ -12,7 +12,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
-import { type AddressInfo, createServer } from "node:net";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -21,6 +21,9 @@ import { serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthServiceDefinition } from "grpc-health-check";
 import { type StackAuth, startStackAuth } from "./local-auth.js";
+import { freePort } from "./ports.js";
+
+export { freePort };
 
 /** A service of the stack (not to be confused with the gRPC service names of the protos). */
 export type StackServiceName = "gateway" | "route" | "stats";
@@ -407,17 +410,5 @@ async function assertFree(host: string, port: number, name: StackServiceName): P
       ),
     );
     probe.listen(port, host, () => probe.close(() => resolve()));
-  });
-}
-
-/** A port free right now on `host` (for services that must know their URL before start). */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, host, () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
   });
 }
