@@ -82,6 +82,7 @@ export async function startEmbeddedPostgres(
     ? mkdtempSync(join(tmpdir(), "routeguide-postgres-"))
     : resolve(options.dataDir as string);
   try {
+    assertNotInUse(dataDir);
     const password = await initialise(binaries.initdb, dataDir, owner, temporary);
     for (let attempt = 1; ; attempt += 1) {
       try {
@@ -130,6 +131,21 @@ async function postgresBinaries(): Promise<{ initdb: string; postgres: string }>
       { cause: error },
     );
   }
+}
+
+/**
+ * One server per cluster: PostgreSQL itself refuses a second (postmaster.pid), but would first
+ * have its log written over; this says so before, with the holder's pid.
+ */
+function assertNotInUse(dataDir: string): void {
+  const holder = postmasterPid(dataDir);
+  if (holder === undefined) return;
+  try {
+    process.kill(holder, 0);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return;
+  }
+  throw new Error(`${dataDir} is in use by another PostgreSQL server (pid ${holder})`);
 }
 
 /** The password file beside the cluster's own files (the folder is its owner's alone). */
@@ -183,7 +199,11 @@ async function initialise(
   } finally {
     rmSync(pwDir, { recursive: true, force: true });
   }
-  if (code !== 0) throw new Error(`initdb failed (${code}): ${output.trim()}`);
+  if (code !== 0) {
+    // As root, a folder only root may enter (mkdtemp's 0700) stops the postgres user.
+    const hint = owner ? " (the server runs as the postgres user, who must reach that folder)" : "";
+    throw new Error(`initdb failed (${code}): ${output.trim()}${hint}`);
+  }
   writeFileSync(passwordFile(dataDir), password, { mode: 0o600 });
   return password;
 }

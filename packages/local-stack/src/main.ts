@@ -8,7 +8,12 @@
 // services' own output, unchanged; the default when stdout is not a terminal).
 // GATEWAY_PUBLIC=true: a public gateway (AUTH_MODE=optional), callable with `--no-token`.
 // STACK_DATA_DIR: the stack's data folder (default .stack-data in the repository), where
-// local-stack.json tells scripts how to reach the running stack; it is removed at stop.
+// local-stack.json tells scripts how to reach the running stack (removed at stop) and
+// postgres/ holds stats' database (kept).
+// STATS_DATABASE_URL: stats' database on a PostgreSQL server of the user's; by default the stack
+// starts one of its own (embedded-postgres.ts).
+
+import { dirname, join } from "node:path";
 import { connectGateway, demo } from "@cloudrun-grpc/cli";
 import {
   integerVar,
@@ -66,11 +71,13 @@ const starting = startStack({
   env: {
     // The level the user asked for; JSON always (pretty is only how this process shows it).
     all: { LOG_LEVEL: logLevel, LOG_FORMAT: "json" },
-    // pnpm start keeps stats' data where the user says (pglite://<dir>, postgres://…).
+    // stats' data on the user's own server (postgres://…) if they name one.
     stats: process.env.STATS_DATABASE_URL
       ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
       : {},
   },
+  // Else on the stack's own PostgreSQL server, whose cluster is kept across restarts.
+  database: { dataDir: join(dirname(facts.file), "postgres") },
   onLine: (service, line) => print(`[${service}] ${formatLine(line)}`),
   signal: startAborter.signal,
 });
