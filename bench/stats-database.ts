@@ -1,5 +1,7 @@
 // stats' local database, measured: node --import tsx bench/stats-database.ts [seconds]
-// (not part of pnpm test). For each database the local stack could give stats:
+// (not part of pnpm test). On the local stack's embedded PostgreSQL server (the PGlite figures
+// in bench/PERFORMANCE.md come from this script at the commit that added it, when stats still
+// had PGlite):
 //   start      from stats' `listening` line to its health check answering SERVING, and how a
 //              GetStats made right after `listening` ends (its code, after how long); for the
 //              embedded server also its own start (initdb included), before stats starts
@@ -12,9 +14,6 @@
 // PSS, not RSS, for PostgreSQL: its processes share shared_buffers, and summing their RSS
 // counts those pages once per process.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -26,7 +25,13 @@ import {
 import { createStatsClient, type StatsServiceClient, type stats } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
-import { closedLoop, processCpuUs, processPeakRssMiB } from "./support/load.js";
+import {
+  closedLoop,
+  processCpuUs,
+  processPeakRssMiB,
+  processTreeCpuUs,
+  processTreePssMiB,
+} from "./support/load.js";
 
 const seconds = Number(process.argv[2] ?? 10);
 
@@ -107,42 +112,6 @@ async function startStats(databaseUrl: string): Promise<Stats> {
   };
 }
 
-/** The postmaster and its children (the backends, the background processes). */
-function processTree(root: number): number[] {
-  const pids = [root];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.split(") ")[1]?.split(" ")[1]) === root) pids.push(Number(entry));
-    } catch {}
-  }
-  return pids;
-}
-
-/** CPU of the tree so far, ended children included (cutime, cstime of the root), in µs. */
-function treeCpuUs(root: number): number {
-  let ticks = 0;
-  for (const pid of processTree(root)) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-      ticks += Number(fields[11]) + Number(fields[12]);
-      if (pid === root) ticks += Number(fields[13]) + Number(fields[14]);
-    } catch {}
-  }
-  return ticks * 10_000;
-}
-
-function treePssMiB(root: number): number {
-  let kib = 0;
-  for (const pid of processTree(root)) {
-    try {
-      kib += Number(/Pss:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1]);
-    } catch {}
-  }
-  return Math.round(kib / 1024);
-}
-
 let nextId = 0;
 function batch(size: number): stats.Event[] {
   return Array.from({ length: size }, (_, index) => ({
@@ -173,24 +142,11 @@ function totalLookups(client: StatsServiceClient): Promise<number> {
 
 interface Database {
   name: string;
-  /** The database's own processes, when not inside stats. */
-  serverPid?: number;
-  startMs?: number;
+  /** The database's own processes: the postmaster's pid. */
+  serverPid: number;
+  startMs: number;
   url: string;
-  shared: boolean;
   stop(): Promise<void>;
-}
-
-async function pgliteDatabase(): Promise<Database> {
-  const dir = mkdtempSync(join(tmpdir(), "stats-bench-pglite-"));
-  return {
-    name: "PGlite (in stats)",
-    url: `pglite://${dir}`,
-    shared: false,
-    async stop() {
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 async function embeddedDatabase(): Promise<Database> {
@@ -201,52 +157,49 @@ async function embeddedDatabase(): Promise<Database> {
     serverPid: server.pid,
     startMs: Math.round(performance.now() - started),
     url: server.url,
-    shared: true,
     stop: () => server.stop(),
   };
 }
 
-const kinds = (process.env.BENCH_DATABASES ?? "embedded,pglite").split(",");
 const results: Record<string, unknown>[] = [];
-for (const kind of kinds) {
-  const database = kind === "pglite" ? await pgliteDatabase() : await embeddedDatabase();
+for (const makeDatabase of [embeddedDatabase]) {
+  const database = await makeDatabase();
   try {
     const service = await startStats(database.url);
     let peakPss = 0;
-    const sampler = setInterval(() => {
-      if (database.serverPid) peakPss = Math.max(peakPss, treePssMiB(database.serverPid));
+    const serverPid = database.serverPid;
+    const sampler = setInterval(async () => {
+      peakPss = Math.max(peakPss, await processTreePssMiB(serverPid));
     }, 100);
-    const cpu = () => ({
-      stats: processCpuUs(service.pid),
-      database: database.serverPid ? treeCpuUs(database.serverPid) : 0,
+    const cpu = async () => ({
+      stats: await processCpuUs(service.pid),
+      database: await processTreeCpuUs(serverPid),
     });
-    const before = cpu();
+    const before = await cpu();
     const load = await closedLoop(() => record(service.client, batch(10)), {
       concurrency: 8,
       warmupMs: 0,
       durationMs: seconds * 1000,
     });
-    const after = cpu();
+    const after = await cpu();
     clearInterval(sampler);
     const events = load.calls * 10;
     const statsPeak = await processPeakRssMiB(service.pid);
     const row: Record<string, unknown> = {
       database: database.name,
-      "server start ms": database.startMs ?? "-",
+      "server start ms": database.startMs,
       "stats listening→SERVING ms": service.listeningToServingMs,
       "GetStats at listening": service.earlyCall,
       "events/s": Math.round(events / seconds),
-      "stats CPU µs/event": Math.round(((await after.stats) - (await before.stats)) / events),
-      "database CPU µs/event": database.serverPid
-        ? Math.round((after.database - before.database) / events)
-        : "(in stats)",
+      "stats CPU µs/event": Math.round((after.stats - before.stats) / events),
+      "database CPU µs/event": Math.round((after.database - before.database) / events),
       "stats peak RSS MiB": statsPeak,
-      "database peak PSS MiB": database.serverPid ? peakPss : "(in stats)",
+      "database peak PSS MiB": peakPss,
       "total MiB": statsPeak + peakPss,
     };
     await service.stop();
 
-    if (database.shared) {
+    {
       const instances = await Promise.all([1, 2, 3].map(() => startStats(database.url)));
       const base = await totalLookups(instances[0]?.client as StatsServiceClient);
       await Promise.all(
@@ -257,10 +210,8 @@ for (const kind of kinds) {
       const counted = (await totalLookups(instances[2]?.client as StatsServiceClient)) - base;
       row["3 stats on it"] =
         `all served (listening→SERVING ${instances.map((s) => s.listeningToServingMs).join(", ")} ms), ${counted} of 3000 events counted`;
-      row["database peak PSS MiB, 3 stats"] = treePssMiB(database.serverPid as number);
+      row["database peak PSS MiB, 3 stats"] = await processTreePssMiB(serverPid);
       await Promise.all(instances.map((instance) => instance.stop()));
-    } else {
-      row["3 stats on it"] = "no: one process owns the folder";
     }
     results.push(row);
     console.error(row);
