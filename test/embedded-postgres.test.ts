@@ -118,8 +118,8 @@ describeLocalOnly("the stack's embedded PostgreSQL server", () => {
     timeout: 120_000,
   }, async () => {
     const parent = mkdtempSync(join(tmpdir(), "embedded-postgres-"));
-    // Reachable by the server's user (as root, the machine's postgres user), as a repository's
-    // .stack-data is; mkdtemp makes it 0700.
+    // Reachable by the server's user where it runs as the machine's postgres user (as root
+    // without user namespaces), as a repository's .stack-data is; mkdtemp makes it 0700.
     chmodSync(parent, 0o755);
     folders.push(parent);
     const dataDir = join(parent, "cluster");

@@ -32,8 +32,9 @@ interface Started {
 const running: Started[] = [];
 
 /**
- * A fresh STACK_DATA_DIR, reachable by the stack's PostgreSQL server (as root it runs as the
- * machine's postgres user), as a repository's .stack-data is; mkdtemp makes it 0700.
+ * A fresh STACK_DATA_DIR, reachable by the stack's PostgreSQL server where it runs as the
+ * machine's postgres user (as root without user namespaces), as a repository's .stack-data
+ * is; mkdtemp makes it 0700.
  */
 function stackDataDir(): string {
   const dir = mkdtempSync(join(tmpdir(), "stack-data-"));
@@ -341,6 +342,8 @@ describeLocalOnly("pnpm start", () => {
     assert.ok(!existsSync(join(cluster, "postmaster.pid")), "the server shut down cleanly");
 
     // The next start of the same folder counts on: the first start's demo route is still there.
+    // (A stack killed outright could not remove its facts file: the next one writes its own.)
+    rmSync(start.factsFile, { force: true });
     const again = startStackCommand(process.execPath, [stackMain], {}, start.dataDir);
     const next = await factsOf(again);
     const home = mkdtempSync(join(tmpdir(), "empty-home-"));

@@ -8,7 +8,7 @@
 // the stack holds the only write end and never writes to it, so the server stops when the
 // stack stops it and when the stack's process is gone, however it ended (as parent-watch.ts
 // does for the services). A temporary cluster's folder is removed by that same shell.
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chownSync,
@@ -76,17 +76,17 @@ export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions = {},
 ): Promise<EmbeddedPostgres> {
   const binaries = await postgresBinaries();
-  const owner = serverOwner();
+  const how = runAs();
   const temporary = options.dataDir === undefined;
   const dataDir = temporary
     ? mkdtempSync(join(tmpdir(), "routeguide-postgres-"))
     : resolve(options.dataDir as string);
   try {
     assertNotInUse(dataDir);
-    const password = await initialise(binaries.initdb, dataDir, owner, temporary);
+    const password = await initialise(binaries.initdb, dataDir, how, temporary);
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await startServer(binaries.postgres, dataDir, owner, temporary, password, options);
+        return await startServer(binaries.postgres, dataDir, how, temporary, password, options);
       } catch (error) {
         if (error instanceof PortTaken && attempt < portAttempts) continue;
         throw error;
@@ -104,21 +104,41 @@ interface Owner {
 }
 
 /**
- * PostgreSQL refuses to run as root ("root" execution of the PostgreSQL server is not
- * permitted", main.c): as root, the server and its files belong to the machine's postgres user.
+ * How the server's programs run. PostgreSQL refuses to run as root ("root" execution of the
+ * PostgreSQL server is not permitted", src/backend/main/main.c), so as root they run in a user
+ * namespace where root is mapped to nobody (util-linux unshare): inside it they are not root,
+ * and root's files, the repository's and the cluster's, are still theirs, wherever they are.
+ * Where no user namespace can be made (some containers forbid them), they run as the machine's
+ * postgres user, who must then own the cluster and reach its folder.
  */
-function serverOwner(): Owner | undefined {
-  if (process.getuid?.() !== 0) return undefined;
-  const entry = readFileSync("/etc/passwd", "utf8")
+interface RunAs {
+  /** The program and its arguments as spawned. */
+  command(program: string, args: string[]): [string, string[]];
+  /** spawn's uid and gid, when switching users. */
+  owner?: Owner;
+}
+
+function runAs(): RunAs {
+  const asIs: RunAs = { command: (program, args) => [program, args] };
+  if (process.getuid?.() !== 0) return asIs;
+  const users = readFileSync("/etc/passwd", "utf8")
     .split("\n")
-    .map((line) => line.split(":"))
-    .find((fields) => fields[0] === "postgres");
-  if (!entry) {
+    .map((line) => line.split(":"));
+  const nobody = users.find((fields) => fields[0] === "nobody");
+  // initdb looks its own user up (getpwuid), so the mapped id must be a known user.
+  const inside = `--map-user=${nobody?.[2] ?? 65534}`;
+  const group = `--map-group=${nobody?.[3] ?? 65534}`;
+  const namespace = (args: string[]) => ["--user", inside, group, ...args];
+  if (spawnSync("unshare", namespace(["true"]), { stdio: "ignore" }).status === 0) {
+    return { command: (program, args) => ["unshare", namespace([program, ...args])] };
+  }
+  const postgres = users.find((fields) => fields[0] === "postgres");
+  if (!postgres) {
     throw new Error(
-      "PostgreSQL does not run as root and this machine has no postgres user to run it as: run the stack as another user, add a postgres user, or give stats a STATS_DATABASE_URL",
+      "PostgreSQL does not run as root, this machine allows no user namespace (unshare --user) and has no postgres user to run it as: run the stack as another user, or give stats a STATS_DATABASE_URL",
     );
   }
-  return { uid: Number(entry[2]), gid: Number(entry[3]) };
+  return { ...asIs, owner: { uid: Number(postgres[2]), gid: Number(postgres[3]) } };
 }
 
 async function postgresBinaries(): Promise<{ initdb: string; postgres: string }> {
@@ -155,9 +175,10 @@ const passwordFile = (dataDir: string) => join(dataDir, "local-stack-password");
 async function initialise(
   initdb: string,
   dataDir: string,
-  owner: Owner | undefined,
+  how: RunAs,
   temporary: boolean,
 ): Promise<string> {
+  const { owner } = how;
   if (existsSync(join(dataDir, "PG_VERSION"))) return readFileSync(passwordFile(dataDir), "utf8");
   mkdirSync(dataDir, { recursive: true });
   if (owner) chownSync(dataDir, owner.uid, owner.gid);
@@ -188,7 +209,11 @@ async function initialise(
   let output = "";
   let code: number | null;
   try {
-    const initdbRun = spawn(initdb, args, { ...owner, stdio: ["ignore", "ignore", "pipe"] });
+    const [program, programArgs] = how.command(initdb, args);
+    const initdbRun = spawn(program, programArgs, {
+      ...owner,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     initdbRun.stderr?.on("data", (chunk: Buffer) => {
       output += chunk.toString();
     });
@@ -200,7 +225,7 @@ async function initialise(
     rmSync(pwDir, { recursive: true, force: true });
   }
   if (code !== 0) {
-    // As root, a folder only root may enter (mkdtemp's 0700) stops the postgres user.
+    // A folder only root may enter (mkdtemp's 0700) stops the postgres user.
     const hint = owner ? " (the server runs as the postgres user, who must reach that folder)" : "";
     throw new Error(`initdb failed (${code}): ${output.trim()}${hint}`);
   }
@@ -213,7 +238,7 @@ class PortTaken extends Error {}
 async function startServer(
   postgres: string,
   dataDir: string,
-  owner: Owner | undefined,
+  how: RunAs,
   temporary: boolean,
   password: string,
   options: EmbeddedPostgresOptions,
@@ -227,21 +252,22 @@ async function startServer(
     // across a crash of the machine.
     ...(temporary ? ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] : []),
   ];
-  const child = spawn(
-    "/bin/sh",
-    [
-      "-c",
-      supervisor,
-      "embedded-postgres",
-      postgres,
-      dataDir,
-      String(port),
-      temporary ? "remove" : "keep",
-      ...settings.flatMap((setting) => ["-c", setting]),
-    ],
-    // Its own process group: a terminal's Ctrl-C is for the stack, which stops it in order.
-    { ...owner, stdio: ["pipe", "ignore", "ignore"], detached: true },
-  );
+  const [program, args] = how.command("/bin/sh", [
+    "-c",
+    supervisor,
+    "embedded-postgres",
+    postgres,
+    dataDir,
+    String(port),
+    temporary ? "remove" : "keep",
+    ...settings.flatMap((setting) => ["-c", setting]),
+  ]);
+  // Its own process group: a terminal's Ctrl-C is for the stack, which stops it in order.
+  const child = spawn(program, args, {
+    ...how.owner,
+    stdio: ["pipe", "ignore", "ignore"],
+    detached: true,
+  });
   const exited = new Promise<void>((done) => child.once("close", () => done()));
   child.once("error", () => {});
   const stop = async () => {
