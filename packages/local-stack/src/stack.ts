@@ -101,28 +101,27 @@ class PortTaken extends Error {}
  */
 export async function startService(options: StartServiceOptions): Promise<ServiceProcess> {
   const host = options.host ?? "127.0.0.1";
-  let database: EmbeddedPostgres | undefined;
   for (let attempt = 1; ; attempt += 1) {
-    if (options.signal?.aborted) {
-      await database?.stop();
-      throw startAborted(options.name, options.signal.reason);
-    }
+    if (options.signal?.aborted) throw startAborted(options.name, options.signal.reason);
     const port = options.port || (await freePort(host));
+    let database: EmbeddedPostgres | undefined;
     try {
       // A fixed port someone already listens on is refused before any process starts: else
       // the health checks below could be answered by whatever listens there.
       if (options.port) await assertFree(host, port, options.name);
       const url = `http://${urlHost(host)}:${port}`;
-      const env = typeof options.env === "function" ? options.env(url) : (options.env ?? {});
+      // A copy: the caller's object never gets this start's database URL.
+      const env = { ...(typeof options.env === "function" ? options.env(url) : options.env) };
       if (options.name === "stats" && !env.STATS_DATABASE_URL) {
-        database ??= await startEmbeddedPostgres();
+        database = await startEmbeddedPostgres();
         env.STATS_DATABASE_URL = database.url;
       }
       // The server is the service's own: it stops once the service has ended.
       return await launch(options, host, port, env, database?.stop);
     } catch (error) {
-      if (error instanceof PortTaken && !options.port && attempt < portAttempts) continue;
+      // Gone with the failed process already (launch's afterExit), unless it failed first.
       await database?.stop();
+      if (error instanceof PortTaken && !options.port && attempt < portAttempts) continue;
       throw error;
     }
   }
