@@ -11,7 +11,9 @@
 //            stalled for 30 s per MiB sent in grpc-js's retry buffer)
 // Every row: h2load at each concurrency, a warm-up run first, then a measured run; CPU per
 // call of every server process from /proc/<pid>/stat over the measured run, peak RSS from
-// /proc/<pid>/status (VmHWM: the process's peak so far).
+// /proc/<pid>/status (VmHWM: the process's peak so far). stats' database, the stack's own
+// PostgreSQL server, is measured as one "database" process: its postmaster and backends' CPU,
+// and their PSS at the row's end (their shared buffers counted once, not once per process).
 import { spawn } from "node:child_process";
 import { connect, constants as h2 } from "node:http2";
 import { createInterface } from "node:readline";
@@ -26,7 +28,12 @@ import {
 } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
-import { processCpuUs, processPeakRssMiB } from "./support/load.js";
+import {
+  processCpuUs,
+  processPeakRssMiB,
+  processTreeCpuUs,
+  processTreePssMiB,
+} from "./support/load.js";
 
 export type Section = "unary" | "streams" | "rest" | "ablation" | "long-streams";
 
@@ -43,7 +50,16 @@ export interface HopOptions {
 export interface MeasuredProcess {
   name: string;
   pid: number;
+  /** With its children (a PostgreSQL server's backends); memory as PSS, not peak RSS. */
+  tree?: boolean;
 }
+
+/** CPU so far of one measured process (its children too, for a tree). */
+const cpuOf = ({ pid, tree }: MeasuredProcess) =>
+  tree ? processTreeCpuUs(pid) : processCpuUs(pid);
+/** Peak RSS of a process; for a tree (shared memory), its PSS now. */
+const memoryOf = ({ pid, tree }: MeasuredProcess) =>
+  tree ? processTreePssMiB(pid) : processPeakRssMiB(pid);
 
 export interface HopRow {
   section: Section;
@@ -238,9 +254,9 @@ async function measure(scenario: Scenario, options: HopOptions, rows: HopRow[]):
   for (const concurrency of options.concurrencies) {
     await h2load(scenario.target, concurrency, options.warmupSeconds);
     const failures = scenario.failures?.();
-    const before = await Promise.all(scenario.processes.map(({ pid }) => processCpuUs(pid)));
+    const before = await Promise.all(scenario.processes.map(cpuOf));
     const result = await h2load(scenario.target, concurrency, options.seconds);
-    const after = await Promise.all(scenario.processes.map(({ pid }) => processCpuUs(pid)));
+    const after = await Promise.all(scenario.processes.map(cpuOf));
     const calls = Math.max(1, result.succeeded);
     const cpuUsPerCall = Object.fromEntries(
       scenario.processes.map(({ name }, index) => [
@@ -250,7 +266,7 @@ async function measure(scenario: Scenario, options: HopOptions, rows: HopRow[]):
     );
     const peakRssMiB = Object.fromEntries(
       await Promise.all(
-        scenario.processes.map(async ({ name, pid }) => [name, await processPeakRssMiB(pid)]),
+        scenario.processes.map(async (process) => [process.name, await memoryOf(process)]),
       ),
     );
     const rate = result.requestsPerSecond * scenario.perCall;
@@ -326,10 +342,12 @@ async function gatewayRows(
     });
     try {
       const token = stack.auth ? await stack.auth.tokenFor("client", stack.gateway.url) : undefined;
-      const processes = stack.services.map((service) => ({
+      const processes: MeasuredProcess[] = stack.services.map((service) => ({
         name: service.name,
         pid: service.child.pid as number,
       }));
+      // stats' database counts too, wherever it runs: here the stack's own server.
+      if (stack.database) processes.push({ name: "database", pid: stack.database.pid, tree: true });
       const failures = () => failedCallsLogged(stack.gateway);
       const common = { generator: h2loadGrpc, logging, processes, failures };
       if (unary) {

@@ -1,8 +1,8 @@
 // Is stats' read path a bottleneck? GetStats (totals, top N, per caller: one SQL statement)
 // against 5,000 looked-up locations and 50 callers, beside a baseline measured on
 // the same process in the same run: the health check, a unary call that touches no database.
-// Also RecordEvents (a 10-event batch: one write transaction). Each on embedded PGlite and on
-// the machine's PostgreSQL.
+// Also RecordEvents (a 10-event batch: one write transaction). Each on the local stack's
+// embedded PostgreSQL server and on the machine's PostgreSQL.
 import { startService } from "@cloudrun-grpc/local-stack";
 import { createStatsClient, type stats } from "@cloudrun-grpc/proto";
 // Databases and the unary helper come from the tests' support, so the bench makes them alike.
@@ -28,12 +28,15 @@ export interface Row extends LoadResult {
   ratioToBaseline: number;
 }
 
-/** On PostgreSQL, a database of the bench's own, dropped after; PGlite needs no URL. */
+/**
+ * On the machine's PostgreSQL, a database of the bench's own, dropped after; without a URL,
+ * startService gives stats an embedded server of its own.
+ */
 async function withDatabase<T>(
-  kind: "pglite" | "postgres",
+  kind: "embedded" | "postgres",
   work: (url?: string) => Promise<T>,
 ): Promise<T> {
-  if (kind === "pglite") return work(undefined);
+  if (kind === "embedded") return work(undefined);
   const databases = new TestDatabases("stats_bench");
   try {
     return await work((await databases.create()).url());
@@ -44,7 +47,7 @@ async function withDatabase<T>(
 
 export async function benchStatsReads(load: LoadOptions): Promise<Row[]> {
   const rows: Row[] = [];
-  for (const database of ["pglite", "postgres"] as const) {
+  for (const database of ["embedded", "postgres"] as const) {
     await withDatabase(database, async (url) => {
       const service = await startService({
         name: "stats",

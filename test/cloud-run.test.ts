@@ -7,7 +7,8 @@
 // Small numbers make Cloud Run's autoscaling show in seconds: route and stats at a concurrency
 // of 4, the gateway at 8 (Terraform: 100), instances idle for 2 s scaled in (Cloud Run: up to
 // 15 min), the gateway's request timeout 6 s (Terraform: 3600 s). Everything else is
-// Terraform's. stats' instances share one PostgreSQL database, as on Cloud SQL.
+// Terraform's. stats' instances share one PostgreSQL database (the stack's own server), as on
+// Cloud SQL.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -27,7 +28,7 @@ import {
   serviceNames,
 } from "@cloudrun-grpc/proto";
 import { type ClientFactory, connectPeer, parsePeerUrl } from "@cloudrun-grpc/runtime";
-import { type TestDatabase, TestDatabases, until } from "@cloudrun-grpc/test-support";
+import { until } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import { collect, deadline, failure, unary } from "./support/grpc.js";
 import { Load, readTotals, type Sent, totalsOnceCaughtUp } from "./support/load.js";
@@ -70,8 +71,6 @@ function tracedMetadata(traceId: string, headers: Record<string, string> = {}): 
 const newTraceId = () => crypto.randomUUID().replaceAll("-", "");
 
 describeLocalOnly("the system under the local Cloud Run front ends (infra/'s settings)", () => {
-  const databases = new TestDatabases("cloud_run_test");
-  let database: TestDatabase;
   let stack: CloudRunStack;
   let client: GatewayServiceClient;
   const decisions: Decision[] = [];
@@ -91,13 +90,11 @@ describeLocalOnly("the system under the local Cloud Run front ends (infra/'s set
       .length ?? 0;
 
   before(async () => {
-    database = await databases.create();
     const keep = (level: string) => (details: object, message: string) => {
       decisions.push({ level, message, ...(details as Decision) });
     };
     const small = { maxConcurrency: concurrency };
     stack = await startCloudRunStack({
-      statsDatabaseUrl: database.url(),
       env: { all: { LOG_LEVEL: "info", LOG_FORMAT: "json" } },
       overrides: {
         // The gateway takes all of the client's load: twice the slots, so it runs one or two
@@ -129,7 +126,6 @@ describeLocalOnly("the system under the local Cloud Run front ends (infra/'s set
   after(async () => {
     client?.close();
     await stack?.stop();
-    await databases.dropAll();
   });
 
   test("starts each service from infra/: internal route and stats, a public-ingress gateway, all with invoker IAM", () => {
@@ -141,7 +137,11 @@ describeLocalOnly("the system under the local Cloud Run front ends (infra/'s set
       assert.equal(service?.definition.invokerIamDisabled, false);
       assert.match(service?.url ?? "", /^https:\/\/localhost:\d+$/);
     }
-    assert.equal(stack.statsMaxInstances, stats?.definition.maxInstances);
+    // stats' instances share the stack's own PostgreSQL server, as Cloud SQL.
+    assert.match(
+      stack.databaseDescription,
+      /^the stack's own PostgreSQL server at 127\.0\.0\.1:\d+/,
+    );
   });
 
   let baseline: Sent;

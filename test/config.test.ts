@@ -47,7 +47,13 @@ describeLocalOnly("bad configuration stops a service with a clear message", () =
       service: "stats",
       env: { STATS_DATABASE_URL: "mysql://root@127.0.0.1/stats" },
       variable: "STATS_DATABASE_URL",
-      says: /must be postgres:\/\/…, cloudsql:\/\/<project>:<region>:<instance>\/<database> or pglite:\/\/<dir>, got "mysql:…"/,
+      says: /must be postgres:\/\/… or cloudsql:\/\/<project>:<region>:<instance>\/<database>, got "mysql:…"/,
+    },
+    {
+      service: "stats",
+      env: {},
+      variable: "STATS_DATABASE_URL",
+      says: /is required: postgres:\/\/… or cloudsql:\/\/.*the local stack, pnpm start, starts a PostgreSQL server of its own/,
     },
     {
       service: "stats",

@@ -4,7 +4,7 @@
 // every process of it within the grace period, in order, with nothing left behind.
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join, sep } from "node:path";
 import { after, test } from "node:test";
@@ -31,9 +31,24 @@ interface Started {
 
 const running: Started[] = [];
 
+/**
+ * A fresh STACK_DATA_DIR, reachable by the stack's PostgreSQL server where it runs as the
+ * machine's postgres user (as root without user namespaces), as a repository's .stack-data
+ * is; mkdtemp makes it 0700.
+ */
+function stackDataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "stack-data-"));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
 /** Starts `command` in its own process group (so the test can clean up all of it). */
-function startStackCommand(command: string, args: string[], env: Record<string, string>): Started {
-  const dataDir = mkdtempSync(join(tmpdir(), "stack-data-"));
+function startStackCommand(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  dataDir = stackDataDir(),
+): Started {
   // Without node --test's marker: the stack is no test process.
   const { NODE_TEST_CONTEXT: _context, LOG_LEVEL: _level, ...inherited } = process.env;
   // A user's shell, not a pnpm script's: when `pnpm test` runs this, PATH starts with
@@ -332,8 +347,8 @@ describeLocalOnly("pnpm start", () => {
     assertNothingLeft(start);
   });
 
-  test("a second stack on the same data folder refuses to start; the first one killed outright, its services end by themselves and leave no database behind", {
-    timeout: 120_000,
+  test("a second stack on the same data folder refuses to start; the first one killed outright, its services and its database server end by themselves, and the next start finds its data", {
+    timeout: 180_000,
   }, async () => {
     // Straight from the build (no pnpm), so the stack's own pid is the one started here.
     const start = startStackCommand(process.execPath, [stackMain], {
@@ -342,9 +357,11 @@ describeLocalOnly("pnpm start", () => {
     });
     const facts = await factsOf(start);
     assert.equal(facts.pid, start.child.pid);
-    // The embedded database the stack made for stats, which the stack would remove at stop.
-    const database = /"database":"pglite at ([^"]+)"/.exec(start.output())?.[1] as string;
-    assert.ok(database && existsSync(database), `stats names its database:\n${start.output()}`);
+    // The stack's PostgreSQL server, its cluster in the data folder.
+    const cluster = join(start.dataDir, "postgres");
+    const servers = postgresServersOf(start);
+    assert.equal(servers.length, 1, `one PostgreSQL server of this run:\n${start.output()}`);
+    assert.ok(existsSync(join(cluster, "postmaster.pid")), "it runs on the stack's cluster");
 
     const second = spawnSync(process.execPath, [stackMain], {
       cwd: repoRoot,
@@ -359,16 +376,47 @@ describeLocalOnly("pnpm start", () => {
     );
     assert.deepEqual(JSON.parse(readFileSync(start.factsFile, "utf8")), facts, "its facts stay");
 
-    // A SIGKILL runs no handler: the services learn it from their stdin, and drain and exit.
+    // A SIGKILL runs no handler: the services learn it from their stdin, and drain and exit;
+    // so does the database server (its supervising shell reads end-of-file).
     process.kill(facts.pid, "SIGKILL");
-    await allGone(processesOf(facts), gracePeriodMs, start);
+    await allGone([...processesOf(facts), ...servers], gracePeriodMs, start);
     for (const service of Object.values(facts.services)) {
       assert.equal(await connectError(portOf(service.url)), "ECONNREFUSED");
     }
-    assert.ok(!existsSync(database), "stats removed its temporary database itself");
     assertNothingLeft(start);
+    assert.ok(!existsSync(join(cluster, "postmaster.pid")), "the server shut down cleanly");
+
+    // The next start of the same folder counts on: the first start's demo route is still there.
+    // (A stack killed outright could not remove its facts file: the next one writes its own.)
+    rmSync(start.factsFile, { force: true });
+    const again = startStackCommand(process.execPath, [stackMain], {}, start.dataDir);
+    const next = await factsOf(again);
+    const home = mkdtempSync(join(tmpdir(), "empty-home-"));
+    const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
+      env: { ...next.env, HOME: home },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    rmSync(home, { recursive: true, force: true });
+    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
+    assert.match(cli.stdout, new RegExp(`caller ${next.tokenAuthority.identity}: 2 routes`));
+    process.kill(next.pid, "SIGTERM");
+    await allGone(processesOf(next), gracePeriodMs, again);
+    assertNothingLeft(again);
   });
 });
+
+/** This run's PostgreSQL server: the postmaster (its children end with it). */
+function postgresServersOf(started: Started): number[] {
+  return processesWithEnv(envEntry(started)).filter((pid) => {
+    try {
+      const argv0 = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] ?? "";
+      return argv0.endsWith(`${sep}bin${sep}postgres`);
+    } catch {
+      return false;
+    }
+  });
+}
 
 /** The processes (of `among`, else all) whose environment holds `entry`, from /proc (Linux). */
 function processesWithEnv(entry: string, among?: number[]): number[] {

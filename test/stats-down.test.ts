@@ -4,9 +4,6 @@
 // stats comes back on the same port and the same database. In the end stats holds exactly what
 // the clients did, before, during and after the outage, each look-up and route once.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, test } from "node:test";
 import {
   freePort,
@@ -24,18 +21,16 @@ describeLocalOnly("stats down", () => {
   let stack: Stack | undefined;
   let secondStats: ServiceProcess | undefined;
   let client: GatewayServiceClient | undefined;
-  const dataDir = mkdtempSync(join(tmpdir(), "stats-down-"));
-  const database = { STATS_DATABASE_URL: `pglite://${dataDir}` };
   after(async () => {
     client?.close();
-    await stack?.stop();
+    // The second stats first: the stack's stop ends its database server too.
     await secondStats?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    await stack?.stop();
   });
 
   test("stats killed under load and restarted: every call succeeds, every look-up and route counts once", async () => {
     const statsPort = await freePort();
-    stack = await startStack({ ports: { stats: statsPort }, env: { stats: database } });
+    stack = await startStack({ ports: { stats: statsPort } });
     const gateway = await stackGatewayClient(stack);
     client = gateway;
     const load = new Load(gateway, steadyLoad);
@@ -61,7 +56,10 @@ describeLocalOnly("stats down", () => {
       secondStats = await startService({
         name: "stats",
         port: statsPort,
-        env: { ...stack.auth?.envFor("stats", stack.stats.url), ...database },
+        env: {
+          ...stack.auth?.envFor("stats", stack.stats.url),
+          STATS_DATABASE_URL: stack.databaseUrl,
+        },
       });
       // Route's held reports reach stats within 2 s of its serving again (its retries and its
       // channel's reconnects are at most half a second apart): what the clients did up to that

@@ -70,3 +70,54 @@ export async function processPeakRssMiB(pid: number): Promise<number> {
   const kib = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
   return Math.round(kib / 1024);
 }
+
+/** The process and its children (a PostgreSQL server: the postmaster and its backends). */
+async function processTree(root: number): Promise<number[]> {
+  const { readdir, readFile } = await import("node:fs/promises");
+  const children = await Promise.all(
+    (await readdir("/proc"))
+      .filter((entry) => /^\d+$/.test(entry))
+      .map(async (entry) => {
+        try {
+          const stat = await readFile(`/proc/${entry}/stat`, "utf8");
+          return Number(stat.split(") ")[1]?.split(" ")[1]) === root ? [Number(entry)] : [];
+        } catch {
+          return [];
+        }
+      }),
+  );
+  return [root, ...children.flat()];
+}
+
+/**
+ * CPU time of a process and its children so far, in µs: the live ones' own, and the ended
+ * ones' (cutime and cstime of the root, fields 16 and 17).
+ */
+export async function processTreeCpuUs(root: number): Promise<number> {
+  const { readFile } = await import("node:fs/promises");
+  let ticks = 0;
+  for (const pid of await processTree(root)) {
+    try {
+      const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]?.split(" ") ?? [];
+      ticks += Number(fields[11]) + Number(fields[12]);
+      if (pid === root) ticks += Number(fields[13]) + Number(fields[14]);
+    } catch {}
+  }
+  return ticks * 10_000;
+}
+
+/**
+ * Resident memory of a process and its children now, in MiB, as PSS: pages they share (a
+ * PostgreSQL server's shared buffers) split among them, not counted once per process.
+ */
+export async function processTreePssMiB(root: number): Promise<number> {
+  const { readFile } = await import("node:fs/promises");
+  let kib = 0;
+  for (const pid of await processTree(root)) {
+    try {
+      const rollup = await readFile(`/proc/${pid}/smaps_rollup`, "utf8");
+      kib += Number(/Pss:\s+(\d+)/.exec(rollup)?.[1] ?? 0);
+    } catch {}
+  }
+  return Math.round(kib / 1024);
+}

@@ -4,26 +4,28 @@
 // in as load comes and goes. Identities and ID tokens are the local stack's (local-auth.ts):
 // each service calls as its own service account, a client as the local client identity.
 // `pnpm start --cloud-run` and test/cloud-run.test.ts start the system through here.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import {
   type CloudRunLocal,
   type CloudRunLocalOptions,
   type Logger,
   startCloudRunLocal,
 } from "@cloudrun-grpc/cloud-run-local";
+import {
+  type EmbeddedPostgres,
+  type EmbeddedPostgresOptions,
+  startEmbeddedPostgres,
+} from "./embedded-postgres.js";
 import { localProject, type StackAuth, startStackAuth } from "./local-auth.js";
 import { type StackServiceName, serviceEntry } from "./stack.js";
 
 export interface CloudRunStackOptions {
   /**
-   * stats' database (STATS_DATABASE_URL of every stats instance). A PostgreSQL server
-   * (postgres://…) is shared by all instances. Default: an embedded PGlite database in a
-   * temporary folder. PGlite (pglite://<dir>) is one process's at a time, so on it stats runs
-   * at most one instance.
+   * stats' database, shared by all its instances as Cloud SQL is (STATS_DATABASE_URL of every
+   * stats instance). Default: the stack's own PostgreSQL server (embedded-postgres.ts).
    */
   statsDatabaseUrl?: string;
+  /** Where that server keeps its cluster (default: a temporary folder, removed at stop). */
+  database?: Pick<EmbeddedPostgresOptions, "dataDir">;
   /** Extra environment per service (and for all), over what Terraform gives. */
   env?: Partial<Record<StackServiceName | "all", Record<string, string>>>;
   /** Each front end's port (default: free ports). */
@@ -46,8 +48,8 @@ export interface CloudRunStack {
   /** The CA the front ends' certificate chains to (PEM, and as a file until stop()). */
   caPem: string;
   caFile: string;
-  /** How many stats instances may run (1 on the embedded database). */
-  statsMaxInstances: number;
+  /** Where stats' instances keep their data, as a person reads it (no password). */
+  databaseDescription: string;
   stop(): Promise<void>;
 }
 
@@ -61,17 +63,15 @@ const quickStartupProbe = { periodSeconds: 0.2, failureThreshold: 1200 };
 export async function startCloudRunStack(
   options: CloudRunStackOptions = {},
 ): Promise<CloudRunStack> {
-  const auth = await startStackAuth();
-  const scratchDir = options.statsDatabaseUrl
+  const database: EmbeddedPostgres | undefined = options.statsDatabaseUrl
     ? undefined
-    : mkdtempSync(join(tmpdir(), "routeguide-cloud-run-stats-"));
+    : await startEmbeddedPostgres(options.database);
+  const statsDatabaseUrl = options.statsDatabaseUrl ?? (database as EmbeddedPostgres).url;
+  let auth: StackAuth | undefined;
   const cleanUp = async () => {
-    await auth.close();
-    if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
+    await auth?.close();
+    await database?.stop();
   };
-  const statsDatabaseUrl = options.statsDatabaseUrl ?? `pglite://${scratchDir}`;
-  const statsOverride = options.overrides?.stats ?? {};
-  const statsMaxInstances = /^postgres(ql)?:\/\//.test(statsDatabaseUrl) ? undefined : 1;
   const service = (name: StackServiceName, env: Record<string, string> = {}) => ({
     entry: serviceEntry(name),
     execArgv: ["--import", parentWatch],
@@ -80,6 +80,7 @@ export async function startCloudRunStack(
     env: { ...options.env?.all, ...env, ...options.env?.[name] },
   });
   try {
+    auth = await startStackAuth();
     const local = await startCloudRunLocal({
       projectId: localProject,
       variables: { project_id: localProject, gateway_public: options.publicGateway === true },
@@ -98,12 +99,7 @@ export async function startCloudRunStack(
           stats: auth.authority.metadataHosts.stats as string,
         },
       },
-      overrides: {
-        ...options.overrides,
-        stats: statsMaxInstances
-          ? { ...statsOverride, maxInstances: statsMaxInstances }
-          : statsOverride,
-      },
+      overrides: options.overrides,
       scaling: options.scaling,
       logger: options.logger,
       onLine: options.onLine,
@@ -115,8 +111,9 @@ export async function startCloudRunStack(
       auth,
       caPem: local.caPem,
       caFile: local.caFile,
-      statsMaxInstances:
-        statsMaxInstances ?? (local.services.stats?.definition.maxInstances as number),
+      databaseDescription: database
+        ? `the stack's own PostgreSQL server at 127.0.0.1:${database.port} (${database.dataDir})`
+        : describeUrl(statsDatabaseUrl),
       async stop() {
         await local.stop();
         await cleanUp();
@@ -125,5 +122,16 @@ export async function startCloudRunStack(
   } catch (error) {
     await cleanUp();
     throw error;
+  }
+}
+
+/** A database URL without its password. */
+function describeUrl(raw: string): string {
+  try {
+    const url = new URL(raw);
+    url.password = "";
+    return url.toString();
+  } catch {
+    return "the STATS_DATABASE_URL given";
   }
 }

@@ -16,10 +16,15 @@
 // services' own output, unchanged; the default when stdout is not a terminal).
 // GATEWAY_PUBLIC=true: a public gateway (AUTH_MODE=optional), callable with `--no-token`.
 // STACK_DATA_DIR: the stack's data folder (default .stack-data in the repository), where
-// local-stack.json tells scripts how to reach the running stack; it is removed at stop.
+// local-stack.json tells scripts how to reach the running stack (removed at stop) and
+// postgres/ holds stats' database (kept).
+// STATS_DATABASE_URL: stats' database on a PostgreSQL server of the user's; by default the stack
+// starts one of its own (embedded-postgres.ts).
 // With --cloud-run only: CLOUD_RUN_CONCURRENCY, every service's max_instance_request_concurrency
 // instead of Terraform's (e.g. 2, to see instances start under a little load);
 // CLOUD_RUN_IDLE_SECONDS, how long an idle instance is kept (default 60; Cloud Run: up to 15 min).
+
+import { dirname, join } from "node:path";
 import { connectGateway, demo } from "@cloudrun-grpc/cli";
 import {
   integerVar,
@@ -105,17 +110,23 @@ const ports = { gateway: config.GATEWAY_PORT, route: config.ROUTE_PORT, stats: c
 // Aborted by a stop: a start still under way stops what it had started and rejects.
 const startAborter = new AbortController();
 
+// The stack's own PostgreSQL server (when no STATS_DATABASE_URL), its cluster kept across
+// restarts and shared by both modes.
+const database = { dataDir: join(dirname(facts.file), "postgres") };
+
 async function startProcesses(): Promise<Running> {
   const stack = await startStack({
     ports,
     publicGateway: config.GATEWAY_PUBLIC,
     env: {
       all: allEnv,
-      // pnpm start keeps stats' data where the user says (pglite://<dir>, postgres://…).
+      // stats' data on the user's own server (postgres://…) if they name one.
       stats: process.env.STATS_DATABASE_URL
         ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
         : {},
     },
+    // Else on the stack's own PostgreSQL server, whose cluster is kept across restarts.
+    database,
     onLine: (service, line) => print(`[${service}] ${formatLine(line)}`),
     signal: startAborter.signal,
   });
@@ -149,6 +160,7 @@ async function startUnderCloudRun(): Promise<Running> {
     ports,
     publicGateway: config.GATEWAY_PUBLIC,
     statsDatabaseUrl: process.env.STATS_DATABASE_URL || undefined,
+    database,
     env: { all: allEnv },
     overrides: { gateway: override, route: override, stats: override },
     scaling: { idleMs: config.CLOUD_RUN_IDLE_SECONDS * 1000 },
@@ -161,8 +173,7 @@ async function startUnderCloudRun(): Promise<Running> {
   }
   const frontEnd = (name: "gateway" | "route" | "stats") => {
     const { definition } = stack.local.services[name] ?? {};
-    const instances = name === "stats" ? stack.statsMaxInstances : (definition?.maxInstances ?? 0);
-    return `${name.padEnd(8)} ${stack.urls[name]}  (${definition?.ingress === "INGRESS_TRAFFIC_ALL" ? "ingress all" : "internal"}, concurrency ${definition?.maxConcurrency}, instances ${definition?.minInstances}–${instances})`;
+    return `${name.padEnd(8)} ${stack.urls[name]}  (${definition?.ingress === "INGRESS_TRAFFIC_ALL" ? "ingress all" : "internal"}, concurrency ${definition?.maxConcurrency}, instances ${definition?.minInstances}–${definition?.maxInstances})`;
   };
   return {
     facts: cloudRunFactsOf(stack, { pid: process.pid, publicGateway: config.GATEWAY_PUBLIC }),
@@ -171,11 +182,7 @@ async function startUnderCloudRun(): Promise<Running> {
       frontEnd("stats"),
       frontEnd("route"),
       frontEnd("gateway"),
-      ...(stack.statsMaxInstances === 1
-        ? [
-            "stats runs one instance at most: its embedded database (PGlite) is one process's; give STATS_DATABASE_URL=postgres://… to let it scale out",
-          ]
-        : []),
+      `stats' instances share one database: ${stack.databaseDescription}`,
     ],
     rootCerts: Buffer.from(stack.caPem),
     // The front end replaces an instance that crashes, as Cloud Run does.

@@ -7,25 +7,19 @@
 // service then stops as Cloud Run stops it: SIGTERM, its own drain, exit. If it has not ended
 // well after its grace period, it is killed. Only with a pipe for stdin (what the stack
 // gives): another stdin (a terminal, /dev/null) says nothing about a parent.
-import { fstatSync, rmSync } from "node:fs";
+import { fstatSync } from "node:fs";
 
 const graceMs = Number(process.env.SHUTDOWN_GRACE_MS) || 8_000;
-/** A folder the stack made for this process alone (stats' embedded database), if any. */
-const scratchDir = process.env.LOCAL_STACK_SCRATCH_DIR;
 
 let ending = false;
 const parentGone = () => {
   if (ending) return;
   ending = true;
-  // At exit, after its drain: the temporary database the stack made for it goes, as the stack
-  // would have removed it. Then it ends without flushing its last log lines, which nothing
+  // At exit, after its drain, it ends without flushing its last log lines, which nothing
   // reads any more: pino's final synchronous flush would try to write them to the closed pipe
   // forever (sonic-boom 4.2 flushSync sleeps and retries on any error but EAGAIN, EPIPE
   // included). Before the other exit listeners, so before that flush.
-  process.prependListener("exit", () => {
-    if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
-    process.kill(process.pid, "SIGKILL");
-  });
+  process.prependListener("exit", () => process.kill(process.pid, "SIGKILL"));
   process.kill(process.pid, "SIGTERM");
   setTimeout(() => process.kill(process.pid, "SIGKILL"), graceMs + 5_000).unref();
 };

@@ -10,17 +10,23 @@
 // that started it, which stops them in order (gateway first, stats last); and each ends by
 // itself when that process is gone, however it ended (parent-watch.ts).
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
-import { type AddressInfo, createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { serviceNames } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthServiceDefinition } from "grpc-health-check";
+import {
+  type EmbeddedPostgres,
+  type EmbeddedPostgresOptions,
+  startEmbeddedPostgres,
+} from "./embedded-postgres.js";
 import { type StackAuth, startStackAuth } from "./local-auth.js";
+import { freePort } from "./ports.js";
+
+export { freePort };
 
 /** A service of the stack (not to be confused with the gRPC service names of the protos). */
 export type StackServiceName = "gateway" | "route" | "stats";
@@ -38,6 +44,8 @@ export interface ServiceProcess {
   /** e.g. http://127.0.0.1:50051: what peers and clients use. */
   url: string;
   child: ChildProcess;
+  /** stats: the STATS_DATABASE_URL it was given (another stats can be given the same). */
+  databaseUrl: string | undefined;
   /** Every stdout line so far (JSON log lines). */
   lines: string[];
   /**
@@ -86,22 +94,33 @@ class PortTaken extends Error {}
 
 /**
  * Starts one service and waits until it is ready: its health check answers SERVING for its
- * own name (stats: its database is migrated). stats without STATS_DATABASE_URL in `env` gets a
- * fresh embedded database in a temporary folder, removed when the process ends (one exported
- * in this process's environment is ignored, so no test ever lands on a developer's database);
- * pass pglite://<dir> to keep one across restarts.
+ * own name (stats: its database is migrated). stats without STATS_DATABASE_URL in `env` gets an
+ * embedded PostgreSQL server of its own in a temporary folder, stopped and removed when the
+ * process ends (one exported in this process's environment is ignored, so no test ever lands
+ * on a developer's database).
  */
 export async function startService(options: StartServiceOptions): Promise<ServiceProcess> {
   const host = options.host ?? "127.0.0.1";
   for (let attempt = 1; ; attempt += 1) {
     if (options.signal?.aborted) throw startAborted(options.name, options.signal.reason);
     const port = options.port || (await freePort(host));
+    let database: EmbeddedPostgres | undefined;
     try {
       // A fixed port someone already listens on is refused before any process starts: else
       // the health checks below could be answered by whatever listens there.
       if (options.port) await assertFree(host, port, options.name);
-      return await launch(options, host, port);
+      const url = `http://${urlHost(host)}:${port}`;
+      // A copy: the caller's object never gets this start's database URL.
+      const env = { ...(typeof options.env === "function" ? options.env(url) : options.env) };
+      if (options.name === "stats" && !env.STATS_DATABASE_URL) {
+        database = await startEmbeddedPostgres();
+        env.STATS_DATABASE_URL = database.url;
+      }
+      // The server is the service's own: it stops once the service has ended.
+      return await launch(options, host, port, env, database?.stop);
     } catch (error) {
+      // Gone with the failed process already (launch's afterExit), unless it failed first.
+      await database?.stop();
       if (error instanceof PortTaken && !options.port && attempt < portAttempts) continue;
       throw error;
     }
@@ -112,26 +131,21 @@ async function launch(
   options: StartServiceOptions,
   host: string,
   port: number,
+  env: Record<string, string>,
+  /** Run once the process has ended, before `exited` resolves. */
+  afterExit?: () => Promise<void>,
 ): Promise<ServiceProcess> {
   const { name, signal } = options;
   const url = `http://${urlHost(host)}:${port}`;
-  let scratchDir: string | undefined;
-  const databaseEnv: Record<string, string> = {};
-  const env = typeof options.env === "function" ? options.env(url) : (options.env ?? {});
-  if (name === "stats" && !env.STATS_DATABASE_URL) {
-    scratchDir = mkdtempSync(join(tmpdir(), "routeguide-stats-"));
-    databaseEnv.STATS_DATABASE_URL = `pglite://${scratchDir}`;
-    // Removed by the service itself if this process is gone before it (parent-watch.ts).
-    databaseEnv.LOCAL_STACK_SCRATCH_DIR = scratchDir;
-  }
+  // Never a database URL exported in this process's environment: only what `env` says.
+  const { STATS_DATABASE_URL: _exported, ...inherited } = process.env;
   const child = spawn(process.execPath, ["--import", parentWatch, serviceEntry(name)], {
     env: {
-      ...process.env,
+      ...inherited,
       PORT: String(port),
       HOST: host,
       // Auth is off unless the caller configures it (startStack does).
       AUTH_MODE: "off",
-      ...databaseEnv,
       ...env,
     },
     // stdin: a pipe this process never writes to; the service reads its end-of-file when this
@@ -153,8 +167,8 @@ async function launch(
   });
   // "close", not "exit": after the process has ended and its output has all been read.
   const exited = new Promise<number | string>((resolve) => {
-    child.once("close", (code, exitSignal) => {
-      if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
+    child.once("close", async (code, exitSignal) => {
+      await afterExit?.();
       resolve(code ?? exitSignal ?? "unknown");
     });
   });
@@ -209,7 +223,7 @@ async function launch(
     }
     return exited;
   };
-  return { name, port, url, child, lines, exited, stop };
+  return { name, port, url, child, databaseUrl: env.STATS_DATABASE_URL, lines, exited, stop };
 }
 
 const HealthClient = grpc.makeGenericClientConstructor(
@@ -295,7 +309,14 @@ export interface Stack {
   services: ServiceProcess[];
   /** The identities, tokens and authority of the stack; absent when started with `auth: false`. */
   auth: StackAuth | undefined;
-  /** Stops all three (gateway first, so no new work reaches the others) and waits for them. */
+  /** stats' database: more stats processes may be given the same URL. */
+  databaseUrl: string;
+  /** The stack's own PostgreSQL server; absent when stats was given a STATS_DATABASE_URL. */
+  database: EmbeddedPostgres | undefined;
+  /**
+   * Stops all three (gateway first, so no new work reaches the others) and waits for them,
+   * then the stack's database server.
+   */
   stop(): Promise<void>;
 }
 
@@ -319,6 +340,11 @@ export interface StackOptions {
    */
   routeInstances?: number;
   /**
+   * Where the stack's own PostgreSQL server keeps its cluster, when stats is given no
+   * STATS_DATABASE_URL (default: a temporary folder, removed at stop).
+   */
+  database?: Pick<EmbeddedPostgresOptions, "dataDir">;
+  /**
    * Aborting it stops a start under way: startStack checks it before starting each service
    * (and a service still starting is killed), stops the services already started, and
    * rejects with an Error saying the start was aborted.
@@ -326,11 +352,16 @@ export interface StackOptions {
   signal?: AbortSignal;
 }
 
-/** Starts stats, then route (pointed at stats), then gateway (pointed at both). */
+/**
+ * Starts stats' database (an embedded PostgreSQL server, unless stats is given a
+ * STATS_DATABASE_URL), stats, then route (pointed at stats), then gateway (pointed at both).
+ */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { signal } = options;
   const started: ServiceProcess[] = [];
-  const auth = options.auth === false ? undefined : await startStackAuth();
+  const givenUrl = options.env?.stats?.STATS_DATABASE_URL || options.env?.all?.STATS_DATABASE_URL;
+  let database: EmbeddedPostgres | undefined;
+  let auth: StackAuth | undefined;
   const start = async (
     name: StackServiceName,
     peers: Record<string, string>,
@@ -356,7 +387,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     return service;
   };
   try {
-    const stats = await start("stats", {});
+    signal?.throwIfAborted();
+    database = givenUrl ? undefined : await startEmbeddedPostgres(options.database);
+    auth = options.auth === false ? undefined : await startStackAuth();
+    const stats = await start("stats", database ? { STATS_DATABASE_URL: database.url } : {});
     const route = await start("route", { STATS_URL: stats.url });
     const routes = [route];
     for (let i = 1; i < (options.routeInstances ?? 1); i += 1) {
@@ -379,13 +413,17 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       stats,
       services,
       auth,
+      databaseUrl: stats.databaseUrl as string,
+      database,
       async stop() {
         for (const service of services) await service.stop();
+        await database?.stop();
         await auth?.close();
       },
     };
   } catch (error) {
     await Promise.all(started.map((service) => service.stop()));
+    await database?.stop();
     await auth?.close();
     if (signal?.aborted) {
       throw new Error("the stack's start was aborted; the services it had started are stopped", {
@@ -407,17 +445,5 @@ async function assertFree(host: string, port: number, name: StackServiceName): P
       ),
     );
     probe.listen(port, host, () => probe.close(() => resolve()));
-  });
-}
-
-/** A port free right now on `host` (for services that must know their URL before start). */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, host, () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
   });
 }

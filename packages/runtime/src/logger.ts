@@ -188,7 +188,7 @@ export function writeOutLogs(logger: Logger, timeoutMs: number, done: () => void
     stdout.off("drain", finish);
     done();
   };
-  // Late because the event loop was blocked (PGlite's start is synchronous for seconds), the
+  // Late because the event loop was blocked (a busy machine, a long synchronous step), the
   // timer would beat a write that has finished meanwhile: setImmediate lets the poll phase
   // deliver its completion (and 'drain') first.
   const timer = setTimeout(() => setImmediate(finish), timeoutMs);

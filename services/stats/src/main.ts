@@ -1,6 +1,6 @@
 // stats' process: env → config → createStatsService → listen on $PORT → drain on SIGTERM.
 //
-// The stop signals are caught before anything is loaded: stats' modules (PGlite, grpc-js,
+// The stop signals are caught before anything is loaded: stats' modules (grpc-js,
 // drizzle, the Cloud SQL connector) take seconds to load on a busy machine, and until a
 // listener exists Node's own handler ends the process at once on SIGTERM (exit 143, nothing
 // drained, no log line). runService gets the signal that came meanwhile, if one did.

@@ -8,13 +8,7 @@ import { type Logger, type Readiness, StatusError } from "@cloudrun-grpc/runtime
 import * as grpc from "@grpc/grpc-js";
 import { sql } from "drizzle-orm";
 import { aggregateEvents } from "./aggregate.js";
-import {
-  type Database,
-  type DatabaseOptions,
-  FolderInUseError,
-  openDatabase,
-  type StatsDb,
-} from "./db/database.js";
+import { type Database, type DatabaseOptions, openDatabase, type StatsDb } from "./db/database.js";
 import { callerCounts, countedEvents, featureLookups, totals } from "./db/schema.js";
 import { type DatabaseTarget, describeTarget } from "./db/target.js";
 import type { Snapshot, SnapshotQuery, StatsEvent, StatsStore } from "./store.js";
@@ -264,7 +258,7 @@ export class SqlStatsStore implements StatsStore {
             if (opened && this.database === opened) this.lost(opened, error);
           },
         });
-        // Stopped meanwhile (PGlite's start alone takes seconds): no more work, just close.
+        // Stopped meanwhile (a migration may wait for another instance's): no more work.
         if (!this.stopped) await opened.migrate();
         if (!this.stopped) await opened.listen(changeChannel, () => this.changed());
         if (this.stopped) {
@@ -282,10 +276,10 @@ export class SqlStatsStore implements StatsStore {
         await opened?.close().catch(() => {});
         this.lastError = errorText(error);
         this.connectFailure = error;
-        // A wait that is expected (the folder held by another stats process, a database not
-        // up yet or busy) is one line with the reason and the next try. Anything else may be a
-        // bug: its stack comes with it the first time, then one line while it repeats.
-        const expected = error instanceof FolderInUseError || classify(error) !== "other";
+        // A wait that is expected (a database not up yet or busy) is one line with the reason
+        // and the next try. Anything else may be a bug: its stack comes with it the first
+        // time, then one line while it repeats.
+        const expected = classify(error) !== "other";
         const withStack = !expected && this.lastError !== previous;
         previous = this.lastError;
         this.options.logger.warn(
@@ -385,7 +379,7 @@ interface SnapshotRow {
   callers: CallerRow[] | string;
 }
 
-/** node-postgres parses json columns; PGlite may hand them over as text. */
+/** node-postgres parses json columns; text is read too, whatever hands it over. */
 function parseJson<T>(value: T | string | null | undefined): T {
   return (typeof value === "string" ? JSON.parse(value) : value) as T;
 }

@@ -1,5 +1,5 @@
 // The stats store: what stats counts, behind the interface the handlers use. The one
-// implementation is PostgreSQL (sql-store.ts), embedded PGlite by default.
+// implementation is PostgreSQL (sql-store.ts).
 import type { Bounds, Point } from "@cloudrun-grpc/domain";
 
 /** An event as stats accepts it, after validation. */

@@ -1,15 +1,11 @@
 // stats as a process (dist/main.js, built), stopped with SIGTERM as Cloud Run and the local
-// stack stop it, on its embedded database (PGlite) and on PostgreSQL, while its database
-// starts and while it serves: it drains and exits 0 (never killed by the signal) within
-// SHUTDOWN_GRACE_MS + 1 s, every line it wrote is a whole JSON line, and "stopping" comes
-// before "stopped". PGlite's start runs synchronously for seconds at a time, which is what
-// made these phases fragile.
+// stack stop it, on PostgreSQL, while its database start waits (a migration under another
+// instance's lock) and while it serves: it drains and exits 0 (never killed by the signal)
+// within SHUTDOWN_GRACE_MS + 1 s, every line it wrote is a whole JSON line, and "stopping"
+// comes before "stopped".
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createStatsClient, type stats } from "@cloudrun-grpc/proto";
@@ -146,62 +142,6 @@ async function recordOne(port: number, id: string): Promise<number> {
     client.close();
   }
 }
-
-async function lookupsOn(port: number): Promise<number> {
-  const client = createStatsClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  try {
-    const answer = await unary<stats.GetStatsResponse__Output>((done) =>
-      client.GetStats({ topN: 1 }, deadline(), done),
-    );
-    return Number(answer.snapshot?.featureLookups ?? 0);
-  } finally {
-    client.close();
-  }
-}
-
-describe("stats on its embedded database stops cleanly on SIGTERM", { timeout: 180_000 }, () => {
-  const dir = mkdtempSync(join(tmpdir(), "stats-shutdown-"));
-  const env = { STATS_DATABASE_URL: `pglite://${dir}`, SHUTDOWN_GRACE_MS: String(graceMs) };
-  after(() => rmSync(dir, { recursive: true, force: true }));
-
-  // First: a new folder (initdb under way for seconds), so the next test finds one to resume.
-  test("while serving: drains, exits 0, stopping then stopped", async (t) => {
-    const stats = startStats(env);
-    const { port } = await stats.logged("listening");
-    // A new folder's first start takes several seconds on a busy machine.
-    await stats.logged("ready: serving", 120_000);
-    assert.equal(await recordOne(port as number, "served-1"), 1);
-    const exit = await stats.terminate();
-    t.diagnostic(`exited ${exit.afterMs} ms after SIGTERM`);
-    assert.deepEqual([exit.code, exit.signal], [0, null], stats.messages().join(", "));
-    assert.ok(exit.afterMs < stopBoundMs, `stopped in ${exit.afterMs} ms`);
-    assertStoppedInOrder(stats);
-  });
-
-  test("while the database starts: exits 0 without finishing the start; the folder is whole", async (t) => {
-    const stats = startStats(env);
-    // The store starts the database before the server listens, and resuming it takes seconds.
-    await stats.logged("listening");
-    const exit = await stats.terminate();
-    t.diagnostic(`exited ${exit.afterMs} ms after SIGTERM`);
-    assert.deepEqual([exit.code, exit.signal], [0, null], stats.messages().join(", "));
-    assert.ok(exit.afterMs < stopBoundMs, `stopped in ${exit.afterMs} ms`);
-    assertStoppedInOrder(stats);
-    assert.ok(
-      !stats.messages().includes("stats database ready"),
-      `stopped before its database was ready: ${stats.messages().join(", ")}`,
-    );
-
-    // The stop left the folder as it was: the next start resumes it, with what was recorded.
-    const next = startStats(env);
-    const { port } = await next.logged("listening");
-    await next.logged("ready: serving", 60_000);
-    assert.equal(await lookupsOn(port as number), 1);
-    const nextExit = await next.terminate();
-    assert.deepEqual([nextExit.code, nextExit.signal], [0, null]);
-    assertStoppedInOrder(next);
-  });
-});
 
 describe("stats on PostgreSQL stops cleanly on SIGTERM", { timeout: 60_000 }, () => {
   const databases = new TestDatabases("stats_shutdown");

@@ -1,5 +1,5 @@
-// What the store counts and how it answers, on both backends (embedded PGlite and a real
-// PostgreSQL server): every test gets a database of its own.
+// What the store counts and how it answers, on a real PostgreSQL server: every test gets a
+// database of its own.
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";

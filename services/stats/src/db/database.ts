@@ -1,16 +1,11 @@
-// One connection layer over the three ways to reach PostgreSQL (node-postgres, Cloud SQL
-// connector + node-postgres, embedded PGlite), so the store has one code path: a drizzle
-// database, LISTEN, migrations under a lock, close.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+// One connection layer over the two ways to reach PostgreSQL (node-postgres, Cloud SQL
+// connector + node-postgres), so the store has one code path: a drizzle database, LISTEN,
+// migrations under a lock, close.
 import { fileURLToPath } from "node:url";
-import { PGlite } from "@electric-sql/pglite";
 import { AuthTypes, Connector, IpAddressTypes } from "@google-cloud/cloud-sql-connector";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
-import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
-import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import type { DatabaseTarget } from "./target.js";
 
@@ -47,40 +42,6 @@ export interface Database {
 
 export async function openDatabase(
   target: DatabaseTarget,
-  options: DatabaseOptions,
-): Promise<Database> {
-  return target.kind === "pglite" ? openPglite(target.dataDir) : openPostgres(target, options);
-}
-
-async function openPglite(dataDir: string | undefined): Promise<Database> {
-  // PGlite does not lock its folder, and two processes writing one would corrupt it.
-  const releaseLock = dataDir === undefined ? () => {} : lockFolder(dataDir);
-  let client: PGlite;
-  try {
-    client = await PGlite.create(dataDir === undefined ? {} : { dataDir });
-  } catch (error) {
-    releaseLock();
-    throw error;
-  }
-  const db = drizzlePglite(client) as unknown as StatsDb;
-  const unlisten: (() => Promise<void>)[] = [];
-  return {
-    db,
-    // One process owns the folder (lockFolder), so the migrations need no lock of their own.
-    migrate: () => migratePglite(drizzlePglite(client), { migrationsFolder }),
-    async listen(channel, onNotify) {
-      unlisten.push(await client.listen(channel, onNotify));
-    },
-    async close() {
-      for (const stop of unlisten.splice(0)) await stop();
-      await client.close();
-      releaseLock();
-    },
-  };
-}
-
-async function openPostgres(
-  target: Exclude<DatabaseTarget, { kind: "pglite" }>,
   options: DatabaseOptions,
 ): Promise<Database> {
   let connector: Connector | undefined;
@@ -173,51 +134,4 @@ async function openPostgres(
       connector?.close();
     },
   };
-}
-
-/**
- * Another live stats process holds the embedded database's folder: an expected wait (a
- * restart whose old process is still stopping, a second local stack on the same folder), so
- * the store retries it with one line each time, no stack trace.
- */
-export class FolderInUseError extends Error {
-  constructor(
-    readonly dir: string,
-    readonly holder: number,
-  ) {
-    super(`${dir} is in use by another stats process (pid ${holder})`);
-    this.name = "FolderInUseError";
-  }
-}
-
-/**
- * Takes `<dir>/stats.lock` for this process (a lock left by a process that is gone is taken
- * over); returns the function that releases it. Throws when a live process holds it.
- */
-function lockFolder(dir: string): () => void {
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, "stats.lock");
-  for (let attempt = 0; attempt < 2; attempt += 1) {
-    try {
-      writeFileSync(path, String(process.pid), { flag: "wx" });
-      return () => rmSync(path, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      const holder = Number(readFileSync(path, "utf8"));
-      if (Number.isInteger(holder) && holder > 0 && isAlive(holder)) {
-        throw new FolderInUseError(dir, holder);
-      }
-      rmSync(path, { force: true });
-    }
-  }
-  throw new Error(`could not lock ${dir}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }

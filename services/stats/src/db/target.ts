@@ -1,27 +1,21 @@
-// Which PostgreSQL stats keeps its aggregates in, from STATS_DATABASE_URL:
-//   unset                    embedded PGlite in ./.stack-data/stats (nothing to install)
-//   pglite://<dir>           embedded PGlite in <dir>; pglite://memory keeps it in memory
-//   postgres://… (postgresql://…)   a PostgreSQL server through node-postgres
+// Which PostgreSQL stats keeps its aggregates in, from STATS_DATABASE_URL (required):
+//   postgres://… (postgresql://…)   a PostgreSQL server through node-postgres (the local stack
+//                            starts one of its own from npm and passes its URL)
 //   cloudsql://<project>:<region>:<instance>/<database>   Cloud SQL through the Cloud SQL
 //                            connector with IAM database authentication as the service's own
 //                            account (STATS_DATABASE_IAM_USER): no password anywhere
-import { resolve } from "node:path";
 import { z } from "zod";
 
 export type DatabaseTarget =
-  | { kind: "pglite"; dataDir: string | undefined }
   | { kind: "postgres"; url: string }
   | { kind: "cloudsql"; instance: string; database: string };
 
-export const defaultPgliteDir = ".stack-data/stats";
-
 export function parseDatabaseTarget(raw: string | undefined): DatabaseTarget {
   const value = raw?.trim() ?? "";
-  if (value === "") return { kind: "pglite", dataDir: resolve(defaultPgliteDir) };
-  if (value.startsWith("pglite://")) {
-    const dir = value.slice("pglite://".length);
-    if (dir === "") throw new Error("pglite:// needs a directory (or pglite://memory)");
-    return { kind: "pglite", dataDir: dir === "memory" ? undefined : resolve(dir) };
+  if (value === "") {
+    throw new Error(
+      "is required: postgres://… or cloudsql://<project>:<region>:<instance>/<database> (the local stack, pnpm start, starts a PostgreSQL server of its own and sets it)",
+    );
   }
   if (value.startsWith("postgres://") || value.startsWith("postgresql://")) {
     let url: URL;
@@ -45,7 +39,7 @@ export function parseDatabaseTarget(raw: string | undefined): DatabaseTarget {
   }
   const scheme = value.split(":")[0];
   throw new Error(
-    `must be postgres://…, cloudsql://<project>:<region>:<instance>/<database> or pglite://<dir>, got ${JSON.stringify(`${scheme}:…`)}`,
+    `must be postgres://… or cloudsql://<project>:<region>:<instance>/<database>, got ${JSON.stringify(`${scheme}:…`)}`,
   );
 }
 
@@ -65,8 +59,6 @@ export const databaseTargetVar = z
 /** A target as logs may show it: no password. */
 export function describeTarget(target: DatabaseTarget): string {
   switch (target.kind) {
-    case "pglite":
-      return target.dataDir === undefined ? "pglite (in memory)" : `pglite at ${target.dataDir}`;
     case "postgres": {
       const url = new URL(target.url);
       url.password = "";

@@ -1,22 +1,16 @@
-// Fresh SqlStatsStores for the tests, started and ready, on either backend:
-//   pglite    embedded PGlite in a temp dir, copied from one migrated template per Stores
-//             (initdb takes seconds, reopening a copy well under one);
-//   postgres  a real server (test-support's TestDatabases: TEST_POSTGRES_URL, by default
-//             postgres@127.0.0.1:5432 with trust auth), a database made for each test
-//             (stats_test_<pid>_<random>) and dropped after.
+// Fresh SqlStatsStores for the tests, started and ready, on a real PostgreSQL server
+// (test-support's TestDatabases: TEST_POSTGRES_URL, by default postgres@127.0.0.1:5432 with
+// trust auth), a database made for each test (stats_test_<pid>_<random>) and dropped after.
 // release() (after each test) and cleanup() (after the last) close every store opened here and
 // remove every database and directory made here, and nothing else.
-import { accessSync, constants, cpSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { createLogger, type Logger, Readiness, silentLogger } from "@cloudrun-grpc/runtime";
 import { type TestDatabase, TestDatabases, within } from "@cloudrun-grpc/test-support";
 import pg from "pg";
 import type { DatabaseTarget } from "../../src/db/target.js";
 import { SqlStatsStore } from "../../src/sql-store.js";
 
-export type Backend = "pglite" | "postgres";
-export const backends: readonly Backend[] = ["pglite", "postgres"];
+export type Backend = "postgres";
+export const backends: readonly Backend[] = ["postgres"];
 
 export { postgresAdminUrl } from "@cloudrun-grpc/test-support";
 
@@ -61,17 +55,14 @@ export interface Stores {
   readonly backend: Backend;
   /** A store on a database of its own, started (and ready unless told otherwise). */
   fresh(options?: StoreOptions): Promise<OpenStore>;
-  /**
-   * Closes every store opened so far and drops/removes their databases/directories (after each
-   * test: an open PGlite holds a whole WebAssembly Postgres in memory).
-   */
+  /** Closes every store opened so far and drops their databases (after each test). */
   release(): Promise<void>;
-  /** release(), and the template too: after the last test. */
+  /** release(): after the last test. */
   cleanup(): Promise<void>;
 }
 
-export function storesFor(backend: Backend): Stores {
-  return backend === "pglite" ? new PgliteStores() : new PostgresStores();
+export function storesFor(_backend: Backend): Stores {
+  return new PostgresStores();
 }
 
 const readyTimeoutMs = 20_000;
@@ -137,92 +128,6 @@ abstract class BaseStores implements Stores {
 
   async cleanup(): Promise<void> {
     await this.release();
-  }
-}
-
-/**
- * Where PGlite data dirs go: STATS_TEST_TMPDIR, else /dev/shm where there is one (a data dir is
- * ~40 MB in ~1000 files: copying it to tmpfs takes tens of ms, to a disk about a second), else
- * the system's temp dir.
- */
-function pgliteParentDir(): string {
-  if (process.env.STATS_TEST_TMPDIR) return process.env.STATS_TEST_TMPDIR;
-  try {
-    accessSync("/dev/shm", constants.W_OK);
-    return "/dev/shm";
-  } catch {
-    return tmpdir();
-  }
-}
-
-export class PgliteStores extends BaseStores {
-  readonly backend = "pglite";
-  private readonly parent = pgliteParentDir();
-  private readonly dirs: string[] = [];
-  private template: Promise<string> | undefined;
-  private readonly templateDirs: string[] = [];
-
-  constructor() {
-    super();
-    process.on("exit", this.removeOnExit);
-  }
-
-  async fresh(options?: StoreOptions): Promise<OpenStore> {
-    this.template ??= this.makeTemplate();
-    const template = await this.template;
-    const dataDir = this.tempDir();
-    cpSync(template, dataDir, { recursive: true });
-    return this.open({ kind: "pglite", dataDir }, `pglite at ${dataDir}`, options);
-  }
-
-  /** A data dir migrated by the store itself, then closed: what every fresh store copies. */
-  private async makeTemplate(): Promise<string> {
-    // Not in `dirs`: it outlives release().
-    const dataDir = mkdtempSync(join(this.parent, "stats-test-pglite-template-"));
-    this.templateDirs.push(dataDir);
-    const readiness = new Readiness(false);
-    const store = new SqlStatsStore({
-      target: { kind: "pglite", dataDir },
-      database: { poolMax: 1, timeoutMs: 5_000 },
-      logger: testLogger,
-      readiness,
-      eventIdRetentionMs: 3_600_000,
-    });
-    store.start();
-    try {
-      // initdb in WebAssembly: several seconds on a busy machine.
-      await waitUntilReady({ store, readiness }, `pglite template at ${dataDir}`, 60_000);
-    } finally {
-      await store.close();
-    }
-    return dataDir;
-  }
-
-  private tempDir(): string {
-    const dir = mkdtempSync(join(this.parent, "stats-test-pglite-"));
-    this.dirs.push(dir);
-    return dir;
-  }
-
-  // A run that dies before cleanup() (an uncaught error, process.exit) would leave ~40 MB per
-  // directory behind, in memory when that is /dev/shm.
-  private readonly removeOnExit = () => {
-    for (const dir of [...this.dirs, ...this.templateDirs]) {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
-
-  protected async removeAll(): Promise<void> {
-    for (const dir of this.dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-  }
-
-  override async cleanup(): Promise<void> {
-    await this.release();
-    const template = this.template;
-    this.template = undefined;
-    await template?.catch(() => undefined);
-    for (const dir of this.templateDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
-    process.off("exit", this.removeOnExit);
   }
 }
 
