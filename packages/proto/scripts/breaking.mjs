@@ -7,7 +7,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
+const repoRoot = join(packageRoot, "..", "..");
 const hasRef = (ref) =>
   spawnSync("git", ["rev-parse", "--verify", "--quiet", `${ref}^{commit}`], {
     cwd: repoRoot,
@@ -23,9 +24,11 @@ const gitDir = execFileSync("git", ["rev-parse", "--path-format=absolute", "--gi
   cwd: repoRoot,
   encoding: "utf8",
 }).trim();
+// The package's own buf (@bufbuild/buf), as the lint script's other commands use.
 const result = spawnSync(
-  "buf",
+  join(packageRoot, "node_modules", ".bin", "buf"),
   ["breaking", join(repoRoot, "protos"), "--against", `${gitDir}#ref=${ref},subdir=protos`],
   { stdio: "inherit" },
 );
+if (result.error) throw result.error;
 process.exit(result.status ?? 1);
