@@ -1,6 +1,6 @@
 // node --import tsx bench/profile.ts [seconds] [concurrency]: where the gateway path's time goes.
-// Starts the stack with auth (LOG_LEVEL=info, LOG_RPC_SAMPLE_RATE=1, the defaults) and gateway
-// and route under `node --cpu-prof`, drives GetFeature through the gateway with h2load, stops
+// Starts the stack with auth (LOG_LEVEL=info, LOG_RPC_SAMPLE_RATE=1, the defaults) and the
+// services named in BENCH_PROFILE_SERVICES (default gateway,route; add stats) under `node --cpu-prof`, drives GetFeature through the gateway with h2load, stops
 // the stack (the profiles are written at exit) and prints each process's heaviest functions
 // by self time, and self time by package. Profiles: bench-results/profiles/*.cpuprofile (open
 // them in Chrome DevTools or speedscope).
@@ -21,6 +21,7 @@ const nodeOptions = {
   NODE_OPTIONS: `--import ${new URL("./support/cpu-profile.mjs", import.meta.url).pathname}`,
   BENCH_CPU_PROF_DIR: dir,
 };
+const profiled = (process.env.BENCH_PROFILE_SERVICES ?? "gateway,route").split(",");
 const stack = await startStack({
   auth: process.env.BENCH_AUTH !== "off",
   env: {
@@ -28,8 +29,7 @@ const stack = await startStack({
       LOG_LEVEL: "info",
       LOG_RPC_SAMPLE_RATE: process.env.LOG_RPC_SAMPLE_RATE ?? "1",
     },
-    gateway: nodeOptions,
-    route: nodeOptions,
+    ...Object.fromEntries(profiled.map((name) => [name, nodeOptions])),
   },
 });
 const pids = new Map(stack.services.map((service) => [service.child.pid, service.name]));
@@ -44,19 +44,20 @@ try {
       point: { latitude: 402223000, longitude: -749300000 },
     }),
   ]);
-  const result = await h2load(
-    {
-      url: `${stack.gateway.url}/gateway.v1.GatewayService/GetFeature`,
-      body,
-      headers: {
-        "content-type": "application/grpc",
-        te: "trailers",
-        ...(token ? { authorization: `Bearer ${token}` } : {}),
-      },
+  const getFeature = {
+    url: `${stack.gateway.url}/gateway.v1.GatewayService/GetFeature`,
+    body,
+    headers: {
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
     },
-    concurrency,
-    seconds,
-  );
+  };
+  // A warm-up, then every profiled process starts its profile afresh: only the load is profiled.
+  await h2load(getFeature, concurrency, 2);
+  for (const service of stack.services)
+    if (profiled.includes(service.name)) service.child.kill("SIGUSR2");
+  const result = await h2load(getFeature, concurrency, seconds);
   console.log(
     `GetFeature through the gateway: ${result.requestsPerSecond} calls/s at concurrency ${concurrency}, p99 ${result.p99Us} µs`,
   );

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
-import { runInCall, silentLogger } from "@cloudrun-grpc/runtime";
+import { idempotentEventId, runInCall, silentLogger } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { type NewEvent, type ReporterOptions, StatsReporter } from "../src/stats-reporter.js";
 
@@ -26,7 +26,7 @@ interface Call {
  */
 class FakeStats {
   failing = false;
-  /** An event from this caller is refused, as stats refuses an invalid one: in the response. */
+  /** An event from a caller starting with this is refused, as stats refuses an invalid one: in the response. */
   rejectCaller: string | undefined;
   readonly calls: Call[] = [];
 
@@ -38,7 +38,7 @@ class FakeStats {
   ): void {
     const events = request.events ?? [];
     const rejected = events.flatMap((event, index) =>
-      event.caller === this.rejectCaller ? [index] : [],
+      this.rejectCaller !== undefined && event.caller?.startsWith(this.rejectCaller) ? [index] : [],
     );
     const call: Call = { events, failed: this.failing, rejected };
     this.calls.push(call);
@@ -68,12 +68,31 @@ class FakeStats {
     return this as unknown as StatsServiceClient;
   }
 
-  /** The events the calls that succeeded counted, in the order they were sent. */
+  /**
+   * The calls counted by the batches that succeeded, in the order they were sent: an event
+   * that sums several calls counts as each of them (see callsOf).
+   */
   get delivered(): stats.Event[] {
     return this.calls
       .filter((call) => !call.failed)
-      .flatMap((call) => call.events.filter((_, index) => !call.rejected.includes(index)));
+      .flatMap((call) =>
+        call.events.filter((_, index) => !call.rejected.includes(index)).flatMap(callsOf),
+      );
   }
+}
+
+/**
+ * An event as the calls it stands for, each with the id stats counts it by: its own (call_ids)
+ * or, for the others, the event's (see Event.calls in stats.proto).
+ */
+function callsOf(event: stats.Event): stats.Event[] {
+  const { calls, callIds, ...one } = event;
+  const named = callIds ?? [];
+  const anonymous = Math.max(1, calls ?? 0) - named.length;
+  return [
+    ...named.map((id) => ({ ...one, id })),
+    ...Array.from({ length: anonymous }, () => ({ ...one })),
+  ];
 }
 
 /** An event told apart by its caller field. */
@@ -223,15 +242,16 @@ describe("StatsReporter", () => {
     const fake = new FakeStats();
     fake.rejectCaller = "bad";
     const reporter = new StatsReporter(fake.client, logger, { ...options, maxBatch: 8 });
-    const names = Array.from({ length: 20 }, (_, i) => (i === 3 || i === 13 ? "bad" : `e${i}`));
+    // Two bad reports that differ (alike, they would be one event: see the aggregation tests).
+    const names = Array.from({ length: 20 }, (_, i) => (i === 3 || i === 13 ? `bad${i}` : `e${i}`));
     for (const name of names) reporter.report(event(name));
     assert.equal(await reporter.flush(5_000), 0);
     assert.deepEqual(
       fake.delivered.map((delivered) => delivered.caller),
-      names.filter((name) => name !== "bad"),
+      names.filter((name) => !name.startsWith("bad")),
     );
     // Each event went out once: a rejection needs no second call.
-    const sent = fake.calls.flatMap((call) => call.events);
+    const sent = fake.calls.flatMap((call) => call.events.flatMap(callsOf));
     assert.equal(sent.length, names.length);
     assert.equal(fake.calls.filter((call) => call.rejected.length > 0).length, 2);
   });
@@ -332,7 +352,10 @@ describe("StatsReporter", () => {
     inCall("c".repeat(32), () => reporter.report(event("bob"), "order-1"));
     inCall("d".repeat(32), () => reporter.report(event("ana"), "order-2"));
     assert.equal(await reporter.flush(5_000), 0);
-    const [first, repeat, otherCaller, otherKey] = fake.delivered.map((sent) => sent.id);
+    const idsOf = (caller: string) =>
+      fake.delivered.filter((sent) => sent.caller === caller).map((sent) => sent.id);
+    const [first, repeat, otherKey] = idsOf("ana");
+    const [otherCaller] = idsOf("bob");
     assert.match(String(first), /^key:[0-9a-f]{64}$/);
     assert.equal(repeat, first, "a repeat with the same key has the same id");
     assert.notEqual(otherCaller, first, "another caller's key is another call");
@@ -358,5 +381,121 @@ describe("StatsReporter", () => {
     reporter.report(event("e"));
     assert.equal(await reporter.flush(5_000), 0);
     assert.equal(fake.calls.length, 3);
+  });
+
+  describe("look-ups alike are summed", () => {
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    const inCall = (spanId: string, callId: string | undefined, work: () => void) =>
+      runInCall(
+        {
+          method: "/x/GetFeature",
+          trace: { traceId, spanId, parentSpanId: spanId, sampled: true },
+          endListeners: [],
+          ...(callId ? { callId } : {}),
+        },
+        work,
+      );
+
+    test("into one event per caller, location and name: how many calls, the id of each call that has one, the first call's trace", async () => {
+      const fake = new FakeStats();
+      const reporter = new StatsReporter(fake.client, logger, options);
+      // The first report goes out alone; the next ones wait for its answer and are summed.
+      reporter.report(event("first"));
+      inCall("1111111111111111", "a".repeat(32), () => reporter.report(event("ana")));
+      inCall("2222222222222222", undefined, () => reporter.report(event("ana")));
+      inCall("3333333333333333", "b".repeat(32), () => reporter.report(event("ana"), "order-7"));
+      inCall("4444444444444444", "c".repeat(32), () => reporter.report(event("ana")));
+      // Another name, another location, another caller: events of their own.
+      reporter.report({
+        caller: "ana",
+        featureLookedUp: { feature: { name: "other", location: { latitude: 1, longitude: 2 } } },
+      });
+      reporter.report({
+        caller: "ana",
+        featureLookedUp: { feature: { name: "ana", location: { latitude: 1, longitude: 3 } } },
+      });
+      reporter.report(event("bob"));
+      assert.equal(reporter.pending, 8);
+      assert.equal(await reporter.flush(5_000), 0);
+
+      assert.equal(fake.calls.length, 2);
+      const [summed, ...others] = fake.calls[1]?.events ?? [];
+      assert.equal(summed?.calls, 4);
+      assert.deepEqual(summed?.callIds, [
+        `${"a".repeat(32)}:lookup`,
+        idempotentEventId("ana", "lookup", "order-7"),
+        `${"c".repeat(32)}:lookup`,
+      ]);
+      assert.match(String(summed?.id), /^[0-9a-f-]{36}$/, "its own id, for the call without one");
+      assert.equal(summed?.traceparent, `00-${traceId}-1111111111111111-01`);
+      assert.deepEqual(summed?.featureLookedUp, event("ana").featureLookedUp);
+      // Events of one call go out as they always have: no `calls`, named after the call.
+      assert.deepEqual(
+        others.map((sent) => [sent.caller, sent.calls, sent.callIds]),
+        [
+          ["ana", undefined, undefined],
+          ["ana", undefined, undefined],
+          ["bob", undefined, undefined],
+        ],
+      );
+      assert.equal(fake.delivered.length, 8, "every call counted");
+    });
+
+    test("an aggregate is sealed once sent: retried unchanged under its id, later calls go in another", async () => {
+      const fake = new FakeStats();
+      fake.failing = true;
+      const reporter = new StatsReporter(fake.client, logger, options);
+      reporter.report(event("first"));
+      for (let i = 0; i < 3; i += 1) reporter.report(event("ana"));
+      await until(() => fake.calls.length >= 3, "the summed event was sent and failed");
+      reporter.report(event("ana"));
+      fake.failing = false;
+      assert.equal(await reporter.flush(5_000), 0);
+
+      const sentAna = fake.calls.flatMap((call) =>
+        call.events.filter((sent) => sent.caller === "ana"),
+      );
+      const [firstTry] = sentAna;
+      assert.equal(firstTry?.calls, 3);
+      const tries = sentAna.filter((sent) => sent.id === firstTry?.id);
+      assert.ok(tries.length >= 2, "sent again after failing");
+      for (const again of tries) assert.deepEqual(again, firstTry, "unchanged");
+      const later = sentAna.filter((sent) => sent.id !== firstTry?.id);
+      assert.equal(later.length, 1);
+      assert.equal(later[0]?.calls, undefined, "the call reported later is an event of its own");
+      assert.equal(fake.delivered.filter((sent) => sent.caller === "ana").length, 4);
+    });
+
+    test("an aggregate holds at most maxBatch calls", async () => {
+      const fake = new FakeStats();
+      const reporter = new StatsReporter(fake.client, logger, { ...options, maxBatch: 3 });
+      reporter.report(event("first"));
+      for (let i = 0; i < 7; i += 1) reporter.report(event("ana"));
+      assert.equal(await reporter.flush(5_000), 0);
+      const sizes = fake.calls.map((call) =>
+        call.events.reduce((sum, sent) => sum + (sent.calls ?? 1), 0),
+      );
+      assert.ok(
+        sizes.every((size) => size <= 3),
+        `calls per batch ${sizes}`,
+      );
+      assert.equal(fake.delivered.filter((sent) => sent.caller === "ana").length, 7);
+    });
+
+    test("a full queue drops the oldest call: one call of an aggregate not sent yet, a sealed one whole", async () => {
+      const fake = new FakeStats();
+      fake.failing = true;
+      const reporter = new StatsReporter(fake.client, logger, { ...options, maxQueued: 3 });
+      // "first" is sent at once (sealed); "ana" × 4 wait, summed.
+      reporter.report(event("first"));
+      for (let i = 0; i < 4; i += 1) reporter.report(event("ana"));
+      assert.equal(reporter.pending, 3);
+      fake.failing = false;
+      assert.equal(await reporter.flush(5_000), 0);
+      assert.deepEqual(
+        fake.delivered.map((sent) => sent.caller),
+        ["ana", "ana", "ana"],
+      );
+    });
   });
 });

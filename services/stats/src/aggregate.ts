@@ -1,71 +1,85 @@
-// What a batch of new events adds to the aggregates, summed in memory so the database gets one
-// increment per row (per caller, per location, and the totals) instead of one per event.
-import { type Point, pointKey } from "@cloudrun-grpc/domain";
-import type { CallerCount, StatsEvent, Totals } from "./store.js";
+// What a batch of events asks of the database, laid out for its one statement (sql-store.ts):
+// the ledger keys that count calls, and the events as columns. The database then adds each
+// event's new calls to the aggregates with one upsert per caller, per location and for the
+// totals, whatever the number of calls.
+//
+// Every call is counted by one ledger key: a call an event names in callIds by its own id, the
+// event's other calls (calls - callIds) by the event's id. A key met twice in a batch (an event
+// sent twice, a call named by two events) counts where it is met first.
+import type { StatsEvent } from "./store.js";
 
-export interface LookupDelta {
-  location: Point;
-  /** The last non-empty name in the batch ("" when none: the stored name is kept). */
-  name: string;
-  lookups: number;
+export interface LedgerKeys {
+  ids: string[];
+  /** For each key: the index of its event in the batch. */
+  events: number[];
+  /** For each key: how many of that event's calls it counts. */
+  covers: number[];
 }
 
-export interface BatchDelta {
-  totals: Totals;
-  /** By caller, sorted (a fixed order of row locks across concurrent batches). */
-  callers: CallerCount[];
-  /** By location, sorted by latitude then longitude (same reason). */
-  lookups: LookupDelta[];
+/** The events as columns, index for index with the batch; a route's look-up columns are 0/"". */
+export interface EventColumns {
+  caller: string[];
+  /** 1 for routeRecorded, 0 for featureLookedUp. */
+  route: number[];
+  latitude: number[];
+  longitude: number[];
+  name: string[];
+  pointCount: number[];
+  featureCount: number[];
+  distanceMeters: number[];
+  elapsedSeconds: number[];
 }
 
-export function aggregateEvents(events: readonly StatsEvent[]): BatchDelta {
-  const totals: Totals = {
-    routesRecorded: 0,
-    pointsRecorded: 0,
-    distanceMeters: 0,
-    featuresPassed: 0,
-    elapsedSeconds: 0,
-    featureLookups: 0,
+export interface BatchPlan {
+  keys: LedgerKeys;
+  columns: EventColumns;
+}
+
+export function planBatch(events: readonly StatsEvent[]): BatchPlan {
+  const keys: LedgerKeys = { ids: [], events: [], covers: [] };
+  const columns: EventColumns = {
+    caller: [],
+    route: [],
+    latitude: [],
+    longitude: [],
+    name: [],
+    pointCount: [],
+    featureCount: [],
+    distanceMeters: [],
+    elapsedSeconds: [],
   };
-  const callers = new Map<string, CallerCount>();
-  const lookups = new Map<string, LookupDelta>();
-  for (const event of events) {
-    let caller = callers.get(event.caller);
-    if (!caller) {
-      caller = { caller: event.caller, routesRecorded: 0, featureLookups: 0 };
-      callers.set(event.caller, caller);
-    }
+  const seen = new Set<string>();
+  const addKey = (id: string, event: number, covers: number) => {
+    if (covers <= 0 || seen.has(id)) return;
+    seen.add(id);
+    keys.ids.push(id);
+    keys.events.push(event);
+    keys.covers.push(covers);
+  };
+  events.forEach((event, index) => {
+    const callIds = event.callIds ?? [];
+    for (const callId of callIds) addKey(callId, index, 1);
+    addKey(event.id, index, (event.calls ?? 1) - callIds.length);
+    columns.caller.push(event.caller);
     if (event.kind === "routeRecorded") {
-      totals.routesRecorded += 1;
-      totals.pointsRecorded += event.summary.pointCount;
-      totals.distanceMeters += event.summary.distanceMeters;
-      totals.featuresPassed += event.summary.featureCount;
-      totals.elapsedSeconds += event.summary.elapsedSeconds;
-      caller.routesRecorded += 1;
-      continue;
-    }
-    totals.featureLookups += 1;
-    caller.featureLookups += 1;
-    const key = pointKey(event.location);
-    const entry = lookups.get(key);
-    if (entry) {
-      entry.lookups += 1;
-      if (event.name) entry.name = event.name;
+      columns.route.push(1);
+      columns.latitude.push(0);
+      columns.longitude.push(0);
+      columns.name.push("");
+      columns.pointCount.push(event.summary.pointCount);
+      columns.featureCount.push(event.summary.featureCount);
+      columns.distanceMeters.push(event.summary.distanceMeters);
+      columns.elapsedSeconds.push(event.summary.elapsedSeconds);
     } else {
-      lookups.set(key, { location: { ...event.location }, name: event.name, lookups: 1 });
+      columns.route.push(0);
+      columns.latitude.push(event.location.latitude);
+      columns.longitude.push(event.location.longitude);
+      columns.name.push(event.name);
+      columns.pointCount.push(0);
+      columns.featureCount.push(0);
+      columns.distanceMeters.push(0);
+      columns.elapsedSeconds.push(0);
     }
-  }
-  return {
-    totals,
-    callers: [...callers.values()].sort((a, b) => compareText(a.caller, b.caller)),
-    lookups: [...lookups.values()].sort(
-      (a, b) =>
-        a.location.latitude - b.location.latitude || a.location.longitude - b.location.longitude,
-    ),
-  };
-}
-
-/** UTF-16 code-unit order: a fixed order for row locks (PostgreSQL's "C" order differs only past U+FFFF). */
-export function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  });
+  return { keys, columns };
 }

@@ -41,6 +41,7 @@ export function statsHandlers({
 
   // One line per event in the trace of the call that caused it, so a request's lines on
   // gateway and route are found with stats' too (a batch's own call has a trace of its own).
+  // An event that sums several calls carries its first call's trace, and says how many.
   const logRecordedEvents = (events: readonly stats.Event__Output[]) => {
     if (!logger.isLevelEnabled("info")) return;
     for (const event of events) {
@@ -49,7 +50,12 @@ export function statsHandlers({
       logger.info(
         {
           ...traceFields({ ...trace, spanId: trace.parentSpanId }),
-          event: { id: event.id, kind: event.kind, caller: event.caller || undefined },
+          event: {
+            id: event.id,
+            kind: event.kind,
+            caller: event.caller || undefined,
+            ...(event.calls > 1 ? { calls: event.calls } : {}),
+          },
         },
         "event recorded",
       );

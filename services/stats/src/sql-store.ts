@@ -7,11 +7,11 @@
 import { type Logger, type Readiness, StatusError } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 import { sql } from "drizzle-orm";
-import { aggregateEvents } from "./aggregate.js";
+import { type EventColumns, type LedgerKeys, planBatch } from "./aggregate.js";
 import { type Database, type DatabaseOptions, openDatabase, type StatsDb } from "./db/database.js";
 import { callerCounts, countedEvents, featureLookups, totals } from "./db/schema.js";
 import { type DatabaseTarget, describeTarget } from "./db/target.js";
-import type { Snapshot, SnapshotQuery, StatsEvent, StatsStore } from "./store.js";
+import type { RecordResult, Snapshot, SnapshotQuery, StatsEvent, StatsStore } from "./store.js";
 
 export const changeChannel = "stats_changed";
 
@@ -71,76 +71,12 @@ export class SqlStatsStore implements StatsStore {
     await database?.close();
   }
 
-  async record(events: StatsEvent[]): Promise<{ accepted: number; duplicates: number }> {
-    // The first of several events with one id is the one that counts.
-    const byId = new Map<string, StatsEvent>();
-    for (const event of events) if (!byId.has(event.id)) byId.set(event.id, event);
-    if (byId.size === 0) return { accepted: 0, duplicates: events.length };
-    const ids = [...byId.keys()].sort();
-
-    const accepted = await this.run((db) =>
-      db.transaction(async (tx) => {
-        const inserted = await tx
-          .insert(countedEvents)
-          .values(ids.map((id) => ({ id })))
-          .onConflictDoNothing()
-          .returning({ id: countedEvents.id });
-        if (inserted.length === 0) return 0;
-        const delta = aggregateEvents(inserted.map(({ id }) => byId.get(id) as StatsEvent));
-
-        if (delta.callers.length > 0) {
-          await tx
-            .insert(callerCounts)
-            .values(delta.callers)
-            .onConflictDoUpdate({
-              target: callerCounts.caller,
-              set: {
-                routesRecorded: sql`${callerCounts.routesRecorded} + excluded.routes_recorded`,
-                featureLookups: sql`${callerCounts.featureLookups} + excluded.feature_lookups`,
-              },
-            });
-        }
-        if (delta.lookups.length > 0) {
-          await tx
-            .insert(featureLookups)
-            .values(
-              delta.lookups.map(({ location, name, lookups }) => ({
-                latitude: location.latitude,
-                longitude: location.longitude,
-                name,
-                lookups,
-              })),
-            )
-            .onConflictDoUpdate({
-              target: [featureLookups.latitude, featureLookups.longitude],
-              set: {
-                lookups: sql`${featureLookups.lookups} + excluded.lookups`,
-                // The latest name route gave (its data set may change between deploys).
-                name: sql`case when excluded.name <> '' then excluded.name else ${featureLookups.name} end`,
-              },
-            });
-        }
-        const t = delta.totals;
-        await tx
-          .insert(totals)
-          .values({ id: 1, ...t, version: 1 })
-          .onConflictDoUpdate({
-            target: totals.id,
-            set: {
-              routesRecorded: sql`${totals.routesRecorded} + ${t.routesRecorded}`,
-              pointsRecorded: sql`${totals.pointsRecorded} + ${t.pointsRecorded}`,
-              distanceMeters: sql`${totals.distanceMeters} + ${t.distanceMeters}`,
-              featuresPassed: sql`${totals.featuresPassed} + ${t.featuresPassed}`,
-              elapsedSeconds: sql`${totals.elapsedSeconds} + ${t.elapsedSeconds}`,
-              featureLookups: sql`${totals.featureLookups} + ${t.featureLookups}`,
-              version: sql`${totals.version} + 1`,
-            },
-          });
-        // Delivered at commit, to every instance listening (this one included).
-        await tx.execute(sql`select pg_notify(${changeChannel}, '')`);
-        return inserted.length;
-      }),
-    );
+  async record(events: StatsEvent[]): Promise<RecordResult> {
+    const { keys, columns } = planBatch(events);
+    if (keys.ids.length === 0) return { accepted: 0, duplicates: events.length };
+    const result = await this.run((db) => db.execute(recordStatement(keys, columns)));
+    // One row per event with new calls.
+    const accepted = (result as unknown as { rows: unknown[] }).rows.length;
     return { accepted, duplicates: events.length - accepted };
   }
 
@@ -345,6 +281,88 @@ export class SqlStatsStore implements StatsStore {
       this.options.logger.warn({ err: error }, "pruning counted event ids failed");
     }
   }
+}
+
+/**
+ * A batch in one statement (one round trip, one implicit transaction): the ledger keys are
+ * inserted, and each event adds the calls whose keys were new to the aggregates, with one
+ * upsert per caller, per location and for the totals (sums in SQL, never read-modify-write).
+ * Rows are taken in a fixed order (ids, callers in "C" order, locations), the same for every
+ * batch, since the statement is; a deadlock PostgreSQL breaks anyway is retried (run()).
+ * Data-modifying WITH clauses run once and to completion whether or not the final SELECT reads
+ * them, and see one another only through RETURNING, which is what `fresh` hands on
+ * (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING).
+ * NOTIFY is delivered at commit, only when something was counted. Answers one row per event
+ * with new calls.
+ */
+function recordStatement(keys: LedgerKeys, columns: EventColumns) {
+  const array = (values: unknown[], type: string) => sql`${sql.param(values)}::${sql.raw(type)}[]`;
+  return sql`
+    with keys as (
+      select * from unnest(${array(keys.ids, "text")}, ${array(keys.events, "int4")},
+                           ${array(keys.covers, "int4")}) as k(id, event, covers)
+    ),
+    fresh as (
+      insert into ${countedEvents} (id) select id from keys order by id
+      on conflict do nothing
+      returning id
+    ),
+    counted as (
+      select keys.event, sum(keys.covers)::int4 as calls
+      from keys join fresh on fresh.id = keys.id
+      group by keys.event
+    ),
+    events as (
+      select e.*, counted.calls
+      from unnest(${array(columns.caller, "text")}, ${array(columns.route, "int4")},
+                  ${array(columns.latitude, "int4")}, ${array(columns.longitude, "int4")},
+                  ${array(columns.name, "text")}, ${array(columns.pointCount, "int8")},
+                  ${array(columns.featureCount, "int8")}, ${array(columns.distanceMeters, "int8")},
+                  ${array(columns.elapsedSeconds, "int8")})
+             with ordinality as e(caller, route, latitude, longitude, name, point_count,
+                                  feature_count, distance_meters, elapsed_seconds, position)
+      join counted on counted.event = e.position - 1
+    ),
+    add_callers as (
+      insert into ${callerCounts} (caller, routes_recorded, feature_lookups)
+      select caller, sum(calls * route), sum(calls * (1 - route))
+      from events group by caller order by caller collate "C"
+      on conflict (caller) do update set
+        routes_recorded = ${callerCounts}.routes_recorded + excluded.routes_recorded,
+        feature_lookups = ${callerCounts}.feature_lookups + excluded.feature_lookups
+    ),
+    add_lookups as (
+      insert into ${featureLookups} (latitude, longitude, name, lookups)
+      select latitude, longitude,
+             -- The batch's last non-empty name; "" keeps the stored one.
+             coalesce((array_agg(name order by position desc) filter (where name <> ''))[1], ''),
+             sum(calls)
+      from events where route = 0
+      group by latitude, longitude order by latitude, longitude
+      on conflict (latitude, longitude) do update set
+        lookups = ${featureLookups}.lookups + excluded.lookups,
+        -- The latest name route gave (its data set may change between deploys).
+        name = case when excluded.name <> '' then excluded.name else ${featureLookups}.name end
+    ),
+    add_totals as (
+      insert into ${totals} (id, routes_recorded, points_recorded, distance_meters,
+                             features_passed, elapsed_seconds, feature_lookups, version)
+      select 1, sum(calls * route), sum(point_count * calls * route),
+             sum(distance_meters * calls * route), sum(feature_count * calls * route),
+             sum(elapsed_seconds * calls * route), sum(calls * (1 - route)), 1
+      from events having count(*) > 0
+      on conflict (id) do update set
+        routes_recorded = ${totals}.routes_recorded + excluded.routes_recorded,
+        points_recorded = ${totals}.points_recorded + excluded.points_recorded,
+        distance_meters = ${totals}.distance_meters + excluded.distance_meters,
+        features_passed = ${totals}.features_passed + excluded.features_passed,
+        elapsed_seconds = ${totals}.elapsed_seconds + excluded.elapsed_seconds,
+        feature_lookups = ${totals}.feature_lookups + excluded.feature_lookups,
+        version = ${totals}.version + 1
+    ),
+    notified as (select pg_notify(${changeChannel}, '') from events limit 1)
+    select event, (select count(*)::int4 from notified) as notified from counted
+  `;
 }
 
 const pruneLockKey = 7_423_012;

@@ -2,11 +2,19 @@
 // implementation is PostgreSQL (sql-store.ts).
 import type { Bounds, Point } from "@cloudrun-grpc/domain";
 
+/** What every event has: its id, its caller, and the calls it stands for. */
+interface EventBase {
+  id: string;
+  caller: string;
+  /** How many calls: 1 when left out; a route is always 1. */
+  calls?: number;
+  /** The ids of those calls that are counted by their own id; the event's id covers the rest. */
+  callIds?: readonly string[];
+}
+
 /** An event as stats accepts it, after validation. */
 export type StatsEvent =
-  | {
-      id: string;
-      caller: string;
+  | (EventBase & {
       kind: "routeRecorded";
       summary: {
         pointCount: number;
@@ -14,8 +22,14 @@ export type StatsEvent =
         distanceMeters: number;
         elapsedSeconds: number;
       };
-    }
-  | { id: string; caller: string; kind: "featureLookedUp"; name: string; location: Point };
+    })
+  | (EventBase & { kind: "featureLookedUp"; name: string; location: Point });
+
+/** What a batch counted: events with new calls (all or some), and events with none. */
+export interface RecordResult {
+  accepted: number;
+  duplicates: number;
+}
 
 export interface FeatureLookupCount {
   location: Point;
@@ -53,8 +67,11 @@ export interface SnapshotQuery {
 }
 
 export interface StatsStore {
-  /** Counts each event whose id is new; an id seen before is ignored. */
-  record(events: StatsEvent[]): Promise<{ accepted: number; duplicates: number }>;
+  /**
+   * Counts each call whose id is new (a call named in callIds by its own id, the event's other
+   * calls by the event's id); an id seen before, in this batch or an earlier one, is ignored.
+   */
+  record(events: StatsEvent[]): Promise<RecordResult>;
   snapshot(query: SnapshotQuery): Promise<{ snapshot: Snapshot; lookupsWithin: number }>;
   /** Calls `listener` after every change; returns the function that unsubscribes. */
   onChange(listener: () => void): () => void;

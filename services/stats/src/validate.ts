@@ -8,6 +8,10 @@ import * as grpc from "@grpc/grpc-js";
 import type { SnapshotQuery, StatsEvent } from "./store.js";
 
 export const maxEventsPerBatch = 1000;
+/** Each call id is a ledger row in the batch's one statement: bounded like the events. */
+export const maxCallIdsPerBatch = 10_000;
+/** An event stands for at most this many calls (route sends at most 500 in a batch). */
+export const maxCallsPerEvent = 1000;
 const maxIdLength = 128;
 const maxCallerLength = 320;
 const maxNameLength = 200;
@@ -42,11 +46,40 @@ function requireText(value: string, what: string, maxLength: number, minLength =
   return value;
 }
 
+/** How many calls an event stands for (0 on the wire is 1), and the ids it names. */
+function requireCalls(
+  event: stats.Event__Output,
+  at: string,
+): { calls: number; callIds: string[] } {
+  const calls = event.calls === 0 ? 1 : requireCount(event.calls, `${at}.calls`, maxCallsPerEvent);
+  if (event.callIds.length > calls) {
+    throw invalidArgument(
+      `${at}.call_ids must name at most ${at}.calls (${calls}) calls, got ${event.callIds.length}`,
+      `${at}.call_ids`,
+    );
+  }
+  const callIds = event.callIds.map((id, position) =>
+    requireText(id, `${at}.call_ids[${position}]`, maxIdLength, 1),
+  );
+  return { calls, callIds };
+}
+
 export function requireEvent(event: stats.Event__Output, index: number): StatsEvent {
   const at = `events[${index}]`;
   const id = requireText(event.id, `${at}.id`, maxIdLength, 1);
   const caller = requireText(event.caller, `${at}.caller`, maxCallerLength);
+  const { calls, callIds } = requireCalls(event, at);
+  // An event of one call stays as events always were.
+  const several = calls > 1 || callIds.length > 0 ? { calls, callIds } : {};
   if (event.kind === "routeRecorded") {
+    // A route's summary is its own: summed with others, a repeat of one of them could not be
+    // told apart from the rest (see Event.calls in stats.proto).
+    if (calls !== 1) {
+      throw invalidArgument(
+        `${at}.calls must be 1 for a route_recorded event (a route's summary is its own), got ${calls}`,
+        `${at}.calls`,
+      );
+    }
     const summary = event.routeRecorded?.summary;
     if (!summary) {
       throw invalidArgument(
@@ -68,6 +101,7 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
     return {
       id,
       caller,
+      ...several,
       kind: "routeRecorded",
       summary: {
         pointCount,
@@ -91,7 +125,7 @@ export function requireEvent(event: stats.Event__Output, index: number): StatsEv
     }
     const location = requirePoint(feature.location, `${at}.feature_looked_up.feature.location`);
     const name = requireText(feature.name, `${at}.feature_looked_up.feature.name`, maxNameLength);
-    return { id, caller, kind: "featureLookedUp", name, location };
+    return { id, caller, ...several, kind: "featureLookedUp", name, location };
   }
   // `kind` is the oneof's name in the contract: a valid event sets one of its fields.
   throw invalidArgument(
@@ -118,6 +152,14 @@ export function checkEvents(request: stats.RecordEventsRequest__Output): Checked
   if (request.events.length > maxEventsPerBatch) {
     throw invalidArgument(
       `at most ${maxEventsPerBatch} events per request, got ${request.events.length}`,
+      "events",
+    );
+  }
+  let callIds = 0;
+  for (const event of request.events) callIds += event.callIds.length;
+  if (callIds > maxCallIdsPerBatch) {
+    throw invalidArgument(
+      `at most ${maxCallIdsPerBatch} call ids per request, got ${callIds}`,
       "events",
     );
   }

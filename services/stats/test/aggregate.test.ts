@@ -1,125 +1,67 @@
-// aggregateEvents: what a batch of new events adds, before it reaches the database. Its sorted
-// output is what keeps concurrent batches from deadlocking (rows locked in one order).
+// planBatch: which ledger key counts which calls, and the events as columns, before the batch
+// reaches the database (store.test.ts checks what the database makes of them).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Point } from "@cloudrun-grpc/domain";
-import { aggregateEvents, compareText } from "../src/aggregate.js";
+import { planBatch } from "../src/aggregate.js";
 import type { StatsEvent } from "../src/store.js";
 
-let nextId = 0;
-const route = (caller: string, pointCount: number, distanceMeters: number): StatsEvent => ({
-  id: `r${++nextId}`,
+const mill: Point = { latitude: 10, longitude: 20 };
+const route = (id: string, caller: string, pointCount: number): StatsEvent => ({
+  id,
   caller,
   kind: "routeRecorded",
-  summary: { pointCount, featureCount: pointCount - 1, distanceMeters, elapsedSeconds: 2 },
+  summary: { pointCount, featureCount: 1, distanceMeters: 300, elapsedSeconds: 2 },
 });
-const lookup = (caller: string, location: Point, name = ""): StatsEvent => ({
-  id: `l${++nextId}`,
+const lookup = (
+  id: string,
+  caller: string,
+  extra: { calls?: number; callIds?: string[] } = {},
+): StatsEvent => ({
+  id,
   caller,
   kind: "featureLookedUp",
-  name,
-  location,
+  name: "Old Mill",
+  location: mill,
+  ...extra,
 });
 
-test("an empty batch adds nothing", () => {
-  assert.deepEqual(aggregateEvents([]), {
-    totals: {
-      routesRecorded: 0,
-      pointsRecorded: 0,
-      distanceMeters: 0,
-      featuresPassed: 0,
-      elapsedSeconds: 0,
-      featureLookups: 0,
-    },
-    callers: [],
-    lookups: [],
+test("an event of one call is counted by its id", () => {
+  const { keys } = planBatch([route("r1", "amy", 3), lookup("l1", "bob")]);
+  assert.deepEqual(keys, { ids: ["r1", "l1"], events: [0, 1], covers: [1, 1] });
+});
+
+test("an event of several calls: each named call by its id, the rest by the event's id", () => {
+  const summed = lookup("sum", "amy", { calls: 5, callIds: ["c1", "c2"] });
+  const allNamed = lookup("named", "amy", { calls: 2, callIds: ["c3", "c4"] });
+  assert.deepEqual(planBatch([summed, allNamed]).keys, {
+    ids: ["c1", "c2", "sum", "c3", "c4"],
+    events: [0, 0, 0, 1, 1],
+    covers: [1, 1, 3, 1, 1],
   });
 });
 
-test("totals, per caller and per location, one entry per caller and per location", () => {
-  const mill: Point = { latitude: 10, longitude: 20 };
-  const tower: Point = { latitude: 10, longitude: -5 };
-  const delta = aggregateEvents([
-    route("amy", 3, 100),
-    lookup("amy", mill),
-    lookup("bob", mill, "Old Mill"),
-    route("bob", 5, 250),
-    lookup("amy", tower),
-    lookup("amy", mill),
+test("a key met twice in a batch counts where it is met first", () => {
+  const { keys } = planBatch([
+    lookup("l1", "amy"),
+    lookup("l1", "amy"),
+    lookup("sum", "bob", { calls: 4, callIds: ["l1", "c2", "c2"] }),
   ]);
-  assert.deepEqual(delta.totals, {
-    routesRecorded: 2,
-    pointsRecorded: 8,
-    distanceMeters: 350,
-    featuresPassed: 6,
-    elapsedSeconds: 4,
-    featureLookups: 4,
-  });
-  assert.deepEqual(delta.callers, [
-    { caller: "amy", routesRecorded: 1, featureLookups: 3 },
-    { caller: "bob", routesRecorded: 1, featureLookups: 1 },
-  ]);
-  assert.deepEqual(delta.lookups, [
-    { location: tower, name: "", lookups: 1 },
-    { location: mill, name: "Old Mill", lookups: 3 },
-  ]);
+  // The second "l1" event and the named "l1" add nothing; "c2" once; "sum" its 4 - 3 others.
+  assert.deepEqual(keys, { ids: ["l1", "c2", "sum"], events: [0, 2, 2], covers: [1, 1, 1] });
 });
 
-test("a location's name is the last non-empty one in the batch, or empty when none", () => {
-  const here: Point = { latitude: 1, longitude: 1 };
-  const there: Point = { latitude: 2, longitude: 2 };
-  const delta = aggregateEvents([
-    lookup("", here, "Old Mill"),
-    lookup("", here, "New Mill"),
-    lookup("", here, ""),
-    lookup("", there, ""),
-  ]);
-  assert.deepEqual(
-    delta.lookups.map(({ name }) => name),
-    ["New Mill", ""],
-  );
-});
-
-test("callers come sorted in code-unit order, locations by latitude then longitude", () => {
-  const points: Point[] = [
-    { latitude: 5, longitude: 1 },
-    { latitude: -3, longitude: 7 },
-    { latitude: 5, longitude: -2 },
-    { latitude: 0, longitude: 0 },
-  ];
-  const callers = ["zoe", "", "amy", "Zed", "émile", "_x"];
-  const delta = aggregateEvents(
-    callers.flatMap((caller, index) => [lookup(caller, points[index % points.length] as Point)]),
-  );
-  assert.deepEqual(
-    delta.callers.map(({ caller }) => caller),
-    ["", "Zed", "_x", "amy", "zoe", "émile"],
-  );
-  assert.deepEqual(
-    delta.lookups.map(({ location }) => [location.latitude, location.longitude]),
-    [
-      [-3, 7],
-      [0, 0],
-      [5, -2],
-      [5, 1],
-    ],
-  );
-});
-
-test("compareText is plain code-unit order, no locale", () => {
-  assert.ok(compareText("Zed", "amy") < 0);
-  assert.ok(compareText("", "a") < 0);
-  assert.equal(compareText("same", "same"), 0);
-  assert.ok(compareText("b", "a") > 0);
-});
-
-test("the delta's locations are copies: editing them leaves the events alone", () => {
-  const event = lookup("", { latitude: 1, longitude: 2 });
-  const [entry] = aggregateEvents([event]).lookups;
-  assert.ok(entry);
-  entry.location.latitude = 99;
-  assert.deepEqual(event.kind === "featureLookedUp" && event.location, {
-    latitude: 1,
-    longitude: 2,
+test("columns line up with the events, a route's look-up columns empty and a look-up's route columns 0", () => {
+  const { columns } = planBatch([route("r1", "amy", 3), lookup("l1", "bob")]);
+  assert.deepEqual(columns, {
+    caller: ["amy", "bob"],
+    route: [1, 0],
+    latitude: [0, 10],
+    longitude: [0, 20],
+    name: ["", "Old Mill"],
+    pointCount: [3, 0],
+    featureCount: [1, 0],
+    distanceMeters: [300, 0],
+    elapsedSeconds: [2, 0],
   });
 });

@@ -318,6 +318,90 @@ describe("SqlStatsStore", () => {
         assert.equal((await seen[0])?.snapshot.featureLookups, 1);
       });
 
+      test("an event of several calls adds them all, with one row per caller and location", async () => {
+        const store = await fresh();
+        const summed = {
+          ...lookup(a, "Old Mill", "amy"),
+          calls: 5,
+          callIds: ["call-1:lookup", "call-2:lookup"],
+        };
+        assert.deepEqual(await store.record([summed, lookup(b, "", "amy")]), {
+          accepted: 2,
+          duplicates: 0,
+        });
+        const { snapshot } = await store.snapshot({ topN: 10 });
+        assert.equal(snapshot.featureLookups, 6);
+        assert.deepEqual(snapshot.topFeatures, [
+          { location: a, name: "Old Mill", lookups: 5 },
+          { location: b, name: "", lookups: 1 },
+        ]);
+        assert.deepEqual(snapshot.callers, [
+          { caller: "amy", routesRecorded: 0, featureLookups: 6 },
+        ]);
+      });
+
+      test("each named call counts once ever, whichever event carries it; the event's id counts the rest", async () => {
+        const store = await fresh();
+        // A call reported alone first (an event named after it), then in a sum with others
+        // (a retried call, served twice), then the sum sent again (a retried batch).
+        await store.record([lookup(a, "", "amy", "call-1:lookup")]);
+        const summed = {
+          ...lookup(a, "", "amy", "sum-1"),
+          calls: 4,
+          callIds: ["call-1:lookup", "call-2:lookup", "call-2:lookup"],
+        };
+        assert.deepEqual(await store.record([summed]), { accepted: 1, duplicates: 0 });
+        // 1 + (call-2 once, and the 4 - 3 calls the event's id stands for).
+        assert.equal((await store.snapshot({ topN: 1 })).snapshot.featureLookups, 3);
+        assert.deepEqual(await store.record([summed]), { accepted: 0, duplicates: 1 });
+        // Another sum naming only calls already counted, and none of its own: nothing new.
+        const repeats = {
+          ...lookup(a, "", "amy"),
+          calls: 2,
+          callIds: ["call-1:lookup", "call-2:lookup"],
+        };
+        assert.deepEqual(await store.record([repeats]), { accepted: 0, duplicates: 1 });
+        // In one batch, a call named by two events counts in the first.
+        const one = {
+          ...lookup(b, "", "bob"),
+          calls: 2,
+          callIds: ["call-3:lookup", "call-4:lookup"],
+        };
+        const two = {
+          ...lookup(c, "", "bob"),
+          calls: 2,
+          callIds: ["call-4:lookup", "call-5:lookup"],
+        };
+        assert.deepEqual(await store.record([one, two]), { accepted: 2, duplicates: 0 });
+        const { snapshot } = await store.snapshot({ topN: 10 });
+        assert.equal(snapshot.featureLookups, 6);
+        assert.deepEqual(
+          snapshot.topFeatures.map((entry) => [entry.location, entry.lookups]),
+          [
+            [a, 3],
+            [b, 2],
+            [c, 1],
+          ],
+        );
+        assert.deepEqual(
+          snapshot.callers.map((entry) => [entry.caller, entry.featureLookups]),
+          [
+            ["amy", 3],
+            ["bob", 3],
+          ],
+        );
+      });
+
+      test("callers and names with quotes, commas, braces and backslashes reach their rows intact", async () => {
+        const store = await fresh();
+        const caller = 'o"brien, {x}\\y@example.com';
+        const name = 'Mill "A", {B} \\ C';
+        await store.record([{ ...lookup(a, name, caller), calls: 2, callIds: ["q-1", "q-2"] }]);
+        const { snapshot } = await store.snapshot({ topN: 1 });
+        assert.deepEqual(snapshot.topFeatures, [{ location: a, name, lookups: 2 }]);
+        assert.deepEqual(snapshot.callers, [{ caller, routesRecorded: 0, featureLookups: 2 }]);
+      });
+
       test("pruneCountedIds forgets counted ids older than the retention: with 0 an id counts again", async () => {
         const store = await fresh({ eventIdRetentionMs: 0 });
         const event = lookup(a);

@@ -27,6 +27,8 @@ function routeEvent(
     id,
     caller: "",
     traceparent: "",
+    calls: 0,
+    callIds: [],
     routeRecorded: { summary: routeSummary },
     kind: "routeRecorded",
   };
@@ -41,6 +43,8 @@ function lookupEvent(
     id,
     caller: "svc@example.com",
     traceparent: "",
+    calls: 0,
+    callIds: [],
     featureLookedUp: { feature: { name, location } },
     kind: "featureLookedUp",
   };
@@ -122,6 +126,51 @@ describe("checkEvents", () => {
     assert.equal(checkEvents(batch(...events)).valid.length, 1000);
   });
 
+  test("an event of several calls keeps how many and the ids it names; one of one call stays as it was", () => {
+    const summed = { ...lookupEvent("sum-1"), calls: 3, callIds: ["c1:lookup", "c2:lookup"] };
+    const single = { ...lookupEvent("c3:lookup"), calls: 1 };
+    const [first, second] = checkEvents(batch(summed, single)).valid;
+    assert.equal(first?.calls, 3);
+    assert.deepEqual(first?.callIds, ["c1:lookup", "c2:lookup"]);
+    assert.equal(second?.calls, undefined);
+    assert.equal(second?.callIds, undefined);
+  });
+
+  test("calls past 1000, more call ids than calls, a bad call id, and a route of several calls are rejected", () => {
+    const cases: [stats.Event__Output, string, RegExp][] = [
+      [{ ...lookupEvent("x"), calls: 1001 }, "events[1].calls", /at most 1000, got 1001/],
+      [
+        { ...lookupEvent("x"), calls: 2, callIds: ["a", "b", "c"] },
+        "events[1].call_ids",
+        /at most events\[1\]\.calls \(2\) calls, got 3/,
+      ],
+      [
+        { ...lookupEvent("x"), calls: 2, callIds: ["a", ""] },
+        "events[1].call_ids[1]",
+        /1 to 128 characters/,
+      ],
+      [{ ...lookupEvent("x"), calls: 2, callIds: ["a\u0000"] }, "events[1].call_ids[0]", /U\+0000/],
+      [{ ...routeEvent("r"), calls: 2 }, "events[1].calls", /must be 1 for a route_recorded/],
+    ];
+    for (const [event, field, description] of cases) {
+      assertRejection(rejectedOnly(batch(lookupEvent("ok"), event)), 1, field, description);
+    }
+  });
+
+  test("more than 10000 call ids in a batch fail as a whole", () => {
+    const ids = (from: number) => Array.from({ length: 1000 }, (_, i) => `c${from + i}`);
+    const events = Array.from({ length: 11 }, (_, i) => ({
+      ...lookupEvent(`sum-${i}`),
+      calls: 1000,
+      callIds: ids(i * 1000),
+    }));
+    assert.equal(checkEvents(batch(...events.slice(0, 10))).valid.length, 10);
+    assert.throws(
+      () => checkEvents(batch(...events)),
+      invalidArgument(/at most 10000 call ids per request, got 11000/),
+    );
+  });
+
   test("an empty batch fails as a whole", () => {
     assert.throws(() => checkEvents(batch()), invalidArgument(/^events must not be empty$/));
   });
@@ -135,7 +184,13 @@ describe("checkEvents", () => {
   });
 
   test("each invalid event is rejected by its index and field; the valid ones around it stay", () => {
-    const noKind: stats.Event__Output = { id: "e1", caller: "", traceparent: "" };
+    const noKind: stats.Event__Output = {
+      id: "e1",
+      caller: "",
+      traceparent: "",
+      calls: 0,
+      callIds: [],
+    };
     const received = batch(
       lookupEvent("ok-0"),
       lookupEvent(""),
@@ -217,6 +272,8 @@ describe("checkEvents", () => {
       id: "l1",
       caller: "",
       traceparent: "",
+      calls: 0,
+      callIds: [],
       featureLookedUp: { feature: null },
       kind: "featureLookedUp",
     };
@@ -262,7 +319,13 @@ describe("checkEvents", () => {
   });
 
   test("an event with no kind is rejected", () => {
-    const event: stats.Event__Output = { id: "e1", caller: "", traceparent: "" };
+    const event: stats.Event__Output = {
+      id: "e1",
+      caller: "",
+      traceparent: "",
+      calls: 0,
+      callIds: [],
+    };
     assertRejection(
       rejectedOnly(batch(lookupEvent("l1"), event)),
       1,
