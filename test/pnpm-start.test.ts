@@ -337,6 +337,11 @@ describeLocalOnly("pnpm start", () => {
     // The CLI reaches the gateway through its front end with that environment alone.
     assertCliReaches(facts);
 
+    // Each instance carries this run's STACK_DATA_DIR, so the checks below can see it.
+    for (const { pid } of instances) assert.ok(isRunning(pid, start), `instance pid ${pid} runs`);
+    // (pnpm killed outright is tried in this mode only: the stack's watch on its parent is the
+    // same in both modes; processes mode's stop is tried with SIGTERM and SIGINT above, and its
+    // services ending by themselves with the stack killed, below.)
     process.kill(start.child.pid as number, "SIGKILL");
     await allGone([facts.pid, ...instances.map((instance) => instance.pid)], gracePeriodMs, start);
     assert.ok(!existsSync(start.factsFile), "the stack removed its facts file");

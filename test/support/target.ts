@@ -126,11 +126,27 @@ export interface GatewayTarget {
  * The gateway under test. Local: a stack started with `stackOptions` (auth on), called as its
  * local client identity. Cloud-run: the three services under their local front ends, called as
  * the same identity through the gateway's. Deployed: GATEWAY_URL, called with ADC ID tokens
- * (`stackOptions` are ignored outside local: those stacks run with Terraform's settings).
+ * (`stackOptions` are ignored there: a deployed stack runs with its own settings).
  */
 export async function startGatewayTarget(stackOptions: StackOptions = {}): Promise<GatewayTarget> {
   const stack = target.kind === "local" ? await startStack(stackOptions) : undefined;
-  const cloudRun = target.kind === "cloud-run" ? await startCloudRunStack() : undefined;
+  // The same environment and gateway setting on the services under the front ends; what only
+  // processes mode has (fixed ports, more route processes, no auth) is refused, not ignored.
+  if (
+    target.kind === "cloud-run" &&
+    (stackOptions.ports || stackOptions.routeInstances || stackOptions.auth === false)
+  ) {
+    throw new Error(
+      "TEST_TARGET=cloud-run: ports, routeInstances and auth: false are processes mode's alone",
+    );
+  }
+  const cloudRun =
+    target.kind === "cloud-run"
+      ? await startCloudRunStack({
+          env: stackOptions.env,
+          publicGateway: stackOptions.publicGateway,
+        })
+      : undefined;
   const url =
     stack?.gateway.url ?? cloudRun?.urls.gateway ?? (target as { gatewayUrl: string }).gatewayUrl;
   // Locally, tokens come from the stack's authority as the local client identity; deployed,

@@ -23,7 +23,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
@@ -68,6 +68,8 @@ watcher=$!
 wait $server
 status=$?
 kill $watcher 2>/dev/null
+# A server that ended on its own (not by a stop): its last words, before the folder goes.
+[ "$status" != 0 ] && tail -n 10 "$dir/server.log" >&2
 [ "$remove" = remove ] && rm -rf "$dir"
 exit $status
 `;
@@ -82,26 +84,26 @@ export async function startEmbeddedPostgres(
   const binaries = await postgresBinaries();
   const how = runAs();
   const temporary = options.dataDir === undefined;
-  const dataDir = temporary
-    ? mkdtempSync(join(tmpdir(), "routeguide-postgres-"))
-    : resolve(options.dataDir as string);
-  try {
-    assertNotInUse(dataDir);
-    const password =
-      temporary && !how.owner
-        ? await copyTemplate(binaries.initdb, how, dataDir)
-        : await initialise(binaries.initdb, dataDir, how, temporary);
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        return await startServer(binaries.postgres, dataDir, how, temporary, password, options);
-      } catch (error) {
-        if (error instanceof PortTaken && attempt < portAttempts) continue;
-        throw error;
-      }
+  for (let attempt = 1; ; attempt += 1) {
+    // A temporary cluster is made anew for each attempt: its supervisor removes it when the
+    // server ends, also when the server could not bind its port.
+    const dataDir = temporary
+      ? mkdtempSync(join(tmpdir(), "routeguide-postgres-"))
+      : resolve(options.dataDir as string);
+    try {
+      assertNotInUse(dataDir);
+      const password =
+        temporary && !how.owner
+          ? await copyTemplate(binaries.initdb, how, dataDir)
+          : temporary
+            ? await initialise(binaries.initdb, dataDir, how, true)
+            : await initialiseKept(binaries.initdb, dataDir, how);
+      return await startServer(binaries.postgres, dataDir, how, temporary, password, options);
+    } catch (error) {
+      if (temporary) rmSync(dataDir, { recursive: true, force: true });
+      if (error instanceof PortTaken && attempt < portAttempts) continue;
+      throw error;
     }
-  } catch (error) {
-    if (temporary) rmSync(dataDir, { recursive: true, force: true });
-    throw error;
   }
 }
 
@@ -172,7 +174,46 @@ function assertNotInUse(dataDir: string): void {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ESRCH") return;
   }
+  // A pid left by a crash may since be another program's: only a postgres holds the folder.
+  // (Where /proc cannot tell, PostgreSQL's own postmaster.pid check still refuses a second.)
+  try {
+    const command = readFileSync(`/proc/${holder}/cmdline`, "utf8");
+    if (!command.includes("postgres")) return;
+  } catch {}
   throw new Error(`${dataDir} is in use by another PostgreSQL server (pid ${holder})`);
+}
+
+/**
+ * A kept cluster (pnpm start's), made whole or not at all: initdb runs in a sibling folder that
+ * is then renamed, so a stack killed during its first initdb leaves no half-made cluster that
+ * every later start would trip over.
+ */
+async function initialiseKept(initdb: string, dataDir: string, how: RunAs): Promise<string> {
+  if (existsSync(join(dataDir, "PG_VERSION"))) {
+    if (!existsSync(passwordFile(dataDir))) {
+      throw new Error(
+        `${dataDir} holds a PostgreSQL cluster the local stack did not make (it has no local-stack-password): remove the folder, or give stats a STATS_DATABASE_URL`,
+      );
+    }
+    return readFileSync(passwordFile(dataDir), "utf8");
+  }
+  mkdirSync(dirname(dataDir), { recursive: true });
+  const partial = mkdtempSync(`${dataDir}.partial-`);
+  try {
+    const password = await initialise(initdb, partial, how, false);
+    try {
+      // rename(2) replaces an empty folder, and refuses one with files in it.
+      renameSync(partial, dataDir);
+    } catch (error) {
+      throw new Error(
+        `${dataDir} is not empty and holds no PostgreSQL cluster: remove it, or give stats a STATS_DATABASE_URL`,
+        { cause: error },
+      );
+    }
+    return password;
+  } finally {
+    rmSync(partial, { recursive: true, force: true });
+  }
 }
 
 /** The password file beside the cluster's own files (the folder is its owner's alone). */
@@ -320,9 +361,17 @@ async function startServer(
   // Its own process group: a terminal's Ctrl-C is for the stack, which stops it in order.
   const child = spawn(program, args, {
     ...how.owner,
-    stdio: ["pipe", "ignore", "ignore"],
+    // stderr: the supervisor's, which prints the server log's tail when the server ended on its
+    // own (its folder, the log with it, is removed right after for a temporary cluster).
+    stdio: ["pipe", "ignore", "pipe"],
     detached: true,
   });
+  let lastWords = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    lastWords += chunk.toString();
+  });
+  const logTail = () => serverLog(dataDir) ?? (lastWords.trim() || "(no server log)");
+  // "close": after the supervisor has ended and all it printed has been read.
   const exited = new Promise<void>((done) => child.once("close", () => done()));
   child.once("error", () => {});
   const stop = async () => {
@@ -350,13 +399,13 @@ async function startServer(
         break;
       } catch (error) {
         if (ended) {
-          const log = serverLog(dataDir);
+          const log = logTail();
           if (/could not bind|Address already in use/i.test(log)) throw new PortTaken(log);
           throw new Error(`the embedded PostgreSQL server ended before it was ready:\n${log}`);
         }
         if (Date.now() > deadline) {
           throw new Error(
-            `the embedded PostgreSQL server did not accept connections in time (${(error as Error).message}):\n${serverLog(dataDir)}`,
+            `the embedded PostgreSQL server did not accept connections in time (${(error as Error).message}):\n${logTail()}`,
           );
         }
         await sleep(50);
@@ -405,7 +454,8 @@ function killServer(child: ChildProcess, dataDir: string): void {
   child.kill("SIGKILL");
 }
 
-function serverLog(dataDir: string): string {
+/** The last lines of the server's log, while its folder is there. */
+function serverLog(dataDir: string): string | undefined {
   try {
     return readFileSync(join(dataDir, "server.log"), "utf8")
       .trim()
@@ -413,6 +463,6 @@ function serverLog(dataDir: string): string {
       .slice(-10)
       .join("\n");
   } catch {
-    return "(no server log)";
+    return undefined;
   }
 }

@@ -161,7 +161,9 @@ async function startUnderCloudRun(): Promise<Running> {
     publicGateway: config.GATEWAY_PUBLIC,
     statsDatabaseUrl: process.env.STATS_DATABASE_URL || undefined,
     database,
-    env: { all: allEnv },
+    // STACK_DATA_DIR too: every process of this stack can be found by its environment, as in
+    // processes mode, where the services inherit this process's (the services ignore it).
+    env: { all: { ...allEnv, STACK_DATA_DIR: dirname(facts.file) } },
     overrides: { gateway: override, route: override, stats: override },
     scaling: { idleMs: config.CLOUD_RUN_IDLE_SECONDS * 1000 },
     logger: { info: show, warn: show, error: show },
