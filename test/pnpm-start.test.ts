@@ -100,6 +100,13 @@ async function factsOf(started: Started, timeoutMs = 240_000): Promise<StackFact
     assert.ok(Date.now() < until, `no ${started.factsFile} in time:\n${started.output()}`);
     await sleep(100);
   }
+  // The stack writes the file, then prints how to use it, ending with this line: this process
+  // may see the file before it has read those lines from the pipe.
+  while (!started.output().includes("Press Ctrl-C to stop.")) {
+    assert.ok(!ended, `the stack ended before it said how to use it:\n${started.output()}`);
+    assert.ok(Date.now() < until, `no "Press Ctrl-C to stop." in time:\n${started.output()}`);
+    await sleep(20);
+  }
   return JSON.parse(readFileSync(started.factsFile, "utf8")) as StackFacts;
 }
 
