@@ -82,19 +82,36 @@ export function targets(rows: HopRow[]): TargetCheck[] {
       (value) => value >= 0.95,
     );
   }
+  // Issue 17's targets.
   for (const method of ["ListFeatures", "RecordRoute"]) {
     add(
-      `${method} through the gateway ≥ 0.7 × baseline B at concurrency 64`,
+      `${method} through the gateway ≥ 0.8 × baseline B at concurrency 64`,
       ratio(find(rows, `${method}, gateway, auth on`, 64), find(rows, `${method}, ${b}`, 64)),
-      (value) => value >= 0.7,
+      (value) => value >= 0.8,
     );
   }
   const p99 = find(rows, on, 16);
   const p99B = find(rows, b, 16);
   add(
-    "gateway GetFeature p99 at concurrency 16 ≤ 2 × baseline B's p99 (ratio)",
+    "gateway GetFeature p99 at concurrency 16 ≤ 1.5 × baseline B's p99 (ratio)",
     p99 && p99B ? p99.p99Us / p99B.p99Us : undefined,
-    (value) => value <= 2,
+    (value) => value <= 1.5,
+  );
+  const counted = find(rows, on, 64);
+  add(
+    "stats CPU µs per counted GetFeature (auth on, concurrency 64) ≤ 30",
+    counted?.cpuUsPerCall.stats,
+    (value) => value <= 30,
+  );
+  const peaks = rows.filter((row) => row.peakRssMiB.stats !== undefined);
+  add(
+    "stats + its database peak RSS MiB under the bench ≤ 300",
+    peaks.length > 0
+      ? Math.max(
+          ...peaks.map((row) => (row.peakRssMiB.stats ?? 0) + (row.peakRssMiB.database ?? 0)),
+        )
+      : undefined,
+    (value) => value <= 300,
   );
   return checks;
 }
