@@ -90,15 +90,8 @@ export async function startCloudRunStack(
         // The local client identity stands for Terraform's gateway_invokers.
         gateway: { ...service("gateway"), extraInvokers: [auth.emails.client] },
       },
-      authority: {
-        issuer: auth.authority.issuer,
-        jwksUrl: auth.authority.jwksUrl,
-        metadataHosts: {
-          gateway: auth.authority.metadataHosts.gateway as string,
-          route: auth.authority.metadataHosts.route as string,
-          stats: auth.authority.metadataHosts.stats as string,
-        },
-      },
+      // Its issuer and keys, and each service's metadata host (by the service's name).
+      authority: auth.authority,
       overrides: options.overrides,
       scaling: options.scaling,
       logger: options.logger,
