@@ -9,7 +9,7 @@
 //                 runtime one at a time, to measure each (pnpm bench ablation): `policy` (the
 //                 peer channel of connectPeer: round_robin, retry policy, keepalive),
 //                 `downstream` (deadline and cancellation bound to the served call), `log`
-//                 (the call observer logging its ends, propagation + logOutgoingCalls, a line per
+//                 (the call observer logging its ends, the peer interceptor outgoingCalls, a line per
 //                 call), `log0` (the same with LOG_RPC_SAMPLE_RATE=0), `logAsync` (as log,
 //                 the logger writing through a 16 KiB buffer instead of a write per line),
 //                 `als` (an AsyncLocalStorage.run around each handler, as call-context.ts
@@ -32,10 +32,9 @@ import {
   createLogger,
   downstream,
   logCallEnds,
-  logOutgoingCalls,
   observeCalls,
+  outgoingCalls,
   parsePeerUrl,
-  propagateCallContext,
 } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
@@ -171,7 +170,7 @@ const serverInterceptors = [
 function proxyHandlers(backendPort: number): grpc.UntypedServiceImplementation {
   const target = `127.0.0.1:${backendPort}`;
   const interceptors = [
-    ...(logging ? [propagateCallContext(), logOutgoingCalls("backend", rpcLog)] : []),
+    ...(logging ? [outgoingCalls({ peer: "backend", rpcLog })] : []),
     ...(added.has("passthrough") ? [passClient] : []),
   ];
   const backend = (

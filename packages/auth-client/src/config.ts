@@ -13,7 +13,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
 import { endUserPolicy } from "./end-user.js";
-import { idTokenInterceptor } from "./interceptors.js";
+import { peerToken } from "./interceptors.js";
 import {
   type AllowedInvoker,
   parseAllowedInvoker,
@@ -204,8 +204,8 @@ export function endUserSources(config: EndUserConfig, logger?: AuthLogger): stri
 export interface ServiceAuth {
   /** For the service's own server. */
   serverInterceptors: grpc.ServerInterceptor[];
-  /** For a client of the peer at `peerUrl` (the token's audience). */
-  clientInterceptors(peerUrl: string): grpc.Interceptor[];
+  /** The ID token of the calls to the peer at `peerUrl` (the token's audience); none when auth is off. */
+  peerToken(peerUrl: string): ReturnType<typeof peerToken> | undefined;
   /** The verified caller of a call, for its log line ("" when auth is off). */
   callerOf(metadata: grpc.Metadata): string;
 }
@@ -229,7 +229,7 @@ export function serviceAuth(
     logger?.warn({ authMode: "off" }, "AUTH_MODE=off: calls are not checked and carry no tokens");
     return {
       serverInterceptors: [unverifiedCalls(logger)],
-      clientInterceptors: () => [],
+      peerToken: () => undefined,
       callerOf: () => "",
     };
   }
@@ -271,11 +271,11 @@ export function serviceAuth(
         onAccepted: endUserPolicy(endUserFrom, logger),
       }),
     ],
-    clientInterceptors: (peerUrl) => {
+    peerToken: (peerUrl) => {
       const source = sources.forAudience(peerUrl);
       // Fetch the first token now, not on the first call; a failure shows on the calls.
       source.token().catch(() => {});
-      return [idTokenInterceptor(source)];
+      return peerToken(source);
     },
     callerOf: verifiedCaller,
   };

@@ -110,17 +110,23 @@ export function endUserInterceptor(
 }
 
 /**
- * Client side, for the gateway's peer clients: names the end user of the call being served
+ * Client side, for the gateway's peer calls: names the end user of the call being served
  * (grpc-js's `parent` call option, which `downstream(call)` sets on every peer call) on the
- * outgoing call. A call made for no served call carries none and counts as the gateway's.
+ * outgoing call. A call made for no served call carries none and counts as the gateway's. Set
+ * in the one pass of the gateway's peer interceptor (runtime's outgoing-calls.ts).
  */
+export function forwardEndUser(metadata: grpc.Metadata, options: grpc.CallOptions): void {
+  metadata.remove(endUserKey);
+  const served = options.parent;
+  if (served) metadata.set(endUserKey, endUser(served.metadata));
+}
+
+/** forwardEndUser as a client interceptor of its own, for a client made without runtime's peers. */
 export function endUserForwardingInterceptor(): grpc.Interceptor {
   return (options, nextCall) =>
     new grpc.InterceptingCall(nextCall(options), {
       start(metadata, listener, next) {
-        metadata.remove(endUserKey);
-        const served = options.parent;
-        if (served) metadata.set(endUserKey, endUser(served.metadata));
+        forwardEndUser(metadata, options);
         next(metadata, listener);
       },
     });

@@ -26,6 +26,39 @@ function attachToken(metadata: grpc.Metadata, header: string): void {
   metadata.set("x-serverless-authorization", header);
 }
 
+/** The same token's header and setter for every call that reuses it (about an hour). */
+function tokenHeaders(): (token: string) => (metadata: grpc.Metadata) => void {
+  let lastToken = "";
+  let lastSetter: (metadata: grpc.Metadata) => void = () => {};
+  return (token) => {
+    if (token !== lastToken) {
+      const header = `Bearer ${token}`;
+      lastSetter = (metadata) => attachToken(metadata, header);
+      lastToken = token;
+    }
+    return lastSetter;
+  };
+}
+
+/**
+ * A peer's token for runtime's one-pass peer interceptor (outgoing-calls.ts's PeerCallToken):
+ * set in that pass when a valid one is at hand, else waited for by idTokenInterceptor, which
+ * then runs under it for that call only.
+ */
+export function peerToken(source: TokenProvider): {
+  ready(): ((metadata: grpc.Metadata) => void) | undefined;
+  waiting: grpc.Interceptor;
+} {
+  const setterFor = tokenHeaders();
+  return {
+    ready() {
+      const token = source.cached?.();
+      return token ? setterFor(token) : undefined;
+    },
+    waiting: idTokenInterceptor(source),
+  };
+}
+
 function remainingMs(deadline: grpc.Deadline | undefined): number {
   if (deadline === undefined) return Number.POSITIVE_INFINITY;
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
@@ -37,17 +70,7 @@ function remainingMs(deadline: grpc.Deadline | undefined): number {
  * the call's deadline and a cancel still end it (grpc-js cannot: the call has not started).
  */
 export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
-  // The header of the last token, so the calls reusing it (all of them for about an hour)
-  // build no string of their own.
-  let lastToken = "";
-  let lastHeader = "";
-  const bearer = (token: string) => {
-    if (token !== lastToken) {
-      lastHeader = `Bearer ${token}`;
-      lastToken = token;
-    }
-    return lastHeader;
-  };
+  const setterFor = tokenHeaders();
   return (options, nextCall) => {
     const inner = nextCall(options);
     let started = false;
@@ -58,7 +81,7 @@ export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
         const ready = source.cached?.();
         if (ready) {
           started = true;
-          attachToken(metadata, bearer(ready));
+          setterFor(ready)(metadata);
           next(metadata, listener);
           return;
         }
@@ -86,7 +109,7 @@ export function idTokenInterceptor(source: TokenProvider): grpc.Interceptor {
             clearTimeout(timer);
             if (ended) return;
             started = true;
-            attachToken(metadata, bearer(token));
+            setterFor(token)(metadata);
             next(metadata, listener);
           },
           (error: Error) => {

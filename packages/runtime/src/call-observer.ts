@@ -58,7 +58,7 @@ export interface CallObserverOptions {
  * Each outgoing call carries an id of its own, which grpc-js's retries of it resend unchanged:
  * the callee names what the call causes after it (route's reports), so a retried call counts
  * once. Trace context cannot serve: a front end (Cloud Run's) may give every attempt its own
- * span. Sent by propagation.ts.
+ * span. Sent by outgoing-calls.ts.
  */
 export const callIdKey = "x-call-id";
 const callIdPattern = /^[0-9a-f]{32}$/;

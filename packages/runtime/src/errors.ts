@@ -76,7 +76,7 @@ function ownMessage(peerName: string, code: grpc.status): string {
  * our fixed message, since peer details can carry internals (`route: Deadline exceeded after
  * 0.285s,LB pick: 0.001s,remote_addr=127.0.0.1:52052`, a peer's URL, a service account). The
  * peer's details are logged where the peer call ends: the client call line of
- * logOutgoingCalls, a warning with `details`, written for every failed peer call.
+ * outgoingCallLines, a warning with `details`, written for every failed peer call.
  */
 export function fromPeer(peerName: string, error: unknown): StatusError {
   const { code, details } = toStatus(error);

@@ -4,8 +4,8 @@
 // The URL's origin is also the audience of the ID tokens minted for that peer.
 import { retryableMethods, type ServiceName } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { propagateCallContext } from "./propagation.js";
-import { logOutgoingCalls, type RpcLogOptions } from "./rpc-log.js";
+import { outgoingCalls, type PeerCallToken } from "./outgoing-calls.js";
+import type { RpcLogOptions } from "./rpc-log.js";
 
 export interface PeerAddress {
   /** The normalised origin, e.g. `https://route-xyz.a.run.app`: the peer's identity and token audience. */
@@ -143,10 +143,10 @@ export function connectPeer<Client>(
 /** What is the same on every peer call a service makes, whichever peer it calls. */
 export interface PeerWiring {
   rpcLog: RpcLogOptions;
-  /** The ID-token interceptors for a peer's URL (the token's audience): last on every call. */
-  tokensFor: (peerUrl: string) => grpc.Interceptor[];
-  /** On every peer call, between the call line and the token (the gateway naming its end user). */
-  more?: grpc.Interceptor[];
+  /** The ID token for a peer's URL (the token's audience); undefined: the calls carry none. */
+  tokenFor: (peerUrl: string) => PeerCallToken | undefined;
+  /** Headers of the service's own on every peer call (the gateway naming its end user). */
+  headers?: (metadata: grpc.Metadata, callOptions: grpc.InterceptorOptions) => void;
 }
 
 export interface ServicePeerOptions {
@@ -166,21 +166,24 @@ export interface ServicePeers {
 }
 
 /**
- * The one place a service's peer clients are wired, in this order: propagation of the call
- * (trace, x-call-id) first, then the call line (which reads the span propagation sent), then
- * `more`, then the ID token for the peer's URL (it sees the final metadata). A factory makes
- * one of these and connects each peer through it.
+ * The one place a service's peer clients are wired: every call passes outgoing-calls.ts's
+ * interceptor, which sends the trace and the call's id, the service's headers and the ID token
+ * for the peer's URL, and writes the call line, in one pass. A factory makes one of these and
+ * connects each peer through it.
  */
 export function servicePeers(wiring: PeerWiring): ServicePeers {
   return {
     connect(peer, factory, options) {
+      const token = wiring.tokenFor(peer.url);
       return connectPeer(peer, factory, {
         service: options.service,
         interceptors: [
-          propagateCallContext(),
-          logOutgoingCalls(options.name, wiring.rpcLog),
-          ...(wiring.more ?? []),
-          ...wiring.tokensFor(peer.url),
+          outgoingCalls({
+            peer: options.name,
+            rpcLog: wiring.rpcLog,
+            ...(wiring.headers ? { headers: wiring.headers } : {}),
+            ...(token ? { token } : {}),
+          }),
         ],
         ...(options.channelOptions ? { channelOptions: options.channelOptions } : {}),
       });

@@ -3,18 +3,17 @@
 // - Server: `logCallEnds` subscribes to the call observer (call-observer.ts), which tells it
 //   how each call ended as its client saw it: method, status, duration, caller, peer and
 //   message counts.
-// - Client: `logOutgoingCalls` is a peer client interceptor, after propagation
-//   (propagation.ts), which has sent the call's own span: it logs the outgoing call's status
-//   and latency in that span.
+// - Client: `outgoingCallLines` writes the line of each peer call, for the one interceptor of
+//   peer calls (outgoing-calls.ts): the outgoing call's status and latency, in the span it sent.
 //
 // Under load the OK lines can be sampled down (LOG_RPC_SAMPLE_RATE); lines for calls that
 // failed are always written. Health checks (probes) are logged at debug.
 import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
-import { currentCall, traceFields } from "./call-context.js";
+import { traceFields } from "./call-context.js";
 import type { EndedCall } from "./call-observer.js";
 import type { Logger } from "./logger.js";
-import { parseTraceparent, type TraceContext, traceInSample } from "./trace.js";
+import { type TraceContext, traceInSample } from "./trace.js";
 
 export interface RpcLogOptions {
   logger: Logger;
@@ -102,70 +101,47 @@ export function logCallEnds(options: IncomingRpcLogOptions): (ended: EndedCall) 
   };
 }
 
+export interface OutgoingCallEnd {
+  /** The outgoing call's own span, as sent in its traceparent. */
+  trace: TraceContext;
+  path: string;
+  responseStream: boolean;
+  status: grpc.StatusObject;
+  /** performance.now() when the call was made. */
+  startedAt: number;
+  received: number;
+  sent: number;
+}
+
 /**
- * For the client of `peer` (a name for the logs, e.g. "route"). After propagateCallContext,
- * whose traceparent names the outgoing call's own span.
+ * The client lines of the calls to `peer` (a name for the logs, e.g. "route"), for
+ * outgoing-calls.ts, which calls the writer once per call when its status arrives.
  */
-export function logOutgoingCalls(peer: string, options: RpcLogOptions): grpc.Interceptor {
+export function outgoingCallLines(
+  peer: string,
+  options: RpcLogOptions,
+): (ended: OutgoingCallEnd) => void {
   const logger = callLineLogger(options.logger);
-  return (callOptions, nextCall) => {
-    // Runs synchronously where the call is made, so the caller's call context is current.
-    const parentSpanId = currentCall()?.trace.spanId;
-    const method = callOptions.method_definition.path;
-    const { responseStream } = callOptions.method_definition;
-    const startedAt = performance.now();
-    let trace: TraceContext | undefined;
-    let received = 0;
-    let sent = 0;
-    return new grpc.InterceptingCall(nextCall(callOptions), {
-      start(metadata, _listener, next) {
-        const [traceparent] = metadata.get("traceparent");
-        const sentSpan = parseTraceparent(typeof traceparent === "string" ? traceparent : "");
-        if (sentSpan) {
-          trace = {
-            traceId: sentSpan.traceId,
-            spanId: sentSpan.parentSpanId as string,
-            sampled: sentSpan.sampled,
-            ...(parentSpanId ? { parentSpanId } : {}),
-          };
-        }
-        next(metadata, {
-          onReceiveMessage(message, pass) {
-            received += 1;
-            pass(message);
-          },
-          onReceiveStatus(status, pass) {
-            const ok = status.code === grpc.status.OK;
-            const level = ok ? "info" : logLevelFor(method, status.code, responseStream);
-            const sampledOut = trace && !traceInSample(trace.traceId, options.sampleRate);
-            if (((ok || level !== "warn") && sampledOut) || !logger.isLevelEnabled(level)) {
-              pass(status);
-              return;
-            }
-            writeCallLine(
-              logger,
-              level,
-              trace,
-              {
-                side: "client",
-                peer,
-                method,
-                code: grpc.status[status.code],
-                ...(ok ? {} : { details: status.details }),
-                durationMs: elapsedMs(startedAt),
-                received,
-                sent,
-              },
-              `→ ${peer} ${method} ${grpc.status[status.code]}`,
-            );
-            pass(status);
-          },
-        });
+  return ({ trace, path, responseStream, status, startedAt, received, sent }) => {
+    const ok = status.code === grpc.status.OK;
+    const level = ok ? "info" : logLevelFor(path, status.code, responseStream);
+    const sampledOut = !traceInSample(trace.traceId, options.sampleRate);
+    if (((ok || level !== "warn") && sampledOut) || !logger.isLevelEnabled(level)) return;
+    writeCallLine(
+      logger,
+      level,
+      trace,
+      {
+        side: "client",
+        peer,
+        method: path,
+        code: grpc.status[status.code],
+        ...(ok ? {} : { details: status.details }),
+        durationMs: elapsedMs(startedAt),
+        received,
+        sent,
       },
-      sendMessage(message, pass) {
-        sent += 1;
-        pass(message);
-      },
-    });
+      `→ ${peer} ${path} ${grpc.status[status.code]}`,
+    );
   };
 }

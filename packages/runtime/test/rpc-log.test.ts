@@ -7,8 +7,8 @@ import * as grpc from "@grpc/grpc-js";
 import { currentCall, onCallEnd } from "../src/call-context.js";
 import { observeCalls } from "../src/call-observer.js";
 import { createLogger } from "../src/logger.js";
-import { propagateCallContext } from "../src/propagation.js";
-import { type IncomingRpcLogOptions, logCallEnds, logOutgoingCalls } from "../src/rpc-log.js";
+import { outgoingCalls } from "../src/outgoing-calls.js";
+import { type IncomingRpcLogOptions, logCallEnds } from "../src/rpc-log.js";
 
 /** What runService installs first on every server: the call observer, logging its ends. */
 const observedAndLogged = (options: IncomingRpcLogOptions) =>
@@ -104,11 +104,13 @@ before(async () => {
   const backPort = await listen(backServer);
   backClient = new EchoClient(`127.0.0.1:${backPort}`, grpc.credentials.createInsecure(), {
     interceptors: [
-      propagateCallContext(),
-      logOutgoingCalls("back", {
-        logger: front.logger,
-        get sampleRate() {
-          return sampleRate;
+      outgoingCalls({
+        peer: "back",
+        rpcLog: {
+          logger: front.logger,
+          get sampleRate() {
+            return sampleRate;
+          },
         },
       }),
     ],

@@ -1,7 +1,7 @@
 // gateway, built: the entry point. Serves gateway.v1 and calls route and stats.
 // main.ts runs it as a process; a test builds it with createGatewayService and starts it
 // in-process (startService).
-import { endUserForwardingInterceptor, serviceAuth } from "@cloudrun-grpc/auth-client";
+import { forwardEndUser, serviceAuth } from "@cloudrun-grpc/auth-client";
 import {
   createRouteGuideClient,
   createStatsClient,
@@ -16,10 +16,10 @@ export const createGatewayService: ServiceFactory<GatewayConfig> = (config, { lo
   const auth = serviceAuth(config, logger);
   const peers = servicePeers({
     rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE },
-    tokensFor: auth.clientInterceptors,
+    tokenFor: auth.peerToken,
     // route and stats count each call for the gateway's verified caller, named on every peer
     // call. Not with AUTH_MODE=off: nothing is verified, and the peers trust no one then.
-    more: config.AUTH_MODE === "off" ? [] : [endUserForwardingInterceptor()],
+    ...(config.AUTH_MODE === "off" ? {} : { headers: forwardEndUser }),
   });
   const routePeer = withAddresses(config.ROUTE_URL, config.ROUTE_ADDRESSES);
   const route = peers.connect(routePeer, createRouteGuideClient, {

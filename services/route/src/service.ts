@@ -14,7 +14,7 @@ export const createRouteService: ServiceFactory<RouteConfig> = (config, { logger
   const auth = serviceAuth(config, logger);
   const peers = servicePeers({
     rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE },
-    tokensFor: auth.clientInterceptors,
+    tokenFor: auth.peerToken,
   });
   const stats = peers.connect(config.STATS_URL, createStatsClient, {
     service: serviceNames.stats,
