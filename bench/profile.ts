@@ -1,5 +1,6 @@
 // node --import tsx bench/profile.ts [seconds] [concurrency]: where the gateway path's time goes.
-// Starts the stack with auth (LOG_LEVEL=info, LOG_RPC_SAMPLE_RATE=1, the defaults) and the
+// Starts the stack with auth (LOG_LEVEL=info and the services' call-line sampling, unless
+// LOG_RPC_SAMPLE_RATE is set) and the
 // services named in BENCH_PROFILE_SERVICES (default gateway,route; add stats) under `node --cpu-prof`, drives GetFeature through the gateway with h2load, stops
 // the stack (the profiles are written at exit) and prints each process's heaviest functions
 // by self time, and self time by package. Profiles: bench-results/profiles/*.cpuprofile (open
@@ -27,7 +28,9 @@ const stack = await startStack({
   env: {
     all: {
       LOG_LEVEL: "info",
-      LOG_RPC_SAMPLE_RATE: process.env.LOG_RPC_SAMPLE_RATE ?? "1",
+      ...(process.env.LOG_RPC_SAMPLE_RATE
+        ? { LOG_RPC_SAMPLE_RATE: process.env.LOG_RPC_SAMPLE_RATE }
+        : {}),
     },
     ...Object.fromEntries(profiled.map((name) => [name, nodeOptions])),
   },

@@ -82,6 +82,9 @@ describeLocalOnly("observability across gateway, route and stats", () => {
 
   before(async () => {
     stack = await startStack({
+      // Every OK call gets its line here, whatever its trace: the default keeps one trace in
+      // ten (runtime's rpc-log test checks which lines a sample keeps).
+      env: { all: { LOG_RPC_SAMPLE_RATE: "1" } },
       onLine: (service, line, stream) => output.push({ service, line, stream }),
     });
     client = await stackGatewayClient(stack);

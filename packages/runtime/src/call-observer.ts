@@ -31,6 +31,8 @@ export interface EndedCall {
   context: CallContext | undefined;
   /** The full method path. */
   method: string;
+  /** Whether the client streams its request (a route being recorded). */
+  requestStream: boolean;
   /** Whether the server streams its answer (a watch, a listing). */
   responseStream: boolean;
   /** The status its client was sent: CANCELLED or DEADLINE_EXCEEDED when it reset first. */
@@ -165,6 +167,7 @@ export function observeCalls(options: CallObserverOptions): grpc.ServerIntercept
       options.onEnd?.({
         context,
         method: method.path,
+        requestStream: method.requestStream,
         responseStream: method.responseStream,
         code,
         details:

@@ -233,8 +233,12 @@ export const serverEnv = {
   LOG_LEVEL: logLevelVar,
   /** json (Cloud Logging) or pretty (a terminal). */
   LOG_FORMAT: logFormatVar,
-  /** Share of successful calls given a log line, decided per trace; failures always are. */
-  LOG_RPC_SAMPLE_RATE: numberVar(1, 0, 1),
+  /**
+   * Share of traces whose successful calls get a log line (rpc-log.ts's keepOkLine): failures,
+   * unary calls slower than LOG_RPC_SLOW_MS and traces sampled by their caller always do.
+   */
+  LOG_RPC_SAMPLE_RATE: numberVar(0.1, 0, 1),
+  LOG_RPC_SLOW_MS: integerVar(500, 0, 3_600_000),
   /** The project whose Cloud Trace the trace ids belong to (set by Terraform). */
   GOOGLE_CLOUD_PROJECT: optionalText,
   /** Serve channelz (call counts per server, channel and socket) for grpcdebug and tests. */
@@ -254,6 +258,7 @@ export interface ServerEnv {
   LOG_LEVEL: (typeof logLevels)[number];
   LOG_FORMAT: LogFormat;
   LOG_RPC_SAMPLE_RATE: number;
+  LOG_RPC_SLOW_MS: number;
   GOOGLE_CLOUD_PROJECT: string | undefined;
   CHANNELZ_ENABLED: boolean;
   K_SERVICE: string | undefined;

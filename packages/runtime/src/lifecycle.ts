@@ -87,6 +87,7 @@ export async function startService(
             onEnd: logCallEnds({
               logger,
               sampleRate: config.LOG_RPC_SAMPLE_RATE,
+              slowMs: config.LOG_RPC_SLOW_MS,
               callerOf: setup.callerOf,
             }),
           }),

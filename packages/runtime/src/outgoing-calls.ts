@@ -49,7 +49,7 @@ export function outgoingCalls(options: OutgoingCallOptions): grpc.Interceptor {
     // Without a token at hand, the token's own interceptor runs under this one and waits.
     const inner =
       token && !attachToken ? token.waiting(callOptions, nextCall) : nextCall(callOptions);
-    const { path, responseStream } = callOptions.method_definition;
+    const { path, requestStream, responseStream } = callOptions.method_definition;
     let received = 0;
     let sent = 0;
     return new grpc.InterceptingCall(inner, {
@@ -64,7 +64,16 @@ export function outgoingCalls(options: OutgoingCallOptions): grpc.Interceptor {
             pass(message);
           },
           onReceiveStatus(status, pass) {
-            writeLine({ trace, path, responseStream, status, startedAt, received, sent });
+            writeLine({
+              trace,
+              path,
+              requestStream,
+              responseStream,
+              status,
+              startedAt,
+              received,
+              sent,
+            });
             pass(status);
           },
         });

@@ -17,9 +17,17 @@ import { type TraceContext, traceInSample } from "./trace.js";
 
 export interface RpcLogOptions {
   logger: Logger;
-  /** Share of OK calls logged, 0 to 1, decided per trace; failed calls are always logged. */
+  /**
+   * Share of traces whose OK calls get a line, 0 to 1, decided per trace. Failed calls, slow
+   * unary calls and calls in a trace whose caller sampled it are always logged.
+   */
   sampleRate: number;
+  /** A unary call that took this long or longer is logged whatever the sample (default 500). */
+  slowMs?: number;
 }
+
+/** LOG_RPC_SLOW_MS's default. */
+export const defaultSlowCallMs = 500;
 
 export interface IncomingRpcLogOptions extends RpcLogOptions {
   /** Who made the call, once the auth check has passed (e.g. the verified email). */
@@ -43,6 +51,25 @@ function logLevelFor(
   if (code === grpc.status.CANCELLED && responseStream) return "info";
   if (code !== grpc.status.OK) return "warn";
   return quietPaths.test(path) ? "debug" : "info";
+}
+
+/**
+ * Whether an OK call (or a quiet failure: a cancelled watch, a probe) gets its line. Cloud Run
+ * already writes a request log entry for every request to a service, with its latency and
+ * HTTP status (https://cloud.google.com/run/docs/logging, "Request logs"), so a line for
+ * every OK call repeats it at about 40 µs of the gateway's CPU per call (bench/PERFORMANCE.md).
+ * The lines kept are the ones that say more: the calls of a trace its caller sampled (Cloud
+ * Trace shows it; its lines link to it), a share of the other traces, decided by the trace id
+ * so a kept request is logged whole on every hop, and every unary call slower than `slowMs`.
+ */
+function keepOkLine(
+  trace: TraceContext | undefined,
+  options: RpcLogOptions,
+  unary: boolean,
+  durationMs: number,
+): boolean {
+  if (!trace || trace.sampled || traceInSample(trace.traceId, options.sampleRate)) return true;
+  return unary && durationMs >= (options.slowMs ?? defaultSlowCallMs);
 }
 
 /** Writes one call line: the call's trace, and what `rpc` says of the call. */
@@ -78,8 +105,8 @@ export function logCallEnds(options: IncomingRpcLogOptions): (ended: EndedCall) 
     const { code, method } = ended;
     const level = logLevelFor(method, code, ended.responseStream);
     const trace = ended.context?.trace;
-    const sampledOut = trace && !traceInSample(trace.traceId, options.sampleRate);
-    if (code === grpc.status.OK && sampledOut) return;
+    const unary = !ended.requestStream && !ended.responseStream;
+    if (code === grpc.status.OK && !keepOkLine(trace, options, unary, ended.durationMs)) return;
     if (!logger.isLevelEnabled(level)) return;
     writeCallLine(
       logger,
@@ -105,6 +132,7 @@ export interface OutgoingCallEnd {
   /** The outgoing call's own span, as sent in its traceparent. */
   trace: TraceContext;
   path: string;
+  requestStream: boolean;
   responseStream: boolean;
   status: grpc.StatusObject;
   /** performance.now() when the call was made. */
@@ -122,11 +150,13 @@ export function outgoingCallLines(
   options: RpcLogOptions,
 ): (ended: OutgoingCallEnd) => void {
   const logger = callLineLogger(options.logger);
-  return ({ trace, path, responseStream, status, startedAt, received, sent }) => {
+  return ({ trace, path, requestStream, responseStream, status, startedAt, received, sent }) => {
     const ok = status.code === grpc.status.OK;
     const level = ok ? "info" : logLevelFor(path, status.code, responseStream);
-    const sampledOut = !traceInSample(trace.traceId, options.sampleRate);
-    if (((ok || level !== "warn") && sampledOut) || !logger.isLevelEnabled(level)) return;
+    if (!logger.isLevelEnabled(level)) return;
+    const durationMs = elapsedMs(startedAt);
+    const unary = !requestStream && !responseStream;
+    if (level !== "warn" && !keepOkLine(trace, options, unary, durationMs)) return;
     writeCallLine(
       logger,
       level,
@@ -137,7 +167,7 @@ export function outgoingCallLines(
         method: path,
         code: grpc.status[status.code],
         ...(ok ? {} : { details: status.details }),
-        durationMs: elapsedMs(startedAt),
+        durationMs,
         received,
         sent,
       },

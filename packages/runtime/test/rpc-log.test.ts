@@ -77,6 +77,7 @@ async function listen(server: grpc.Server): Promise<number> {
 const front = capturingLogger();
 const back = capturingLogger();
 let sampleRate = 1;
+let slowMs = 500;
 let frontClient: Client;
 let backClient: Client;
 const servers: grpc.Server[] = [];
@@ -122,6 +123,9 @@ before(async () => {
         logger: front.logger,
         get sampleRate() {
           return sampleRate;
+        },
+        get slowMs() {
+          return slowMs;
         },
         callerOf: (metadata) => String(metadata.get("x-test-caller")[0] ?? ""),
       }),
@@ -181,9 +185,10 @@ after(() => {
 });
 
 const traceId = (n: number) => `${String(n).padStart(2, "0")}${"a".repeat(30)}`;
-const withTrace = (id: string) => {
+/** A call in trace `id`, which its caller sampled (flag 01) unless told otherwise. */
+const withTrace = (id: string, sampled = true) => {
   const metadata = new grpc.Metadata();
-  metadata.set("traceparent", `00-${id}-b7ad6b7169203331-01`);
+  metadata.set("traceparent", `00-${id}-b7ad6b7169203331-${sampled ? "01" : "00"}`);
   metadata.set("x-test-caller", "caller@example.com");
   return metadata;
 };
@@ -336,8 +341,8 @@ describe("per-call log lines and the call context", () => {
     sampleRate = 0;
     try {
       const before = front.entries.length;
-      await unary(frontClient, "Unary", withTrace(traceId(8)));
-      await unary(frontClient, "Fail", withTrace(traceId(9))).catch(() => {});
+      await unary(frontClient, "Unary", withTrace(traceId(8), false));
+      await unary(frontClient, "Fail", withTrace(traceId(9), false)).catch(() => {});
       await settle(() =>
         assert.ok(
           front.entries.slice(before).some((entry) => entry.rpc?.method === "/test.Echo/Fail"),
@@ -350,6 +355,53 @@ describe("per-call log lines and the call context", () => {
       );
     } finally {
       sampleRate = 1;
+    }
+  });
+
+  test("sampled down to 0, a trace its caller sampled is still logged whole, on both sides", async () => {
+    sampleRate = 0;
+    try {
+      const id = traceId(21);
+      await unary(frontClient, "Unary", withTrace(id, true));
+      await settle(() =>
+        assert.deepEqual(
+          [...rpcLines(front.entries, id), ...rpcLines(back.entries, id)]
+            .map((entry) => `${entry.rpc?.side} ${entry.rpc?.method} ${entry.rpc?.code}`)
+            .sort(),
+          [
+            "client /test.Echo/Unary OK",
+            "server /test.Echo/Unary OK",
+            "server /test.Echo/Unary OK",
+          ],
+        ),
+      );
+    } finally {
+      sampleRate = 1;
+    }
+  });
+
+  test("sampled down to 0, a unary call slower than the slow threshold is still logged", async () => {
+    sampleRate = 0;
+    slowMs = 200;
+    try {
+      const slow = traceId(22);
+      const fast = traceId(23);
+      await unary(frontClient, "Hang", withTrace(slow, false));
+      await unary(frontClient, "Fail", withTrace(fast, false)).catch(() => {});
+      await settle(() => assert.equal(rpcLines(front.entries, fast).length, 1));
+      const lines = rpcLines(front.entries, slow);
+      assert.equal(lines.length, 1, "the 300 ms call's line");
+      assert.equal(lines[0]?.rpc?.method, "/test.Echo/Hang");
+      assert.ok(Number(lines[0]?.rpc?.durationMs) >= 200);
+      // A fast OK call of an unsampled trace, for contrast: no line.
+      const quick = traceId(24);
+      await unary(frontClient, "Unary", withTrace(quick, false));
+      await unary(frontClient, "Fail", withTrace(traceId(25), false)).catch(() => {});
+      await settle(() => assert.equal(rpcLines(front.entries, traceId(25)).length, 1));
+      assert.equal(rpcLines(front.entries, quick).length, 0);
+    } finally {
+      sampleRate = 1;
+      slowMs = 500;
     }
   });
 

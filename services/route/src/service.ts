@@ -13,7 +13,7 @@ export const createRouteService: ServiceFactory<RouteConfig> = (config, { logger
   const features = FeatureIndex.load(config.ROUTE_FEATURES_FILE);
   const auth = serviceAuth(config, logger);
   const peers = servicePeers({
-    rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE },
+    rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE, slowMs: config.LOG_RPC_SLOW_MS },
     tokenFor: auth.peerToken,
   });
   const stats = peers.connect(config.STATS_URL, createStatsClient, {

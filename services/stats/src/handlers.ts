@@ -46,7 +46,9 @@ export function statsHandlers({
     if (!logger.isLevelEnabled("info")) return;
     for (const event of events) {
       const trace = parseTraceparent(event.traceparent);
-      if (!trace?.parentSpanId || !traceInSample(trace.traceId, logSampleRate)) continue;
+      if (!trace?.parentSpanId) continue;
+      // As the call lines (runtime's rpc-log.ts): a trace its caller sampled, or in the share.
+      if (!trace.sampled && !traceInSample(trace.traceId, logSampleRate)) continue;
       logger.info(
         {
           ...traceFields({ ...trace, spanId: trace.parentSpanId }),
