@@ -1,4 +1,4 @@
-// The call observer: the first server interceptor of every service (runService installs it,
+// The call observer: the first server interceptor of every service (server.ts installs it,
 // always, whatever logging is configured) and the only code that reads grpc-js's internals of
 // a call (the one other read of grpc-js internals is server.ts's fallback for unknown methods,
 // on the Server itself; call-observer.test.ts checks both are where they are read). For each
@@ -11,7 +11,8 @@
 //   - learns how the call ended as its client saw it: the status grpc-js actually sent, or
 //     CANCELLED / DEADLINE_EXCEEDED when the client reset the stream first;
 //   - tells the call's own end listeners (onCallEnd: route counts answered calls there) and
-//     then the server's subscriber (`onEnd`: the call log line).
+//     then the server's subscriber (`onEnd`: the call log line);
+//   - keeps the server's open calls (open-calls.ts), which a drain ends when its grace is over.
 //
 // What it reads of grpc-js (1.14, pinned exactly; call-observer.test.ts fails with a clear
 // message if an upgrade moves any of it): the base server call's `stream` (the
@@ -23,6 +24,7 @@ import * as grpc from "@grpc/grpc-js";
 import { type CallContext, runInCall } from "./call-context.js";
 import { clientReadBarrier } from "./client-read-barrier.js";
 import type { Logger } from "./logger.js";
+import type { OpenCalls } from "./open-calls.js";
 import { traceForIncomingCall } from "./trace.js";
 
 /** How a call ended, for the server's subscriber. */
@@ -54,6 +56,8 @@ export interface CallObserverOptions {
   logger: Logger;
   /** Called once per call when it has ended, after the call's own end listeners. */
   onEnd?: (ended: EndedCall) => void;
+  /** The server's open calls, for its drain: each call is in it from its start to its end. */
+  openCalls?: OpenCalls;
 }
 
 /**
@@ -136,6 +140,7 @@ export function observeCalls(options: CallObserverOptions): grpc.ServerIntercept
     const finish = () => {
       if (ended) return;
       ended = true;
+      options.openCalls?.delete(intercepting);
       const deadline = call.getDeadline();
       const deadlineAt = deadline instanceof Date ? deadline.getTime() : deadline;
       // No status sent: the client reset the stream. Its deadline passing does that too, and
@@ -185,8 +190,9 @@ export function observeCalls(options: CallObserverOptions): grpc.ServerIntercept
     };
 
     const inCall = (work: () => void) => (context ? runInCall(context, work) : work());
-    return new grpc.ServerInterceptingCall(call, {
+    const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
       start(next) {
+        options.openCalls?.add(intercepting);
         next({
           onReceiveMetadata(incoming, pass) {
             metadata = incoming;
@@ -222,5 +228,6 @@ export function observeCalls(options: CallObserverOptions): grpc.ServerIntercept
         pass(message);
       },
     });
+    return intercepting;
   };
 }

@@ -9,7 +9,6 @@
 import type { ServiceRegistration } from "@cloudrun-grpc/proto";
 import type * as grpc from "@grpc/grpc-js";
 import type { z } from "zod";
-import { observeCalls } from "./call-observer.js";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger, writeOutLogs } from "./logger.js";
 import type { Readiness } from "./readiness.js";
@@ -80,20 +79,13 @@ export async function startService(
       onDrain: setup.onDrain,
       readiness: setup.readiness,
       channelz: config.CHANNELZ_ENABLED,
-      serverOptions: {
-        interceptors: [
-          observeCalls({
-            logger,
-            onEnd: logCallEnds({
-              logger,
-              sampleRate: config.LOG_RPC_SAMPLE_RATE,
-              slowMs: config.LOG_RPC_SLOW_MS,
-              callerOf: setup.callerOf,
-            }),
-          }),
-          ...(setup.interceptors ?? []),
-        ],
-      },
+      onCallEnd: logCallEnds({
+        logger,
+        sampleRate: config.LOG_RPC_SAMPLE_RATE,
+        slowMs: config.LOG_RPC_SLOW_MS,
+        callerOf: setup.callerOf,
+      }),
+      serverOptions: { interceptors: setup.interceptors ?? [] },
     });
   } catch (error) {
     await setup.afterShutdown?.(1000).catch(() => {});

@@ -1,27 +1,28 @@
 // The calls a server is serving right now, so a drain can end the ones still running when the
 // grace period is over with a status that tells their clients what to do (UNAVAILABLE: call
-// again, another instance will answer) instead of a reset stream.
+// again, another instance will answer) instead of a reset stream. The call observer
+// (call-observer.ts) keeps the set, in its own pass over each call: a call is in it from its
+// start until it ends.
 import * as grpc from "@grpc/grpc-js";
 
+/** What a drain needs of a call: a way to end it with a status. */
+export interface OpenCall {
+  sendStatus(status: grpc.StatusObject): void;
+}
+
 export class OpenCalls {
-  private readonly calls = new Set<grpc.ServerInterceptingCall>();
+  private readonly calls = new Set<OpenCall>();
 
   get size(): number {
     return this.calls.size;
   }
 
-  /** The interceptor that keeps the set: a call is in it from its start until it ends. */
-  interceptor(): grpc.ServerInterceptor {
-    return (_method, call) => {
-      const intercepting: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
-        start: (next) => {
-          this.calls.add(intercepting);
-          // grpc-js reports onCancel once after every call, however it ended.
-          next({ onCancel: () => this.calls.delete(intercepting) });
-        },
-      });
-      return intercepting;
-    };
+  add(call: OpenCall): void {
+    this.calls.add(call);
+  }
+
+  delete(call: OpenCall): void {
+    this.calls.delete(call);
   }
 
   /** Ends every open call with `code` and `details`. */

@@ -5,6 +5,7 @@ import { packageDefinition, type ServiceRegistration } from "@cloudrun-grpc/prot
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
+import { type EndedCall, observeCalls } from "./call-observer.js";
 import type { Logger } from "./logger.js";
 import { OpenCalls } from "./open-calls.js";
 import type { Readiness } from "./readiness.js";
@@ -19,8 +20,10 @@ export interface GrpcServerOptions {
   shutdownGraceMs: number;
   /** Called when a drain starts: end long-lived streams (watches) so their clients reconnect. */
   onDrain?: () => void;
-  /** Extra grpc-js server options (interceptors, limits). */
+  /** Extra grpc-js server options (interceptors, after the call observer; limits). */
   serverOptions?: grpc.ServerOptions;
+  /** Told how each call ended (the call lines): the call observer's subscriber. */
+  onCallEnd?: (ended: EndedCall) => void;
   /** When given, the services' own health names follow it (NOT_SERVING while not ready). */
   readiness?: Readiness;
   /** Serve channelz (grpc.channelz.v1) too. */
@@ -95,8 +98,16 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     // refused. A peer that respects it (grpc-js, node:http2) queues them on its own side.
     "grpc.max_concurrent_streams": 1000,
     ...options.serverOptions,
-    // After the caller's own (the call log first, so it sees the status this one sends).
-    interceptors: [...(options.serverOptions?.interceptors ?? []), openCalls.interceptor()],
+    // The call observer first, always: every call's context and end, and the open calls a
+    // drain ends, in one pass (it sees every status sent, the drain's included).
+    interceptors: [
+      observeCalls({
+        logger,
+        openCalls,
+        ...(options.onCallEnd ? { onEnd: options.onCallEnd } : {}),
+      }),
+      ...(options.serverOptions?.interceptors ?? []),
+    ],
   });
   routeUnknownMethodsThroughInterceptors(server);
   const names = options.services.map((service) => service.name);
