@@ -75,8 +75,11 @@ export interface RemoteRun {
   rows: RemoteRow[];
   /** The certificate checked before the run (https only). */
   tls?: VerifiedServer & { roots: string };
-  /** A checked call after a method's rows that did not come back right, if any. */
-  problemsAfter: string[];
+  /**
+   * What makes figures untrustworthy besides failed calls: a row in which no call completed,
+   * a checked call after a method's rows that did not come back right.
+   */
+  problems: string[];
 }
 
 /** Roughly how long the run takes, for a given token's expiry check. */
@@ -136,7 +139,7 @@ export async function benchRemote(options: RemoteOptions): Promise<RemoteRun> {
   });
 
   const rows: RemoteRow[] = [];
-  const problemsAfter: string[] = [];
+  const problems: string[] = [];
   const toRun = chosenMethods(options);
   // Every method checked before any load, so a refusal ends the bench at once.
   for (const method of toRun) {
@@ -176,6 +179,12 @@ export async function benchRemote(options: RemoteOptions): Promise<RemoteRun> {
         generatorCpuUsPerCall: Math.round(result.generatorCpuUs / Math.max(1, result.succeeded)),
       };
       rows.push(row);
+      // A call longer than the run is never counted (h2load resets it at the end): no rate.
+      if (result.succeeded === 0) {
+        problems.push(
+          `${scenario} @${concurrency}: no call completed within ${options.seconds} s (each took longer, or none was answered); run again with a larger BENCH_SECONDS`,
+        );
+      }
       console.error(
         `  ${scenario} @${concurrency}: ${row.rate} ${unit}/s, p99 ${(row.p99Us / 1000).toFixed(2)} ms${row.errors ? `, ${formatErrors(row)} errors` : ""}`,
       );
@@ -183,9 +192,9 @@ export async function benchRemote(options: RemoteOptions): Promise<RemoteRun> {
     // h2load sees HTTP statuses only: one checked call after the rows catches a gateway that
     // began answering with a gRPC error meanwhile.
     const after = await checkedCall(method, await targetOf(method, 0), connect, options);
-    if (after) problemsAfter.push(`after the ${method} rows: ${after}`);
+    if (after) problems.push(`after the ${method} rows: ${after}`);
   }
-  return { rows, ...(tls ? { tls } : {}), problemsAfter };
+  return { rows, ...(tls ? { tls } : {}), problems };
 }
 
 async function checkedCall(

@@ -115,11 +115,13 @@ describeLocalOnly("pnpm bench --gateway against the local Cloud Run front end", 
       gateway: string;
       h2loadVerifiesCertificates: boolean;
       tls: { roots: string };
+      problems: string[];
       rows: RemoteRow[];
     };
     assert.equal(written.gateway, stack.urls.gateway);
     assert.equal(written.h2loadVerifiesCertificates, false);
     assert.equal(written.tls.roots, stack.caFile);
+    assert.deepEqual(written.problems, []);
     assert.deepEqual(
       written.rows.map((row) => [row.method, row.concurrency, row.errors]),
       methods.map((method) => [method, 4, 0]),

@@ -64,15 +64,17 @@ export function formatErrors(row: Pick<RemoteRow, "errors" | "failedStatuses">):
  */
 export function formatRemoteTable(rows: RemoteRow[]): string {
   const header = ["row", "c", "rate /s", "p50 ms", "p90 ms", "p99 ms", "errors", "h2load µs/call"];
+  // A row in which no call completed has no latencies and no cost per call.
+  const none = "–";
   const lines = rows.map((row) => [
     row.scenario,
     String(row.concurrency),
     `${thousands(row.rate)} ${row.unit}`,
-    ms(row.p50Us),
-    ms(row.p90Us),
-    ms(row.p99Us),
+    row.calls > 0 ? ms(row.p50Us) : none,
+    row.calls > 0 ? ms(row.p90Us) : none,
+    row.calls > 0 ? ms(row.p99Us) : none,
     formatErrors(row),
-    String(row.generatorCpuUsPerCall),
+    row.calls > 0 ? String(row.generatorCpuUsPerCall) : none,
   ]);
   const table = [header, header.map(() => "---"), ...lines];
   return table.map((cells) => `| ${cells.join(" | ")} |`).join("\n");
