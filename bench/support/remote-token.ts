@@ -85,7 +85,7 @@ export class BenchToken {
         this.current = await fetchIdToken(this.audience);
       } catch (error) {
         throw new TokenProblem(
-          `no ID token for ${this.audience} from ${process.env.GCE_METADATA_HOST ? `the metadata server at ${process.env.GCE_METADATA_HOST}` : "Application Default Credentials"}: ${(error as Error).message}; pass one with --token (e.g. from \`gcloud auth print-identity-token\`), or --no-token for a public gateway`,
+          `no ID token for ${this.audience} from ${process.env.GCE_METADATA_HOST ? `the metadata server at ${process.env.GCE_METADATA_HOST}` : "Application Default Credentials"}: ${(error as Error).message}; pass one with --token (e.g. from \`node scripts/id-token.mjs <service account> <gateway URL>\`), or --no-token for a public gateway`,
         );
       }
     }
