@@ -16,7 +16,7 @@
 // PostgreSQL server, is measured as one "database" process: its postmaster and backends' CPU,
 // and their PSS at the row's end (their shared buffers counted once, not once per process).
 import { spawn } from "node:child_process";
-import { connect, constants as h2 } from "node:http2";
+import { connect, constants as h2, type SecureClientSessionOptions } from "node:http2";
 import { createInterface } from "node:readline";
 import type { Writable } from "node:stream";
 import { type ServiceProcess, type Stack, startStack } from "@cloudrun-grpc/local-stack";
@@ -95,8 +95,8 @@ const wholeMap = {
   lo: { latitude: 400_000_000, longitude: -750_000_000 },
   hi: { latitude: 410_000_000, longitude: -740_000_000 },
 };
-const featuresOnMap = 150;
-const routePoints = 1000;
+export const featuresOnMap = 150;
+export const routePoints = 1000;
 
 function serialize(method: string, message: object): Buffer {
   const definition = packageDefinition["gateway.v1.GatewayService"] as Record<
@@ -108,7 +108,8 @@ function serialize(method: string, message: object): Buffer {
   return found.requestSerialize(message);
 }
 
-const bodies = {
+/** The request body of each gateway method the h2load rows call. */
+export const bodies = {
   GetFeature: () => grpcBody([serialize("GetFeature", { point })]),
   ListFeatures: () => grpcBody([serialize("ListFeatures", { rectangle: wholeMap })]),
   RecordRoute: () =>
@@ -133,22 +134,44 @@ function grpcTarget(port: number, method: keyof typeof bodies, token?: string): 
   };
 }
 
-/** One call made by hand the way h2load makes it: its gRPC status and message count. */
-async function checkOnce(
+export interface CheckedCall {
+  /** The HTTP status (a Cloud Run front end refuses a call with 401, 403, 404, 429 …). */
+  httpStatus: number;
+  grpcStatus: string;
+  messages: number;
+  body: Buffer;
+}
+
+/**
+ * One call made by hand the way h2load makes it: its HTTP and gRPC status and message count.
+ * `tls`: options for an https:// target (node verifies the certificate by default); a call
+ * with no answer within `timeoutMs` fails.
+ */
+export async function checkOnce(
   target: H2loadTarget,
-): Promise<{ grpcStatus: string; messages: number; body: Buffer }> {
+  options: { tls?: SecureClientSessionOptions; timeoutMs?: number } = {},
+): Promise<CheckedCall> {
   const url = new URL(target.url);
-  const session = connect(url.origin);
+  const session = connect(url.origin, options.tls ?? {});
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const timer = setTimeout(
+    () => session.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)),
+    timeoutMs,
+  );
   try {
     return await new Promise((resolve, reject) => {
+      // A connection or TLS failure is the session's error (the request may never start).
+      session.once("error", reject);
       const request = session.request({
         [h2.HTTP2_HEADER_METHOD]: "POST",
         [h2.HTTP2_HEADER_PATH]: url.pathname,
         ...target.headers,
       });
       const chunks: Buffer[] = [];
+      let httpStatus = 0;
       let grpcStatus = "";
       request.on("response", (headers) => {
+        httpStatus = Number(headers[h2.HTTP2_HEADER_STATUS] ?? 0);
         grpcStatus = String(headers["grpc-status"] ?? "");
       });
       request.on("trailers", (trailers) => {
@@ -159,12 +182,17 @@ async function checkOnce(
       request.on("end", () => {
         const body = Buffer.concat(chunks);
         let messages = 0;
-        for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1)) messages += 1;
-        resolve({ grpcStatus, messages, body });
+        if (httpStatus === 200) {
+          for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1)) {
+            messages += 1;
+          }
+        }
+        resolve({ httpStatus, grpcStatus, messages, body });
       });
       request.end(target.body);
     });
   } finally {
+    clearTimeout(timer);
     session.close();
   }
 }

@@ -7,44 +7,124 @@
 //   BENCH_SECONDS (5)          measured seconds per row and concurrency
 //   BENCH_CONCURRENCY (1,16,64)  calls in flight
 //   BENCH_PROFILE=<dir>        run gateway and route with node --cpu-prof into <dir>
+//   BENCH_RESULTS_DIR (bench-results)  where the JSON results go
+// pnpm bench --gateway <https://host[:port]> [unary] [streams] [--token <jwt> | --no-token]
+//   [--connections N]: the gateway rows of unary and streams against a gateway running
+//   elsewhere (bench/remote.ts); the token from Application Default Credentials unless given
+//   (--token or BENCH_TOKEN); writes <results dir>/remote.json.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
+import { join } from "node:path";
 import { benchHops, type HopRow } from "./hops.js";
+import { benchRemote, RemoteProblem } from "./remote.js";
 import { benchStatsReads } from "./stats-reads.js";
+import { type BenchArgs, sections as known, parseBenchArgs, UsageError } from "./support/args.js";
 import { requireH2load } from "./support/h2load.js";
-import { formatHopTable, targets } from "./support/report.js";
+import { h2loadTlsNote } from "./support/remote-tls.js";
+import { BenchToken } from "./support/remote-token.js";
+import { formatHopTable, formatRemoteTable, targets } from "./support/report.js";
 
-const known = [
-  "unary",
-  "streams",
-  "rest",
-  "ablation",
-  "long-streams",
-  "stats-reads",
-  "all",
-] as const;
-const asked = process.argv.slice(2);
-for (const name of asked) {
-  if (!(known as readonly string[]).includes(name)) {
-    console.error(`unknown section ${name}: pnpm bench [${known.join("|")}] ...`);
-    process.exit(2);
-  }
+const concurrencies = (process.env.BENCH_CONCURRENCY ?? "1,16,64").split(",").map(Number);
+let args: BenchArgs;
+try {
+  args = parseBenchArgs(process.argv.slice(2), process.env, concurrencies);
+} catch (error) {
+  if (!(error instanceof UsageError)) throw error;
+  console.error(error.message);
+  process.exit(2);
 }
-const chosen = new Set(asked.length === 0 ? ["unary", "streams", "rest", "long-streams"] : asked);
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 5);
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+const resultsDir = process.env.BENCH_RESULTS_DIR || "bench-results";
+mkdirSync(resultsDir, { recursive: true });
+const load = () =>
+  loadavg()
+    .map((value) => value.toFixed(2))
+    .join(" ");
+
+if (args.kind === "remote") {
+  requireH2load();
+  const token = new BenchToken(args.token, args.gateway);
+  const options = {
+    gateway: args.gateway,
+    sections: args.sections,
+    token,
+    connections: args.connections,
+    seconds,
+    warmupSeconds: 1,
+    firstWarmupSeconds: 3,
+    concurrencies,
+  };
+  console.log(
+    `remote gateway ${args.gateway}: ${args.sections.join(", ")}; ${seconds} s per row after a 1 s warm-up (3 s before a method's first row), at concurrency ${concurrencies.join(", ")}, ${args.connections} connection(s); load from ${machine}; load average before: ${load()}`,
+  );
+  const started = Date.now();
+  let run: Awaited<ReturnType<typeof benchRemote>>;
+  try {
+    run = await benchRemote({
+      ...options,
+      onChecked: (tls) => {
+        console.log(`token: ${token.describe()}`);
+        console.log(
+          tls
+            ? `TLS: ${tls.subject}, issued by ${tls.issuer}, valid to ${tls.validTo}, verified against ${tls.roots}; ${h2loadTlsNote}`
+            : "h2c (http://): no TLS",
+        );
+        console.log(
+          "not measured here: baselines and CPU per process (the processes are not this machine's); errors are what h2load sees (HTTP statuses, broken streams), not gRPC statuses in trailers",
+        );
+      },
+    });
+  } catch (error) {
+    if (!(error instanceof RemoteProblem)) throw error;
+    console.error(`pnpm bench --gateway: ${error.message}`);
+    process.exit(1);
+  }
+  console.log(`\n${formatRemoteTable(run.rows)}\n`);
+  for (const problem of run.problems) console.error(`not to be trusted: ${problem}`);
+  const file = join(resultsDir, "remote.json");
+  writeFileSync(
+    file,
+    `${JSON.stringify(
+      {
+        gateway: args.gateway,
+        machine,
+        date: new Date().toISOString(),
+        options: { ...options, token: token.describe() },
+        tls: run.tls ?? null,
+        h2loadVerifiesCertificates: false,
+        wallSeconds: Math.round((Date.now() - started) / 1000),
+        loadAverageAfter: loadavg(),
+        problems: run.problems,
+        rows: run.rows,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  console.log(`written: ${file}`);
+  if (run.rows.some((row) => row.errors > 0)) {
+    console.error("some calls failed: the figures above are not to be trusted");
+  }
+  if (run.rows.some((row) => row.errors > 0) || run.problems.length > 0) process.exit(1);
+  process.exit(0);
+}
+
+const asked = args.sections;
+const chosen = new Set<string>(
+  asked.length === 0 ? ["unary", "streams", "rest", "long-streams"] : asked,
+);
 if (chosen.has("all")) for (const name of known) chosen.add(name);
 const hopSections = (["unary", "streams", "rest", "ablation", "long-streams"] as const).filter(
   (name) => chosen.has(name),
 );
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 5);
-const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
-mkdirSync("bench-results", { recursive: true });
 let failed = false;
 
 if (hopSections.length > 0) {
   // long-streams drives its calls from a grpc-js client: it alone does not need h2load.
   if (hopSections.some((name) => name !== "long-streams")) requireH2load();
-  const concurrencies = (process.env.BENCH_CONCURRENCY ?? "1,16,64").split(",").map(Number);
   const profileDir = process.env.BENCH_PROFILE;
   const options = {
     seconds,
@@ -54,9 +134,7 @@ if (hopSections.length > 0) {
     ...(profileDir ? { profileDir } : {}),
   };
   console.log(
-    `hops: ${hopSections.join(", ")}; ${seconds} s per row after a 1 s warm-up (3 s before a scenario's first row), at concurrency ${concurrencies.join(", ")}, on ${machine}; load average before: ${loadavg()
-      .map((value) => value.toFixed(2))
-      .join(" ")}`,
+    `hops: ${hopSections.join(", ")}; ${seconds} s per row after a 1 s warm-up (3 s before a scenario's first row), at concurrency ${concurrencies.join(", ")}, on ${machine}; load average before: ${load()}`,
   );
   const started = Date.now();
   const benchCpu = process.cpuUsage();
@@ -66,7 +144,7 @@ if (hopSections.length > 0) {
   const checks = targets(rows);
   for (const check of checks) console.log(`${check.met ? "met    " : "NOT MET"}  ${check.text}`);
   writeFileSync(
-    "bench-results/hops.json",
+    join(resultsDir, "hops.json"),
     `${JSON.stringify(
       {
         machine,
@@ -83,7 +161,7 @@ if (hopSections.length > 0) {
       2,
     )}\n`,
   );
-  console.log("\nwritten: bench-results/hops.json");
+  console.log(`\nwritten: ${join(resultsDir, "hops.json")}`);
   if (rows.some((row) => row.errors > 0)) failed = true;
 }
 
@@ -110,10 +188,10 @@ if (chosen.has("stats-reads")) {
     })),
   );
   writeFileSync(
-    "bench-results/stats-reads.json",
+    join(resultsDir, "stats-reads.json"),
     `${JSON.stringify({ machine, load, date: new Date().toISOString(), rows }, null, 2)}\n`,
   );
-  console.log("\nwritten: bench-results/stats-reads.json");
+  console.log(`\nwritten: ${join(resultsDir, "stats-reads.json")}`);
   if (rows.some((row) => row.errors > 0)) failed = true;
 }
 

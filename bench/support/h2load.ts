@@ -36,6 +36,8 @@ export interface H2loadTarget {
   headers: Record<string, string>;
   /** HTTP/1.1 (one request at a time per connection) instead of h2c. */
   http1?: boolean;
+  /** HTTP/2 connections the calls in flight are split over evenly (default 1). */
+  connections?: number;
 }
 
 export interface H2loadResult {
@@ -49,11 +51,14 @@ export interface H2loadResult {
   p99Us: number;
   /** h2load's own CPU (user + system) for the run, µs. */
   generatorCpuUs: number;
+  /** Requests by HTTP status that was not 2xx (from the log; e.g. a front end's 429s). */
+  failedStatuses: Record<string, number>;
 }
 
 /**
- * Runs h2load for `seconds` at `concurrency` requests in flight: over h2c one connection with
- * that many streams (as a gRPC channel multiplexes), over HTTP/1.1 that many connections.
+ * Runs h2load for `seconds` at `concurrency` requests in flight: over HTTP/2 (h2c, or h2 over
+ * TLS for an https:// URL) one connection with that many streams (as a gRPC channel
+ * multiplexes) unless told more, over HTTP/1.1 that many connections.
  */
 export async function h2load(
   target: H2loadTarget,
@@ -70,7 +75,12 @@ export async function h2load(
       "1",
       ...(target.http1
         ? ["--h1", "-c", String(concurrency), "-m", "1"]
-        : ["-c", "1", "-m", String(concurrency)]),
+        : [
+            "-c",
+            String(target.connections ?? 1),
+            "-m",
+            String(Math.ceil(concurrency / (target.connections ?? 1))),
+          ]),
       "-D",
       String(seconds),
       "-d",
@@ -111,12 +121,15 @@ export async function h2load(
       0,
     );
     // Columns: start (µs since the epoch), HTTP status, µs until the end of the response.
+    const failedStatuses: Record<string, number> = {};
     const latencies = readFileSync(logFile, "utf8")
       .split("\n")
       .filter((line) => line !== "")
       .map((line) => {
-        const [, status, duration] = line.split("\t");
-        return status?.startsWith("2") ? Number(duration) : Number.NaN;
+        const [, status = "?", duration] = line.split("\t");
+        if (status.startsWith("2")) return Number(duration);
+        failedStatuses[status] = (failedStatuses[status] ?? 0) + 1;
+        return Number.NaN;
       })
       .filter((value) => Number.isFinite(value))
       .sort((a, b) => a - b);
@@ -132,6 +145,7 @@ export async function h2load(
       p90Us: at(0.9),
       p99Us: at(0.99),
       generatorCpuUs: Math.round(cpu),
+      failedStatuses,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });

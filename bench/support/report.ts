@@ -1,5 +1,6 @@
 // The hops table (Markdown, so it can go into the README as it is) and the targets of issue 7.
 import type { HopRow } from "../hops.js";
+import type { RemoteRow } from "../remote.js";
 
 const thousands = (value: number) => value.toLocaleString("en-US");
 const ms = (us: number) => (us / 1000).toFixed(us < 10_000 ? 2 : 1);
@@ -44,6 +45,36 @@ export function formatHopTable(rows: HopRow[]): string {
       .map(([name, value]) => `${name} ${value}`)
       .join(", "),
     String(row.generatorCpuUsPerCall),
+  ]);
+  const table = [header, header.map(() => "---"), ...lines];
+  return table.map((cells) => `| ${cells.join(" | ")} |`).join("\n");
+}
+
+/** A remote row's failed calls: "0", or "12 (429 × 12)" with the HTTP statuses h2load saw. */
+export function formatErrors(row: Pick<RemoteRow, "errors" | "failedStatuses">): string {
+  const statuses = Object.entries(row.failedStatuses)
+    .map(([status, count]) => `${status} × ${count}`)
+    .join(", ");
+  return statuses ? `${row.errors} (${statuses})` : String(row.errors);
+}
+
+/**
+ * The rows of `pnpm bench --gateway` in the hop table's style: no baseline and no CPU per
+ * process (the processes are not this machine's), h2load's own CPU kept.
+ */
+export function formatRemoteTable(rows: RemoteRow[]): string {
+  const header = ["row", "c", "rate /s", "p50 ms", "p90 ms", "p99 ms", "errors", "h2load µs/call"];
+  // A row in which no call completed has no latencies and no cost per call.
+  const none = "–";
+  const lines = rows.map((row) => [
+    row.scenario,
+    String(row.concurrency),
+    `${thousands(row.rate)} ${row.unit}`,
+    row.calls > 0 ? ms(row.p50Us) : none,
+    row.calls > 0 ? ms(row.p90Us) : none,
+    row.calls > 0 ? ms(row.p99Us) : none,
+    formatErrors(row),
+    row.calls > 0 ? String(row.generatorCpuUsPerCall) : none,
   ]);
   const table = [header, header.map(() => "---"), ...lines];
   return table.map((cells) => `| ${cells.join(" | ")} |`).join("\n");
