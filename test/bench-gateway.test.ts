@@ -63,7 +63,8 @@ describeLocalOnly("pnpm bench --gateway against the local Cloud Run front end", 
     );
     const quiet = () => {};
     stack = await startCloudRunStack({
-      env: { all: { LOG_LEVEL: "info", LOG_FORMAT: "json" } },
+      // A call line for every OK call (the default keeps one trace in ten): the test counts them.
+      env: { all: { LOG_LEVEL: "info", LOG_FORMAT: "json", LOG_RPC_SAMPLE_RATE: "1" } },
       logger: { info: quiet, warn: quiet, error: quiet },
       onLine: (service, _instance, line) => {
         if (service !== "gateway" || !line.startsWith("{")) return;
