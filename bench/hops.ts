@@ -44,6 +44,8 @@ export interface HopOptions {
   /** Before a scenario's first row. */
   firstWarmupSeconds: number;
   concurrencies: number[];
+  /** Runs of each scenario per concurrency, interleaved with the others of its group. */
+  rounds: number;
   /** Profile gateway and route (as --cpu-prof does) into this folder. */
   profileDir?: string;
 }
@@ -75,7 +77,12 @@ export interface HopRow {
   callsPerSecond: number;
   /** The row this one is compared with, and `rate` as a share of its rate. */
   baseline: string | null;
+  /** The median of the per-round ratios (or of the rates, for a baseline in another group). */
   ratio: number | null;
+  /** Each round's ratio, when the baseline was measured in the same rounds. */
+  ratioRuns: number[];
+  /** Runs the row is the median of. */
+  runs: number;
   p50Us: number;
   p90Us: number;
   p99Us: number;
@@ -274,59 +281,153 @@ async function grpcCheck(scenario: Scenario): Promise<string | undefined> {
   return `ended with grpc-status ${check.grpcStatus} and ${check.messages} messages (wanted 0 and ${expected})`;
 }
 
-async function measure(scenario: Scenario, options: HopOptions, rows: HopRow[]): Promise<void> {
-  const problem = await (scenario.check ?? (() => grpcCheck(scenario)))();
-  if (problem) throw new Error(`${scenario.name}: a check call ${problem}`);
-  // A fresh process runs slowly for its first seconds (JIT, the embedded database's caches):
-  // a longer warm-up at the highest concurrency first, then one before each row.
-  await h2load(scenario.target, Math.max(...options.concurrencies), options.firstWarmupSeconds);
-  for (const concurrency of options.concurrencies) {
-    await h2load(scenario.target, concurrency, options.warmupSeconds);
-    const failures = scenario.failures?.();
-    const before = await Promise.all(scenario.processes.map(cpuOf));
-    const result = await h2load(scenario.target, concurrency, options.seconds);
-    const after = await Promise.all(scenario.processes.map(cpuOf));
-    const calls = Math.max(1, result.succeeded);
-    const cpuUsPerCall = Object.fromEntries(
+/** One measured run of one scenario at one concurrency. */
+interface Sample {
+  rate: number;
+  callsPerSecond: number;
+  p50Us: number;
+  p90Us: number;
+  p99Us: number;
+  calls: number;
+  errors: number;
+  cpuUsPerCall: Record<string, number>;
+  peakRssMiB: Record<string, number>;
+  generatorCpuUsPerCall: number;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+async function sample(
+  scenario: Scenario,
+  concurrency: number,
+  options: HopOptions,
+): Promise<Sample> {
+  await h2load(scenario.target, concurrency, options.warmupSeconds);
+  const failures = scenario.failures?.();
+  const before = await Promise.all(scenario.processes.map(cpuOf));
+  const result = await h2load(scenario.target, concurrency, options.seconds);
+  const after = await Promise.all(scenario.processes.map(cpuOf));
+  const calls = Math.max(1, result.succeeded);
+  return {
+    rate: result.requestsPerSecond * scenario.perCall,
+    callsPerSecond: result.requestsPerSecond,
+    p50Us: result.p50Us,
+    p90Us: result.p90Us,
+    p99Us: result.p99Us,
+    calls: result.succeeded,
+    errors: result.failed + (failures?.() ?? 0),
+    cpuUsPerCall: Object.fromEntries(
       scenario.processes.map(({ name }, index) => [
         name,
         Math.round(((after[index] as number) - (before[index] as number)) / calls),
       ]),
-    );
-    const peakRssMiB = Object.fromEntries(
+    ),
+    peakRssMiB: Object.fromEntries(
       await Promise.all(
         scenario.processes.map(async (process) => [process.name, await memoryOf(process)]),
       ),
-    );
-    const rate = result.requestsPerSecond * scenario.perCall;
-    const base = scenario.baseline
-      ? rows.find((row) => row.scenario === scenario.baseline && row.concurrency === concurrency)
-      : undefined;
-    const row: HopRow = {
-      section: scenario.section,
-      scenario: scenario.name,
-      generator: scenario.generator,
-      logging: scenario.logging,
-      concurrency,
-      unit: scenario.unit,
-      rate,
-      callsPerSecond: result.requestsPerSecond,
-      baseline: scenario.baseline,
-      ratio: base ? Number((rate / Math.max(1, base.rate)).toFixed(2)) : null,
-      p50Us: result.p50Us,
-      p90Us: result.p90Us,
-      p99Us: result.p99Us,
-      calls: result.succeeded,
-      errors: result.failed + (failures?.() ?? 0),
-      cpuUsPerCall,
-      cpuUsPerCallTotal: Object.values(cpuUsPerCall).reduce((sum, value) => sum + value, 0),
-      peakRssMiB,
-      generatorCpuUsPerCall: Math.round(result.generatorCpuUs / calls),
-    };
-    rows.push(row);
-    console.error(
-      `  ${row.scenario} @${concurrency}: ${row.rate} ${row.unit}/s${row.ratio === null ? "" : ` (× ${row.ratio})`}, p99 ${(row.p99Us / 1000).toFixed(2)} ms, CPU µs/call ${JSON.stringify(cpuUsPerCall)}${row.errors ? `, ${row.errors} errors` : ""}`,
-    );
+    ),
+    generatorCpuUsPerCall: Math.round(result.generatorCpuUs / calls),
+  };
+}
+
+/**
+ * Measures scenarios interleaved: at each concurrency, `rounds` rounds, each a run of every
+ * scenario in turn, so a scenario and its baseline see the same moments of a shared, noisy
+ * machine. A row is the median of its runs; its ratio is the median of the per-round ratios
+ * when its baseline is in the group (else the ratio of the medians, against an earlier row).
+ */
+async function measureGroup(
+  scenarios: Scenario[],
+  options: HopOptions,
+  rows: HopRow[],
+): Promise<void> {
+  for (const scenario of scenarios) {
+    const problem = await (scenario.check ?? (() => grpcCheck(scenario)))();
+    if (problem) throw new Error(`${scenario.name}: a check call ${problem}`);
+    // A fresh process runs slowly for its first seconds (JIT, the database's caches): a longer
+    // warm-up at the highest concurrency first, then one before each run.
+    await h2load(scenario.target, Math.max(...options.concurrencies), options.firstWarmupSeconds);
+  }
+  for (const concurrency of options.concurrencies) {
+    const samples = new Map<Scenario, Sample[]>(scenarios.map((scenario) => [scenario, []]));
+    for (let round = 0; round < options.rounds; round += 1) {
+      for (const scenario of scenarios) {
+        samples.get(scenario)?.push(await sample(scenario, concurrency, options));
+      }
+    }
+    for (const scenario of scenarios) {
+      const runs = samples.get(scenario) as Sample[];
+      const rate = median(runs.map((run) => run.rate));
+      // The run whose rate is the median gives the latencies, so they belong together.
+      const typical = runs.find((run) => run.rate === rate) ?? runs[0];
+      const pairedBase = scenarios.find((other) => other.name === scenario.baseline);
+      const earlierBase = rows.find(
+        (row) => row.scenario === scenario.baseline && row.concurrency === concurrency,
+      );
+      const ratio = pairedBase
+        ? median(
+            runs.map(
+              (run, round) =>
+                run.rate / Math.max(1, (samples.get(pairedBase) as Sample[])[round]?.rate ?? 1),
+            ),
+          )
+        : earlierBase
+          ? rate / Math.max(1, earlierBase.rate)
+          : undefined;
+      const cpuUsPerCall = Object.fromEntries(
+        scenario.processes.map(({ name }) => [
+          name,
+          Math.round(median(runs.map((run) => run.cpuUsPerCall[name] ?? 0))),
+        ]),
+      );
+      const row: HopRow = {
+        section: scenario.section,
+        scenario: scenario.name,
+        generator: scenario.generator,
+        logging: scenario.logging,
+        concurrency,
+        unit: scenario.unit,
+        rate: Math.round(rate),
+        callsPerSecond: Math.round(median(runs.map((run) => run.callsPerSecond))),
+        baseline: scenario.baseline,
+        ratio: ratio === undefined ? null : Number(ratio.toFixed(2)),
+        ratioRuns: pairedBase
+          ? runs.map((run, round) =>
+              Number(
+                (
+                  run.rate / Math.max(1, (samples.get(pairedBase) as Sample[])[round]?.rate ?? 1)
+                ).toFixed(2),
+              ),
+            )
+          : [],
+        runs: runs.length,
+        p50Us: typical?.p50Us ?? 0,
+        p90Us: typical?.p90Us ?? 0,
+        p99Us: typical?.p99Us ?? 0,
+        calls: runs.reduce((sum, run) => sum + run.calls, 0),
+        errors: runs.reduce((sum, run) => sum + run.errors, 0),
+        cpuUsPerCall,
+        cpuUsPerCallTotal: Object.values(cpuUsPerCall).reduce((sum, value) => sum + value, 0),
+        peakRssMiB: Object.fromEntries(
+          scenario.processes.map(({ name }) => [
+            name,
+            Math.max(...runs.map((run) => run.peakRssMiB[name] ?? 0)),
+          ]),
+        ),
+        generatorCpuUsPerCall: Math.round(median(runs.map((run) => run.generatorCpuUsPerCall))),
+      };
+      rows.push(row);
+      console.error(
+        `  ${row.scenario} @${concurrency}: ${row.rate} ${row.unit}/s${row.ratio === null ? "" : ` (× ${row.ratio}${row.ratioRuns.length > 1 ? `; runs ${row.ratioRuns.join(", ")}` : ""})`}, p99 ${(row.p99Us / 1000).toFixed(2)} ms, CPU µs/call ${JSON.stringify(cpuUsPerCall)}${row.errors ? `, ${row.errors} errors` : ""}`,
+      );
+    }
   }
 }
 
@@ -335,12 +436,25 @@ const baselineB = "baseline B: bare grpc-js, 2 hops";
 const h2loadGrpc = "h2load, h2c, 1 connection";
 export const scenarioNames = { baselineA, baselineB };
 
-/** The gateway's rows: one stack per configuration, each measured and stopped in turn. */
-async function gatewayRows(
+interface Running {
+  stop(): Promise<void>;
+}
+
+/** A gateway stack of one configuration: what its scenarios measure and send. */
+interface GatewayStack {
+  name: string;
+  streams: boolean;
+  port: number;
+  token: string | undefined;
+  common: Pick<Scenario, "generator" | "logging" | "processes" | "failures">;
+}
+
+/** The gateway's stacks, one per configuration, all running while their groups are measured. */
+async function startGatewayStacks(
   sections: Section[],
   options: HopOptions,
-  rows: HopRow[],
-): Promise<void> {
+  running: Running[],
+): Promise<GatewayStack[]> {
   // The services' own logging defaults (LOG_RPC_SAMPLE_RATE 0.1: failures, slow calls and one
   // trace in ten get call lines), and a row with a line for every call on every hop.
   const configurations = [
@@ -348,10 +462,10 @@ async function gatewayRows(
     { name: "gateway, auth off", auth: false, sampleRate: undefined, streams: false },
     { name: "gateway, auth on, a line per call", auth: true, sampleRate: "1", streams: false },
   ];
+  const stacks: GatewayStack[] = [];
   for (const configuration of configurations) {
-    const unary = sections.includes("unary");
     const streams = sections.includes("streams") && configuration.streams;
-    if (!unary && !streams) continue;
+    if (!sections.includes("unary") && !streams) continue;
     const logging = `LOG_LEVEL=info LOG_RPC_SAMPLE_RATE=${configuration.sampleRate ?? "0.1 (default)"}`;
     const profiling: Record<string, string> = options.profileDir
       ? {
@@ -371,208 +485,194 @@ async function gatewayRows(
         route: profiling,
       },
     });
-    try {
-      const token = stack.auth ? await stack.auth.tokenFor("client", stack.gateway.url) : undefined;
-      const processes: MeasuredProcess[] = stack.services.map((service) => ({
-        name: service.name,
-        pid: service.child.pid as number,
-      }));
-      // stats' database counts too, wherever it runs: here the stack's own server.
-      if (stack.database) processes.push({ name: "database", pid: stack.database.pid, tree: true });
-      const failures = () => failedCallsLogged(stack.gateway);
-      const common = { generator: h2loadGrpc, logging, processes, failures };
-      if (unary) {
-        await measure(
-          {
-            ...common,
-            section: "unary",
-            name: `GetFeature, ${configuration.name}`,
-            target: grpcTarget(stack.gateway.port, "GetFeature", token),
-            unit: "calls",
-            perCall: 1,
-            baseline: baselineB,
-          },
-          options,
-          rows,
-        );
-      }
-      if (streams) {
-        await measure(
-          {
-            ...common,
-            section: "streams",
-            name: `ListFeatures, ${configuration.name}`,
-            target: grpcTarget(stack.gateway.port, "ListFeatures", token),
-            unit: "messages",
-            perCall: featuresOnMap,
-            baseline: `ListFeatures, ${baselineB}`,
-          },
-          options,
-          rows,
-        );
-        await measure(
-          {
-            ...common,
-            section: "streams",
-            name: `RecordRoute, ${configuration.name}`,
-            target: grpcTarget(stack.gateway.port, "RecordRoute", token),
-            unit: "points",
-            perCall: routePoints,
-            baseline: `RecordRoute, ${baselineB}`,
-          },
-          options,
-          rows,
-        );
-      }
-    } finally {
-      await stack.stop();
-    }
+    running.push(stack);
+    const processes: MeasuredProcess[] = stack.services.map((service) => ({
+      name: service.name,
+      pid: service.child.pid as number,
+    }));
+    // stats' database counts too, wherever it runs: here the stack's own server.
+    if (stack.database) processes.push({ name: "database", pid: stack.database.pid, tree: true });
+    stacks.push({
+      name: configuration.name,
+      streams,
+      port: stack.gateway.port,
+      token: stack.auth ? await stack.auth.tokenFor("client", stack.gateway.url) : undefined,
+      common: {
+        generator: h2loadGrpc,
+        logging,
+        processes,
+        failures: () => failedCallsLogged(stack.gateway),
+      },
+    });
   }
+  return stacks;
 }
 
+/**
+ * Every row's scenario in one of these interleaved groups: GetFeature (baselines A and B, the
+ * gateway stacks, REST), ListFeatures (B, gateway), RecordRoute (B, gateway), the ablation's
+ * proxies; then the long streams. Each group's processes run together while it is measured.
+ */
 export async function benchHops(sections: Section[], options: HopOptions): Promise<HopRow[]> {
   const rows: HopRow[] = [];
-  const started: BaselineProcess[] = [];
+  const running: Running[] = [];
+  const stopAll = async () => {
+    for (const process_ of running.splice(0).reverse()) await process_.stop();
+  };
   try {
-    const needA = sections.includes("unary") || sections.includes("rest");
-    const needB = sections.includes("unary") || sections.includes("streams");
+    const unary = sections.includes("unary");
+    const streams = sections.includes("streams");
+    const rest = sections.includes("rest");
     const none = "none (bare)";
-    if (needA) {
+    const getFeature: Scenario[] = [];
+    if (unary || rest) {
       const echo = await startBaseline("A echo", ["echo"]);
-      started.push(echo);
-      await measure(
-        {
+      running.push(echo);
+      getFeature.push({
+        section: "unary",
+        name: baselineA,
+        generator: h2loadGrpc,
+        logging: none,
+        processes: [{ name: "server", pid: echo.pid }],
+        target: grpcTarget(echo.port, "GetFeature"),
+        unit: "calls",
+        perCall: 1,
+        baseline: null,
+      });
+    }
+    let proxyPort = 0;
+    let b: Pick<Scenario, "generator" | "logging" | "processes"> | undefined;
+    if (unary || streams) {
+      const backend = await startBaseline("B backend", ["echo"]);
+      running.push(backend);
+      const proxy = await startBaseline("B proxy", ["proxy", String(backend.port)]);
+      running.push(proxy);
+      proxyPort = proxy.port;
+      b = {
+        generator: h2loadGrpc,
+        logging: none,
+        processes: [
+          { name: "proxy", pid: proxy.pid },
+          { name: "backend", pid: backend.pid },
+        ],
+      };
+    }
+    const stacks = await startGatewayStacks(sections, options, running);
+    if (unary && b) {
+      getFeature.push({
+        ...b,
+        section: "unary",
+        name: baselineB,
+        target: grpcTarget(proxyPort, "GetFeature"),
+        unit: "calls",
+        perCall: 1,
+        baseline: baselineA,
+      });
+      for (const stack of stacks) {
+        getFeature.push({
+          ...stack.common,
           section: "unary",
-          name: baselineA,
-          generator: h2loadGrpc,
-          logging: none,
-          processes: [{ name: "server", pid: echo.pid }],
-          target: grpcTarget(echo.port, "GetFeature"),
+          name: `GetFeature, ${stack.name}`,
+          target: grpcTarget(stack.port, "GetFeature", stack.token),
           unit: "calls",
           perCall: 1,
-          baseline: null,
-        },
-        options,
-        rows,
-      );
-    }
-    if (needB) {
-      const backend = await startBaseline("B backend", ["echo"]);
-      started.push(backend);
-      const proxy = await startBaseline("B proxy", ["proxy", String(backend.port)]);
-      started.push(proxy);
-      const processes = [
-        { name: "proxy", pid: proxy.pid },
-        { name: "backend", pid: backend.pid },
-      ];
-      const b = { generator: h2loadGrpc, logging: none, processes };
-      if (sections.includes("unary")) {
-        await measure(
-          {
-            ...b,
-            section: "unary",
-            name: baselineB,
-            target: grpcTarget(proxy.port, "GetFeature"),
-            unit: "calls",
-            perCall: 1,
-            baseline: baselineA,
-          },
-          options,
-          rows,
-        );
+          baseline: baselineB,
+        });
       }
-      if (sections.includes("streams")) {
-        await measure(
-          {
-            ...b,
-            section: "streams",
-            name: `ListFeatures, ${baselineB}`,
-            target: grpcTarget(proxy.port, "ListFeatures"),
-            unit: "messages",
-            perCall: featuresOnMap,
-            baseline: null,
-          },
-          options,
-          rows,
-        );
-        await measure(
-          {
-            ...b,
-            section: "streams",
-            name: `RecordRoute, ${baselineB}`,
-            target: grpcTarget(proxy.port, "RecordRoute"),
-            unit: "points",
-            perCall: routePoints,
-            baseline: null,
-          },
-          options,
-          rows,
-        );
-      }
-      await proxy.stop();
-      await backend.stop();
     }
-    if (sections.includes("ablation")) await ablationRows(options, rows);
-    if (sections.includes("long-streams")) await longStreamRows(rows);
-    if (sections.includes("rest")) {
-      const json = Buffer.from(JSON.stringify({ point }));
+    if (rest) {
       for (const [mode, name, http1] of [
         ["rest-h1", "REST: JSON over HTTP/1.1 (node:http, keep-alive)", true],
         ["rest-h2", "REST: JSON over h2c (node:http2)", false],
       ] as const) {
         const server = await startBaseline(name, [mode]);
-        started.push(server);
-        await measureRest(server, name, http1, json, options, rows);
-        await server.stop();
+        running.push(server);
+        getFeature.push(restScenario(server, name, http1));
       }
     }
-    await gatewayRows(sections, options, rows);
+    if (getFeature.length > 0) await measureGroup(getFeature, options, rows);
+    const streamed = stacks.find((stack) => stack.streams);
+    if (streams && b && streamed) {
+      for (const [method, unit, perCall] of [
+        ["ListFeatures", "messages", featuresOnMap],
+        ["RecordRoute", "points", routePoints],
+      ] as const) {
+        const bare = `${method}, ${baselineB}`;
+        await measureGroup(
+          [
+            {
+              ...b,
+              section: "streams",
+              name: bare,
+              target: grpcTarget(proxyPort, method),
+              unit,
+              perCall,
+              baseline: null,
+            },
+            {
+              ...streamed.common,
+              section: "streams",
+              name: `${method}, ${streamed.name}`,
+              target: grpcTarget(streamed.port, method, streamed.token),
+              unit,
+              perCall,
+              baseline: bare,
+            },
+          ],
+          options,
+          rows,
+        );
+      }
+    }
+    await stopAll();
+    if (sections.includes("ablation")) await ablationRows(options, rows, running);
+    await stopAll();
+    if (sections.includes("long-streams")) await longStreamRows(rows);
   } finally {
-    for (const process_ of started) await process_.stop();
+    await stopAll();
   }
-  return rows;
+  // Each scenario's rows together, in the order the scenarios were first measured.
+  const order = [...new Set(rows.map((row) => row.scenario))];
+  return rows.sort(
+    (x, y) =>
+      order.indexOf(x.scenario) - order.indexOf(y.scenario) || x.concurrency - y.concurrency,
+  );
 }
 
-async function measureRest(
-  server: BaselineProcess,
-  name: string,
-  http1: boolean,
-  json: Buffer,
-  options: HopOptions,
-  rows: HopRow[],
-): Promise<void> {
+function restScenario(server: BaselineProcess, name: string, http1: boolean): Scenario {
+  const json = Buffer.from(JSON.stringify({ point }));
   const url = `http://127.0.0.1:${server.port}/v1/features:get`;
   const target = { url, body: json, headers: { "content-type": "application/json" }, http1 };
-  await measure(
-    {
-      section: "rest",
-      name,
-      generator: http1 ? "h2load --h1, one connection per caller" : h2loadGrpc,
-      logging: "none (bare)",
-      processes: [{ name: "server", pid: server.pid }],
-      target,
-      unit: "calls",
-      perCall: 1,
-      baseline: baselineA,
-      // fetch speaks HTTP/1.1; checkOnce h2c.
-      check: async () => {
-        const text = http1
-          ? await (await fetch(url, { method: "POST", body: json })).text()
-          : (await checkOnce(target)).body.toString("utf8");
-        const answer = JSON.parse(text) as { feature?: { name?: string } };
-        return answer.feature?.name ? undefined : `answered ${text}`;
-      },
+  return {
+    section: "rest",
+    name,
+    generator: http1 ? "h2load --h1, one connection per caller" : h2loadGrpc,
+    logging: "none (bare)",
+    processes: [{ name: "server", pid: server.pid }],
+    target,
+    unit: "calls",
+    perCall: 1,
+    baseline: baselineA,
+    // fetch speaks HTTP/1.1; checkOnce h2c.
+    check: async () => {
+      const text = http1
+        ? await (await fetch(url, { method: "POST", body: json })).text()
+        : (await checkOnce(target)).body.toString("utf8");
+      const answer = JSON.parse(text) as { feature?: { name?: string } };
+      return answer.feature?.name ? undefined : `answered ${text}`;
     },
-    options,
-    rows,
-  );
+  };
 }
 
 /**
  * Baseline B's proxy taking on our runtime's pieces one at a time (see baseline-server.ts),
  * each measured against plain baseline B in the same run: what each piece costs.
  */
-async function ablationRows(options: HopOptions, rows: HopRow[]): Promise<void> {
+async function ablationRows(
+  options: HopOptions,
+  rows: HopRow[],
+  running: Running[],
+): Promise<void> {
   const variants = [
     ["", "ablation: baseline B"],
     ["passthrough", "ablation: B + pass-through interceptors (server and client)"],
@@ -584,37 +684,29 @@ async function ablationRows(options: HopOptions, rows: HopRow[]): Promise<void> 
     ["policy,downstream,logAsync", "ablation: B + policy + downstream + call logs, buffered"],
   ] as const;
   const backend = await startBaseline("B backend", ["echo"]);
-  try {
-    for (const [add, name] of variants) {
-      const proxy = await startBaseline(name, ["proxy", String(backend.port)], {
-        BENCH_PROXY_ADD: add,
-      });
-      try {
-        await measure(
-          {
-            section: "ablation",
-            name,
-            generator: h2loadGrpc,
-            logging: add.includes("log") ? "LOG_LEVEL=info (the service logger)" : "none",
-            processes: [
-              { name: "proxy", pid: proxy.pid },
-              { name: "backend", pid: backend.pid },
-            ],
-            target: grpcTarget(proxy.port, "GetFeature"),
-            unit: "calls",
-            perCall: 1,
-            baseline: add === "" ? null : "ablation: baseline B",
-          },
-          options,
-          rows,
-        );
-      } finally {
-        await proxy.stop();
-      }
-    }
-  } finally {
-    await backend.stop();
+  running.push(backend);
+  const scenarios: Scenario[] = [];
+  for (const [add, name] of variants) {
+    const proxy = await startBaseline(name, ["proxy", String(backend.port)], {
+      BENCH_PROXY_ADD: add,
+    });
+    running.push(proxy);
+    scenarios.push({
+      section: "ablation",
+      name,
+      generator: h2loadGrpc,
+      logging: add.includes("log") ? "LOG_LEVEL=info (the service logger)" : "none",
+      processes: [
+        { name: "proxy", pid: proxy.pid },
+        { name: "backend", pid: backend.pid },
+      ],
+      target: grpcTarget(proxy.port, "GetFeature"),
+      unit: "calls",
+      perCall: 1,
+      baseline: add === "" ? null : "ablation: baseline B",
+    });
   }
+  await measureGroup(scenarios, options, rows);
 }
 
 const longRoutePoints = 250_000;
@@ -697,6 +789,8 @@ async function longStreamRows(rows: HopRow[]): Promise<void> {
       callsPerSecond: Number((durations.length / Math.max(seconds, 1e-3)).toFixed(3)),
       baseline,
       ratio: base ? Number((rate / Math.max(1, base.rate)).toFixed(2)) : null,
+      ratioRuns: [],
+      runs: durations.length,
       p50Us: at(0.5),
       p90Us: at(0.9),
       p99Us: at(0.99),

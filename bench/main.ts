@@ -1,10 +1,12 @@
 // pnpm bench [unary|streams|rest|long-streams|ablation|stats-reads|all ...]: starts what it measures on loopback,
 // warms up, runs bounded, prints a table and writes bench-results/<name>.json. Figures vary
 // between machines and runs: read the ratios, which compare with a baseline measured in the
-// same run on the same machine. Default: unary streams rest long-streams (about 7 minutes);
+// same run on the same machine. Default: unary streams rest long-streams (about 8 minutes);
 // `long-streams` alone needs no h2load (RecordRoutes of 250,000 points from grpc-js); `ablation`
 // adds our runtime's pieces one at a time to baseline B's proxy (about 2 minutes more).
-//   BENCH_SECONDS (5)          measured seconds per row and concurrency
+//   BENCH_SECONDS (3 for the hops, 5 else)  measured seconds per run
+//   BENCH_ROUNDS (3)           runs per hop row, interleaved with the other rows of its group;
+//                              a row is their median, its ratio the median of per-round ratios
 //   BENCH_CONCURRENCY (1,16,64)  calls in flight
 //   BENCH_PROFILE=<dir>        run gateway and route with node --cpu-prof into <dir>
 //   BENCH_RESULTS_DIR (bench-results)  where the JSON results go
@@ -126,15 +128,21 @@ if (hopSections.length > 0) {
   // long-streams drives its calls from a grpc-js client: it alone does not need h2load.
   if (hopSections.some((name) => name !== "long-streams")) requireH2load();
   const profileDir = process.env.BENCH_PROFILE;
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  if (!Number.isInteger(rounds) || rounds < 1) {
+    console.error(`BENCH_ROUNDS must be a whole number from 1, got ${process.env.BENCH_ROUNDS}`);
+    process.exit(2);
+  }
   const options = {
-    seconds,
+    seconds: process.env.BENCH_SECONDS ? seconds : 3,
     warmupSeconds: 1,
     firstWarmupSeconds: 3,
     concurrencies,
+    rounds,
     ...(profileDir ? { profileDir } : {}),
   };
   console.log(
-    `hops: ${hopSections.join(", ")}; ${seconds} s per row after a 1 s warm-up (3 s before a scenario's first row), at concurrency ${concurrencies.join(", ")}, on ${machine}; load average before: ${load()}`,
+    `hops: ${hopSections.join(", ")}; ${rounds} rounds at each concurrency (${concurrencies.join(", ")}), each a ${options.seconds} s run of every row of a group after a 1 s warm-up (3 s before a scenario's first run); a row is the median of its runs; on ${machine}; load average before: ${load()}`,
   );
   const started = Date.now();
   const benchCpu = process.cpuUsage();
