@@ -9,12 +9,13 @@
 import type { ServiceRegistration } from "@cloudrun-grpc/proto";
 import type * as grpc from "@grpc/grpc-js";
 import type { z } from "zod";
-import { observeCalls } from "./call-observer.js";
+import { type EndedCall, observeCalls } from "./call-observer.js";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger, writeOutLogs } from "./logger.js";
 import type { Readiness } from "./readiness.js";
 import { logCallEnds } from "./rpc-log.js";
 import { startGrpcServer } from "./server.js";
+import { recordServerCalls, startTelemetry, type Telemetry } from "./telemetry.js";
 
 /** What a service's factory builds: everything its server needs, nothing started yet but its own work. */
 export interface ServiceSetup {
@@ -58,6 +59,29 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
+/** What learns of each call's end: its log line, then telemetry (a no-op while it is off). */
+function callEndSubscribers(
+  setup: ServiceSetup,
+  config: ServerEnv,
+  logger: Logger,
+): (ended: EndedCall) => void {
+  const log = logCallEnds({
+    logger,
+    sampleRate: config.LOG_RPC_SAMPLE_RATE,
+    callerOf: setup.callerOf,
+  });
+  const served = new Set(
+    setup.services.flatMap((service) =>
+      Object.values(service.definition).map((method) => method.path),
+    ),
+  );
+  const record = recordServerCalls({ served, callerOf: setup.callerOf });
+  return (ended) => {
+    log(ended);
+    record(ended);
+  };
+}
+
 /**
  * Starts a built service on config.HOST:config.PORT. The call observer is installed first,
  * always, whatever logging is configured: the call's context is set before anything else runs
@@ -82,14 +106,7 @@ export async function startService(
       channelz: config.CHANNELZ_ENABLED,
       serverOptions: {
         interceptors: [
-          observeCalls({
-            logger,
-            onEnd: logCallEnds({
-              logger,
-              sampleRate: config.LOG_RPC_SAMPLE_RATE,
-              callerOf: setup.callerOf,
-            }),
-          }),
+          observeCalls({ logger, onEnd: callEndSubscribers(setup, config, logger) }),
           ...(setup.interceptors ?? []),
         ],
       },
@@ -161,10 +178,16 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
   // Once: the first reason to exit wins. The lines go out first (bounded: a reader that stopped
   // reading must not keep the process).
   let exiting = false;
+  let telemetry: Telemetry | undefined;
   const exit = (code: number) => {
     if (exiting) return;
     exiting = true;
-    writeOutLogs(logger, 1000, () => process.exit(code));
+    // The last spans and metrics go out while the logs are written out, within the same
+    // second: a stop's budget (SHUTDOWN_GRACE_MS + 2.1 s, test/infra.test.ts) is unchanged.
+    void Promise.all([
+      telemetry?.shutdown(900),
+      new Promise<void>((resolve) => writeOutLogs(logger, 1000, resolve)),
+    ]).then(() => process.exit(code));
   };
 
   // A signal that came while the modules loaded (main.ts caught it): build nothing. Node loads
@@ -183,8 +206,16 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
     return;
   }
 
-  const starting = (async () =>
-    startService(await factory(config, { logger }), { config, logger }))();
+  const starting = (async () => {
+    // Before the factory: a service's own instruments (route's queue depth) need the meter.
+    telemetry = await startTelemetry(config, {
+      serviceName: config.OTEL_SERVICE_NAME ?? config.K_SERVICE ?? name,
+      serviceVersion: config.K_REVISION,
+      projectId: config.GOOGLE_CLOUD_PROJECT,
+      logger,
+    });
+    return startService(await factory(config, { logger }), { config, logger });
+  })();
   // A second signal changes nothing: the drain is bounded already.
   void stopSignal.then(async (signal) => {
     logger.info({ signal }, "stopping");

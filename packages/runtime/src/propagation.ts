@@ -7,17 +7,21 @@
 import * as grpc from "@grpc/grpc-js";
 import { currentCall } from "./call-context.js";
 import { callIdKey } from "./call-observer.js";
+import { observeOutgoingCall, sampleTrace } from "./telemetry.js";
 import { childSpan, formatTraceparent, newCallId } from "./trace.js";
 
 export function propagateCallContext(): grpc.Interceptor {
   return (callOptions, nextCall) => {
     // Runs synchronously where the call is made, so the caller's call context is current.
     const trace = childSpan(currentCall()?.trace);
+    // Telemetry hook (issue 18): the sampling decision of a new trace, and the listener that
+    // records this call's span and duration at its status (undefined: nothing to record).
+    const observer = observeOutgoingCall(sampleTrace(trace), callOptions.method_definition.path);
     return new grpc.InterceptingCall(nextCall(callOptions), {
       start(metadata, listener, next) {
         metadata.set("traceparent", formatTraceparent(trace));
         metadata.set(callIdKey, newCallId());
-        next(metadata, listener);
+        next(metadata, observer ?? listener);
       },
     });
   };
