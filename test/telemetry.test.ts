@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { Stack } from "@cloudrun-grpc/local-stack";
-import { startStack } from "@cloudrun-grpc/local-stack";
-import type { GatewayServiceClient } from "@cloudrun-grpc/proto";
+import { startService, startStack } from "@cloudrun-grpc/local-stack";
+import { createRouteGuideClient, type GatewayServiceClient } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
 import { deadline, failure, stackGatewayClient, unary } from "./support/grpc.js";
 import { OtlpReceiver, type ReceivedSpan, spanKind } from "./support/otlp-receiver.js";
@@ -251,5 +251,49 @@ describeLocalOnly("traces and RPC metrics over OTLP, across gateway, route and s
       assert.ok(queue && queue.points.length === 1 && queue.points[0]?.value !== undefined);
     });
     assert.deepEqual(receiver.refused, []);
+  });
+});
+
+describeLocalOnly("telemetry at shutdown", () => {
+  test("spans and metrics still held when SIGTERM comes are sent before the process exits", {
+    timeout: 60_000,
+  }, async () => {
+    const receiver = await OtlpReceiver.start();
+    const route = await startService({
+      name: "route",
+      env: {
+        // stats never answers: route's last report waits out its flush, as in a real outage.
+        STATS_URL: "http://127.0.0.1:1",
+        SHUTDOWN_GRACE_MS: "300",
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        // Nothing would go out for ten minutes but for the shutdown.
+        OTEL_BSP_SCHEDULE_DELAY: "600000",
+        OTEL_METRIC_EXPORT_INTERVAL: "600000",
+      },
+    });
+    const client = createRouteGuideClient(
+      new URL(route.url).host,
+      grpc.credentials.createInsecure(),
+    );
+    try {
+      const trace = newTrace(true);
+      await unary((done) => client.GetFeature({ point }, trace.metadata, deadline(), done));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(receiver.trace(trace.id), [], "nothing sent before the stop");
+      assert.equal(await route.stop(), 0);
+      const span = only(receiver.trace(trace.id), { service: "route", kind: spanKind.server });
+      assert.equal(span.parentSpanId, callerSpan);
+      assert.ok(
+        receiver.metrics.some(
+          (metric) => metric.service === "route" && metric.name === "rpc.server.duration",
+        ),
+        "the RPC metrics too",
+      );
+    } finally {
+      client.close();
+      await route.stop();
+      await receiver.close();
+    }
   });
 });

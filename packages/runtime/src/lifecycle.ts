@@ -208,11 +208,15 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
 
   const starting = (async () => {
     // Before the factory: a service's own instruments (route's queue depth) need the meter.
+    // A service that cannot export still serves: telemetry is not worth an outage.
     telemetry = await startTelemetry(config, {
       serviceName: config.OTEL_SERVICE_NAME ?? config.K_SERVICE ?? name,
       serviceVersion: config.K_REVISION,
       projectId: config.GOOGLE_CLOUD_PROJECT,
       logger,
+    }).catch((error: unknown) => {
+      logger.error({ err: error }, "telemetry could not start: serving without it");
+      return undefined;
     });
     return startService(await factory(config, { logger }), { config, logger });
   })();
