@@ -15,7 +15,9 @@
 // PostgreSQL server, is measured as one "database" process: its postmaster and backends' CPU,
 // and their PSS at the row's end (their shared buffers counted once, not once per process).
 import { spawn } from "node:child_process";
+import { createServer as createHttpServer } from "node:http";
 import { connect, constants as h2 } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { createInterface } from "node:readline";
 import type { Writable } from "node:stream";
 import { type ServiceProcess, type Stack, startStack } from "@cloudrun-grpc/local-stack";
@@ -551,12 +553,27 @@ async function ablationRows(options: HopOptions, rows: HopRow[]): Promise<void> 
     ["policy,downstream,log", "ablation: B + policy + downstream + call logs"],
     ["policy,downstream,log0", "ablation: B + policy + downstream + call logs at sample 0"],
     ["policy,downstream,logAsync", "ablation: B + policy + downstream + call logs, buffered"],
+    [
+      "policy,downstream,log,telemetry",
+      "ablation: B + policy + downstream + call logs + telemetry (default 1% of traces, RPC metrics)",
+    ],
   ] as const;
   const backend = await startBaseline("B backend", ["echo"]);
+  // Where the telemetry row exports: an OTLP receiver that only acknowledges (its CPU is the
+  // bench's, not the proxy's).
+  const sink = createHttpServer((request, response) => {
+    request.resume();
+    request.on("end", () => response.writeHead(200).end());
+  });
+  await new Promise<void>((resolve) => sink.listen(0, "127.0.0.1", resolve));
+  const sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
   try {
     for (const [add, name] of variants) {
       const proxy = await startBaseline(name, ["proxy", String(backend.port)], {
         BENCH_PROXY_ADD: add,
+        OTEL_EXPORTER_OTLP_ENDPOINT: sinkUrl,
+        // Metrics as often as traces, so their export is in the measured seconds.
+        OTEL_METRIC_EXPORT_INTERVAL: "1000",
       });
       try {
         await measure(
@@ -572,7 +589,12 @@ async function ablationRows(options: HopOptions, rows: HopRow[]): Promise<void> 
             target: grpcTarget(proxy.port, "GetFeature"),
             unit: "calls",
             perCall: 1,
-            baseline: add === "" ? null : "ablation: baseline B",
+            baseline:
+              add === ""
+                ? null
+                : add.includes("telemetry")
+                  ? "ablation: B + policy + downstream + call logs"
+                  : "ablation: baseline B",
           },
           options,
           rows,
@@ -583,6 +605,8 @@ async function ablationRows(options: HopOptions, rows: HopRow[]): Promise<void> 
     }
   } finally {
     await backend.stop();
+    sink.closeAllConnections();
+    await new Promise((resolve) => sink.close(resolve));
   }
 }
 
