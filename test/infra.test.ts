@@ -260,10 +260,7 @@ describe("infra: the grpc-service module", () => {
       "roles/telemetry.tracesWriter",
     ]);
     const grant = resource(module_, "google_project_iam_member", "telemetry_roles");
-    assert.equal(
-      grant.for_each,
-      expr("var.telemetry ? toset(local.telemetry_roles) : toset([])"),
-    );
+    assert.equal(grant.for_each, expr("var.telemetry ? toset(local.telemetry_roles) : toset([])"));
     assert.equal(grant.role, expr("each.key"));
     assert.equal(grant.project, expr("var.project_id"));
     assert.equal(grant.member, `serviceAccount:${expr("google_service_account.this.email")}`);
