@@ -43,6 +43,7 @@ import {
   parsePeerUrl,
   propagateCallContext,
   recordServerCalls,
+  silentLogger,
   startTelemetry,
   telemetryEnv,
 } from "@cloudrun-grpc/runtime";
@@ -173,9 +174,10 @@ const passClient: grpc.Interceptor = (options, nextCall) =>
     sendMessage: (message, pass) => pass(message),
   });
 if (added.has("telemetry")) {
+  // Its start line would come before {"port": n}, which the bench reads first.
   await startTelemetry(parseConfig(envSchema(telemetryEnv), process.env), {
     serviceName: "proxy",
-    logger,
+    logger: silentLogger(),
   });
 }
 const logEnd = logCallEnds(rpcLog);
