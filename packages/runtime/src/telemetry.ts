@@ -127,7 +127,6 @@ export class Telemetry {
   private readonly clientDuration: api.Histogram | undefined;
   /** Links for the next outgoing call made now (withLinkedCalls). */
   private pendingLinks: api.Link[] | undefined;
-  private knownPath: (path: string) => boolean = () => true;
 
   constructor(
     /** The IdGenerator `tracerProvider` was built with. */
@@ -149,11 +148,6 @@ export class Telemetry {
     });
   }
 
-  /** The methods this server serves; others are named _OTHER (their paths are the caller's). */
-  setKnownMethods(known: (path: string) => boolean): void {
-    this.knownPath = known;
-  }
-
   /** Decides whether `trace` is sampled (its flag is set accordingly), and returns it. */
   sample(trace: TraceContext): TraceContext {
     // Links are only ever to sampled spans (withLinkedCalls).
@@ -161,9 +155,12 @@ export class Telemetry {
     return trace;
   }
 
-  /** Records a handled call: its duration, and its span when sampled. */
-  serverCallEnded(ended: EndedCall, caller: string | undefined): void {
-    const names = methodNames(ended.method, this.knownPath(ended.method));
+  /**
+   * Records a handled call: its duration, and its span when sampled. `known`: whether the
+   * server serves its method; if not, its path is the caller's invention and named _OTHER.
+   */
+  serverCallEnded(ended: EndedCall, caller: string | undefined, known = true): void {
+    const names = methodNames(ended.method, known);
     const endTime = nowMs();
     this.serverDuration?.record(ended.durationMs, this.metricAttributes(names, ended.code));
     const trace = ended.context?.trace;
@@ -379,6 +376,25 @@ export async function startTelemetry(
     settings.logger,
   );
   if (meterProvider) api.metrics.setGlobalMeterProvider(meterProvider);
+  // The SDK reports a failed export (a refused token, an unreachable endpoint) through its
+  // diagnostic logger, silent unless set: warnings and errors go to the service's log.
+  // Only messages are kept of what it passes: an error object could hold a request's headers.
+  const reasons = (args: unknown[]) =>
+    args.flatMap((arg) =>
+      arg instanceof Error ? [arg.message] : typeof arg === "string" ? [arg] : [],
+    );
+  const warn = (message: string, ...args: unknown[]) =>
+    settings.logger.warn({ reasons: reasons(args) }, `telemetry: ${message}`);
+  api.diag.setLogger(
+    {
+      error: warn,
+      warn,
+      info: () => {},
+      debug: () => {},
+      verbose: () => {},
+    },
+    { logLevel: api.DiagLogLevel.WARN, suppressOverrideMessage: true },
+  );
   active = telemetry;
   settings.logger.info(
     {
@@ -433,12 +449,11 @@ export function recordServerCalls(options: {
   const known = (path: string) => options.served.has(path) || builtInServices.test(path);
   return (ended) => {
     if (!active) return;
-    active.setKnownMethods(known);
     const caller =
       ended.context?.trace.sampled && ended.metadata
         ? options.callerOf?.(ended.metadata)
         : undefined;
-    active.serverCallEnded(ended, caller);
+    active.serverCallEnded(ended, caller, known(ended.method));
   };
 }
 

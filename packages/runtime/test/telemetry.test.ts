@@ -3,6 +3,8 @@
 // the SDK hands them to an exporter. The whole path through real processes is
 // test/telemetry.test.ts.
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import * as api from "@opentelemetry/api";
@@ -13,8 +15,15 @@ import {
   TracerProvider,
 } from "@opentelemetry/sdk-trace";
 import type { EndedCall } from "../src/call-observer.js";
-import { silentLogger } from "../src/logger.js";
-import { exportTargetOf, GivenIds, samplingRule, Telemetry } from "../src/telemetry.js";
+import { createLogger, silentLogger } from "../src/logger.js";
+import {
+  exportTargetOf,
+  GivenIds,
+  samplingRule,
+  startTelemetry,
+  stopUsingTelemetry,
+  Telemetry,
+} from "../src/telemetry.js";
 import type { TelemetryEnv } from "../src/telemetry-config.js";
 import { childSpan, formatTraceparent, type TraceContext } from "../src/trace.js";
 
@@ -204,5 +213,66 @@ describe("spans", () => {
     );
     // Outside withLinkedCalls, a new trace is the ratio's again (0 here).
     assert.equal(telemetry.sample(childSpan(undefined)).sampled, false);
+  });
+});
+
+describe("export failures", () => {
+  test("an export refused (a token without the role) is logged as a warning, with its reason", async () => {
+    // What the Telemetry API answers a caller without the role.
+    const refusing = createServer((request, response) => {
+      request.resume();
+      request.on("end", () => response.writeHead(403).end("permission denied"));
+    });
+    await new Promise<void>((resolve) => refusing.listen(0, "127.0.0.1", resolve));
+    const { port } = refusing.address() as AddressInfo;
+    const lines: string[] = [];
+    const logger = createLogger({
+      service: "test",
+      level: "info",
+      destination: { write: (line: string) => void lines.push(line) },
+    });
+    const telemetry = await startTelemetry(
+      {
+        TELEMETRY_EXPORT: undefined,
+        OTEL_SDK_DISABLED: false,
+        OTEL_SERVICE_NAME: undefined,
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+        OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG: 0,
+        OTEL_BSP_SCHEDULE_DELAY: 10,
+        OTEL_METRICS_EXPORTER: "none",
+        OTEL_METRIC_EXPORT_INTERVAL: 60000,
+      },
+      { serviceName: "test", logger },
+    );
+    assert.ok(telemetry);
+    try {
+      const trace = telemetry.sample(incoming(true));
+      telemetry.serverCallEnded(
+        {
+          context: { method: "/p.S/M", trace, endListeners: [] },
+          method: "/p.S/M",
+          responseStream: false,
+          code: 0,
+          details: undefined,
+          durationMs: 1,
+          metadata: undefined,
+          peer: "",
+          received: 1,
+          sent: 1,
+        },
+        undefined,
+      );
+      await telemetry.shutdown(5000);
+    } finally {
+      stopUsingTelemetry(telemetry);
+      refusing.close();
+    }
+    const warnings = lines
+      .map((line) => JSON.parse(line) as { severity: string; message: string; reasons?: string[] })
+      .filter((entry) => entry.severity === "WARNING" && entry.message.startsWith("telemetry:"));
+    assert.ok(warnings.length > 0, lines.join(""));
+    assert.match(JSON.stringify(warnings), /403/);
   });
 });
