@@ -13,7 +13,11 @@
 //                 call), `log0` (the same with LOG_RPC_SAMPLE_RATE=0), `logAsync` (as log,
 //                 the logger writing through a 16 KiB buffer instead of a write per line),
 //                 `als` (an AsyncLocalStorage.run around each handler, as call-context.ts
-//                 does), `passthrough` (a server and a client interceptor that only pass on)
+//                 does), `passthrough` (a server and a client interceptor that only pass on),
+//                 `telemetry` (with `log`: OpenTelemetry on, exporting to
+//                 OTEL_EXPORTER_OTLP_ENDPOINT at the default sampling ratio, with the RPC
+//                 duration histograms; without it the call observer's telemetry subscriber is
+//                 still there, off, as in every service)
 //   rest-h1       the same GetFeature as JSON over HTTP/1.1 (node:http, keep-alive)
 //   rest-h2       the same over h2c (node:http2)
 // Prints one JSON line {"port": n} once it listens.
@@ -31,10 +35,16 @@ import {
   connectPeer,
   createLogger,
   downstream,
+  envSchema,
   logCallEnds,
   observeCalls,
   outgoingCalls,
+  parseConfig,
   parsePeerUrl,
+  recordServerCalls,
+  silentLogger,
+  startTelemetry,
+  telemetryEnv,
 } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
@@ -162,8 +172,33 @@ const passClient: grpc.Interceptor = (options, nextCall) =>
     start: (metadata, listener, next) => next(metadata, listener),
     sendMessage: (message, pass) => pass(message),
   });
+if (added.has("telemetry")) {
+  // Its start line would come before {"port": n}, which the bench reads first.
+  await startTelemetry(parseConfig(envSchema(telemetryEnv), process.env), {
+    serviceName: "proxy",
+    logger: silentLogger(),
+  });
+}
+const logEnd = logCallEnds(rpcLog);
+const recordEnd = recordServerCalls({
+  served: new Set(
+    Object.values(loaded.gateway.v1.GatewayService.service as grpc.ServiceDefinition).map(
+      (method) => method.path,
+    ),
+  ),
+});
 const serverInterceptors = [
-  ...(logging ? [observeCalls({ logger: rpcLog.logger, onEnd: logCallEnds(rpcLog) })] : []),
+  ...(logging
+    ? [
+        observeCalls({
+          logger: rpcLog.logger,
+          onEnd: (ended) => {
+            logEnd(ended);
+            recordEnd(ended);
+          },
+        }),
+      ]
+    : []),
   ...(added.has("passthrough") ? [passServer] : []),
 ];
 

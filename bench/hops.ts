@@ -16,7 +16,9 @@
 // PostgreSQL server, is measured as one "database" process: its postmaster and backends' CPU,
 // and their PSS at the row's end (their shared buffers counted once, not once per process).
 import { spawn } from "node:child_process";
+import { createServer as createHttpServer } from "node:http";
 import { connect, constants as h2, type SecureClientSessionOptions } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { createInterface } from "node:readline";
 import type { Writable } from "node:stream";
 import { type ServiceProcess, type Stack, startStack } from "@cloudrun-grpc/local-stack";
@@ -682,13 +684,34 @@ async function ablationRows(
     ["policy,downstream,log", "ablation: B + policy + downstream + call logs"],
     ["policy,downstream,log0", "ablation: B + policy + downstream + call logs at sample 0"],
     ["policy,downstream,logAsync", "ablation: B + policy + downstream + call logs, buffered"],
+    [
+      "policy,downstream,log,telemetry",
+      "ablation: B + policy + downstream + call logs + telemetry (default 1% of traces, RPC metrics)",
+    ],
   ] as const;
   const backend = await startBaseline("B backend", ["echo"]);
   running.push(backend);
+  // Where the telemetry row exports: an OTLP receiver that only acknowledges (its CPU is the
+  // bench's, not the proxy's).
+  const sink = createHttpServer((request, response) => {
+    request.resume();
+    request.on("end", () => response.writeHead(200).end());
+  });
+  await new Promise<void>((resolve) => sink.listen(0, "127.0.0.1", resolve));
+  running.push({
+    stop: async () => {
+      sink.closeAllConnections();
+      await new Promise((resolve) => sink.close(resolve));
+    },
+  });
+  const sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
   const scenarios: Scenario[] = [];
   for (const [add, name] of variants) {
     const proxy = await startBaseline(name, ["proxy", String(backend.port)], {
       BENCH_PROXY_ADD: add,
+      OTEL_EXPORTER_OTLP_ENDPOINT: sinkUrl,
+      // Metrics as often as traces, so their export is in the measured seconds.
+      OTEL_METRIC_EXPORT_INTERVAL: "1000",
     });
     running.push(proxy);
     scenarios.push({
@@ -703,7 +726,12 @@ async function ablationRows(
       target: grpcTarget(proxy.port, "GetFeature"),
       unit: "calls",
       perCall: 1,
-      baseline: add === "" ? null : "ablation: baseline B",
+      baseline:
+        add === ""
+          ? null
+          : add.includes("telemetry")
+            ? "ablation: B + policy + downstream + call logs"
+            : "ablation: baseline B",
     });
   }
   await measureGroup(scenarios, options, rows);

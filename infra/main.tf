@@ -36,6 +36,11 @@ resource "google_project_service" "apis" {
     "iamcredentials.googleapis.com",
     "run.googleapis.com",
     "sqladmin.googleapis.com",
+    # The services' spans and metrics: the Telemetry (OTLP) API takes them, and keeps spans
+    # only while the Cloud Trace API is on (https://docs.cloud.google.com/stackdriver/docs/reference/telemetry/v1.traces).
+    "cloudtrace.googleapis.com",
+    "monitoring.googleapis.com",
+    "telemetry.googleapis.com",
   ])
 
   project            = var.project_id

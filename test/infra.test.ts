@@ -245,6 +245,37 @@ describe("infra: the grpc-service module", () => {
     );
   });
 
+  test("exports spans and metrics through the Telemetry API with exactly the roles that takes, before the service starts", () => {
+    // The container is told where (its config reads TELEMETRY_EXPORT), unless var.telemetry is off.
+    assert.match(
+      String(locals(module_).container_env),
+      /TELEMETRY_EXPORT\s*=\s*var\.telemetry \? "google-cloud" : "off"/,
+    );
+    assert.equal(block(module_, "variable", "telemetry").default, true);
+    // The roles: trace and metric writes and the quota project's use, nothing broader, each
+    // granted to the service's own account on its project.
+    assert.deepEqual(locals(module_).telemetry_roles, [
+      "roles/serviceusage.serviceUsageConsumer",
+      "roles/telemetry.metricsWriter",
+      "roles/telemetry.tracesWriter",
+    ]);
+    const grant = resource(module_, "google_project_iam_member", "telemetry_roles");
+    assert.equal(grant.for_each, expr("var.telemetry ? toset(local.telemetry_roles) : toset([])"));
+    assert.equal(grant.role, expr("each.key"));
+    assert.equal(grant.project, expr("var.project_id"));
+    assert.equal(grant.member, `serviceAccount:${expr("google_service_account.this.email")}`);
+    const service = resource(module_, "google_cloud_run_v2_service", "this");
+    assert.ok(
+      (service.depends_on as string[]).includes(expr("google_project_iam_member.telemetry_roles")),
+      "the first revision starts with its roles in place",
+    );
+    // The APIs the exporter writes through, and Cloud Trace, without which spans are dropped.
+    const apis = source(resource(root, "google_project_service", "apis").for_each);
+    for (const api of ["telemetry", "cloudtrace", "monitoring"]) {
+      assert.ok(apis.includes(`"${api}.googleapis.com"`), `${api}.googleapis.com enabled`);
+    }
+  });
+
   test("sets the request timeout from a variable that defaults to Cloud Run's maximum, 3600 s", () => {
     const template = nested(resource(module_, "google_cloud_run_v2_service", "this"), "template");
     assert.equal(template.timeout, `${expr("var.request_timeout_seconds")}s`);
@@ -436,7 +467,9 @@ describe("infra: the root, against infra/topology.json", () => {
       { title: expr("each.value.title"), expression: expr("each.value.expression") },
     );
     const service = resource(module_, "google_cloud_run_v2_service", "this");
-    assert.deepEqual(service.depends_on, [expr("google_project_iam_member.project_roles")]);
+    assert.ok(
+      (service.depends_on as string[]).includes(expr("google_project_iam_member.project_roles")),
+    );
     // Both roles, on stats' instance (resource.type and resource.name: Cloud SQL's IAM
     // Conditions, https://cloud.google.com/sql/docs/postgres/iam-conditions).
     const roles = source(block(root, "module", "stats").project_roles);

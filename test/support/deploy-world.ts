@@ -190,6 +190,18 @@ export async function buildWorld(options: WorldOptions): Promise<World> {
       }
       return membersIn(argument, {}).map((member) => [member, member]);
     }
+    // var.<flag> ? toset(local.<list>) : toset([]): the module's list unless the call turns
+    // the flag off (its default, the module's variable, is on).
+    const switched = /^\$\{var\.(\w+) \? toset\(local\.(\w+)\) : toset\(\[\]\)\}$/.exec(text);
+    if (switched && scope.module) {
+      const flag =
+        moduleCall(scope.module)[switched[1] as string] ??
+        block(mod, "variable", switched[1] as string).default;
+      if (flag === false) return [];
+      const list = moduleLocals[switched[2] as string];
+      assert.ok(Array.isArray(list), `local.${switched[2]} is not a list of literals`);
+      return (list as string[]).map((item) => [item, item]);
+    }
     assert.fail(`the deploy test's resolver cannot read for_each = ${text}`);
   };
   const grantsOf = (type: string, body: Body, scope: Scope): Grant[] => {

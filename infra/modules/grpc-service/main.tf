@@ -38,7 +38,21 @@ locals {
     GOOGLE_CLOUD_PROJECT = var.project_id
     # Within Cloud Run's 10 s between SIGTERM and SIGKILL, with a margin (see the variable).
     SHUTDOWN_GRACE_MS = tostring(var.shutdown_grace_ms)
+    # Spans to Cloud Trace and RPC metrics to Cloud Monitoring, through Google's Telemetry
+    # (OTLP) API with the service's own account (packages/runtime/src/telemetry-export.ts).
+    TELEMETRY_EXPORT = var.telemetry ? "google-cloud" : "off"
   })
+
+  # What writing through the Telemetry API takes, and no more: telemetry.traces.write
+  # (roles/telemetry.tracesWriter), metrics (roles/telemetry.metricsWriter), and, since the
+  # exporter names its quota project (x-goog-user-project), serviceusage.services.use on it
+  # (roles/serviceusage.serviceUsageConsumer): https://docs.cloud.google.com/stackdriver/docs/otlp/overview
+  # ("Authentication") and https://docs.cloud.google.com/iam/docs/roles-permissions/telemetry.
+  telemetry_roles = [
+    "roles/serviceusage.serviceUsageConsumer",
+    "roles/telemetry.metricsWriter",
+    "roles/telemetry.tracesWriter",
+  ]
 
   labels = merge(var.labels, { service = var.name, managed-by = "terraform" })
 }
@@ -68,6 +82,16 @@ resource "google_project_iam_member" "project_roles" {
   }
 }
 
+# The Telemetry API's roles for the service's own account, on its project (the API takes no
+# narrower resource to grant on). None when var.telemetry is off.
+resource "google_project_iam_member" "telemetry_roles" {
+  for_each = var.telemetry ? toset(local.telemetry_roles) : toset([])
+
+  project = var.project_id
+  role    = each.key
+  member  = "serviceAccount:${google_service_account.this.email}"
+}
+
 resource "google_cloud_run_v2_service" "this" {
   project             = var.project_id
   location            = var.region
@@ -90,7 +114,7 @@ resource "google_cloud_run_v2_service" "this" {
   # AUTH_AUDIENCES gets the same list, so the container accepts exactly what the edge does.
   custom_audiences = var.custom_audiences
 
-  depends_on = [google_project_iam_member.project_roles]
+  depends_on = [google_project_iam_member.project_roles, google_project_iam_member.telemetry_roles]
 
   lifecycle {
     precondition {

@@ -237,3 +237,9 @@ variable "shutdown_grace_ms" {
     error_message = "shutdown_grace_ms must be 0 to 6400: a stop takes it plus up to 2.1 s, and at least 1.5 s of Cloud Run's 10 s between SIGTERM and SIGKILL must stay spare."
   }
 }
+
+variable "telemetry" {
+  description = "Export the service's spans (Cloud Trace) and RPC metrics (Cloud Monitoring) through Google's Telemetry API (TELEMETRY_EXPORT=google-cloud), with the roles that takes on the service's account. The sampling ratio of new traces is the container's default (OTEL_TRACES_SAMPLER_ARG, 0.01); a trace the caller sampled is always kept."
+  type        = bool
+  default     = true
+}

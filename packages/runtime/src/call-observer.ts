@@ -25,6 +25,7 @@ import { type CallContext, runInCall } from "./call-context.js";
 import { clientReadBarrier } from "./client-read-barrier.js";
 import type { Logger } from "./logger.js";
 import type { OpenCalls } from "./open-calls.js";
+import { sampleTrace } from "./telemetry.js";
 import { traceForIncomingCall } from "./trace.js";
 
 /** How a call ended, for the server's subscriber. */
@@ -203,10 +204,13 @@ export function observeCalls(options: CallObserverOptions): grpc.ServerIntercept
               readBarrier: () => readBarrier(call),
               ...(callId && callIdPattern.test(callId) ? { callId } : {}),
               method: method.path,
-              trace: traceForIncomingCall({
-                traceparent: firstString(incoming, "traceparent"),
-                cloudTraceContext: firstString(incoming, "x-cloud-trace-context"),
-              }),
+              // Telemetry hook (issue 18): the sampling decision, before anything is sent on.
+              trace: sampleTrace(
+                traceForIncomingCall({
+                  traceparent: firstString(incoming, "traceparent"),
+                  cloudTraceContext: firstString(incoming, "x-cloud-trace-context"),
+                }),
+              ),
             };
             contexts.set(incoming, context);
             inCall(() => pass(incoming));

@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { type LogFormat, logFormats } from "./logger.js";
 import { parsePeerUrl } from "./peer.js";
+import { type TelemetryEnv, telemetryEnv } from "./telemetry-config.js";
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -250,9 +251,11 @@ export const serverEnv = {
   // to 2.1 s more (0.1 s for the last statuses, at least 1 s of afterShutdown, up to 1 s to
   // write out the logs), so 6 s leaves 1.9 s spare (infra's shutdown_grace_ms default too).
   SHUTDOWN_GRACE_MS: integerVar(6000, 0, 600_000),
+  /** Traces and RPC metrics (telemetry-config.ts): off unless an exporter is configured. */
+  ...telemetryEnv,
 };
 
-export interface ServerEnv {
+export interface ServerEnv extends TelemetryEnv {
   PORT: number;
   HOST: string;
   LOG_LEVEL: (typeof logLevels)[number];

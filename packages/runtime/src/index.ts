@@ -13,4 +13,6 @@ export * from "./readiness.js";
 export * from "./rpc-log.js";
 export * from "./server.js";
 export * from "./streams.js";
+export * from "./telemetry.js";
+export * from "./telemetry-config.js";
 export * from "./trace.js";

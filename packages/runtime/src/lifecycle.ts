@@ -9,11 +9,13 @@
 import type { ServiceRegistration } from "@cloudrun-grpc/proto";
 import type * as grpc from "@grpc/grpc-js";
 import type { z } from "zod";
+import type { EndedCall } from "./call-observer.js";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger, writeOutLogs } from "./logger.js";
 import type { Readiness } from "./readiness.js";
 import { logCallEnds } from "./rpc-log.js";
 import { startGrpcServer } from "./server.js";
+import { recordServerCalls, startTelemetry, type Telemetry } from "./telemetry.js";
 
 /** What a service's factory builds: everything its server needs, nothing started yet but its own work. */
 export interface ServiceSetup {
@@ -57,11 +59,35 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
+/** What learns of each call's end: its log line, then telemetry (a no-op while it is off). */
+function callEndSubscribers(
+  setup: ServiceSetup,
+  config: ServerEnv,
+  logger: Logger,
+): (ended: EndedCall) => void {
+  const log = logCallEnds({
+    logger,
+    sampleRate: config.LOG_RPC_SAMPLE_RATE,
+    slowMs: config.LOG_RPC_SLOW_MS,
+    callerOf: setup.callerOf,
+  });
+  const served = new Set(
+    setup.services.flatMap((service) =>
+      Object.values(service.definition).map((method) => method.path),
+    ),
+  );
+  const record = recordServerCalls({ served, callerOf: setup.callerOf });
+  return (ended) => {
+    log(ended);
+    record(ended);
+  };
+}
+
 /**
- * Starts a built service on config.HOST:config.PORT. The call observer is installed first,
- * always, whatever logging is configured: the call's context is set before anything else runs
- * for it, and it sees every status (counting, cancel propagation and the call lines hang on
- * it). If the server cannot start (port taken), the service's afterShutdown still runs, so
+ * Starts a built service on config.HOST:config.PORT. server.ts installs the call observer
+ * first, always, whatever logging is configured: the call's context is set before anything
+ * else runs for it, and it sees every status (counting, cancel propagation, the call lines
+ * and the spans hang on it). If the server cannot start (port taken), the service's afterShutdown still runs, so
  * nothing the factory opened is left behind, and the error is thrown.
  */
 export async function startService(
@@ -79,12 +105,7 @@ export async function startService(
       onDrain: setup.onDrain,
       readiness: setup.readiness,
       channelz: config.CHANNELZ_ENABLED,
-      onCallEnd: logCallEnds({
-        logger,
-        sampleRate: config.LOG_RPC_SAMPLE_RATE,
-        slowMs: config.LOG_RPC_SLOW_MS,
-        callerOf: setup.callerOf,
-      }),
+      onCallEnd: callEndSubscribers(setup, config, logger),
       serverOptions: { interceptors: setup.interceptors ?? [] },
     });
   } catch (error) {
@@ -154,10 +175,16 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
   // Once: the first reason to exit wins. The lines go out first (bounded: a reader that stopped
   // reading must not keep the process).
   let exiting = false;
+  let telemetry: Telemetry | undefined;
   const exit = (code: number) => {
     if (exiting) return;
     exiting = true;
-    writeOutLogs(logger, 1000, () => process.exit(code));
+    // The last spans and metrics go out while the logs are written out, within the same
+    // second: a stop's budget (SHUTDOWN_GRACE_MS + 2.1 s, test/infra.test.ts) is unchanged.
+    void Promise.all([
+      telemetry?.shutdown(900),
+      new Promise<void>((resolve) => writeOutLogs(logger, 1000, resolve)),
+    ]).then(() => process.exit(code));
   };
 
   // A signal that came while the modules loaded (main.ts caught it): build nothing. Node loads
@@ -176,8 +203,20 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
     return;
   }
 
-  const starting = (async () =>
-    startService(await factory(config, { logger }), { config, logger }))();
+  const starting = (async () => {
+    // Before the factory: a service's own instruments (route's queue depth) need the meter.
+    // A service that cannot export still serves: telemetry is not worth an outage.
+    telemetry = await startTelemetry(config, {
+      serviceName: config.OTEL_SERVICE_NAME ?? config.K_SERVICE ?? name,
+      serviceVersion: config.K_REVISION,
+      projectId: config.GOOGLE_CLOUD_PROJECT,
+      logger,
+    }).catch((error: unknown) => {
+      logger.error({ err: error }, "telemetry could not start: serving without it");
+      return undefined;
+    });
+    return startService(await factory(config, { logger }), { config, logger });
+  })();
   // A second signal changes nothing: the drain is bounded already.
   void stopSignal.then(async (signal) => {
     logger.info({ signal }, "stopping");

@@ -5,7 +5,8 @@
 //     the callee can name what the call causes after it and count a retried call once
 //     (call-observer.ts reads it on the other side);
 //   - the service's own headers (the gateway names its end user) and the peer's ID token;
-//   - the call's client line (rpc-log.ts): its status and latency, in the span it sent.
+//   - the call's client line (rpc-log.ts): its status and latency, in the span it sent;
+//   - its span and duration metric (telemetry.ts), when telemetry is on.
 // These were four interceptors, each a grpc-js InterceptingCall layer per call (a listener
 // object, closures, the metadata and every message handed down once more), and the call line
 // parsed back the traceparent the layer above had just formatted (issue 17: one pass per call
@@ -15,6 +16,7 @@ import * as grpc from "@grpc/grpc-js";
 import { currentCall } from "./call-context.js";
 import { callIdKey } from "./call-observer.js";
 import { outgoingCallLines, type RpcLogOptions } from "./rpc-log.js";
+import { observeOutgoingCall, sampleTrace } from "./telemetry.js";
 import { childSpan, formatTraceparent, newCallId } from "./trace.js";
 
 /** The ID token a peer's calls carry (auth-client's `peerToken`). */
@@ -43,13 +45,16 @@ export function outgoingCalls(options: OutgoingCallOptions): grpc.Interceptor {
   const writeLine = outgoingCallLines(options.peer, options.rpcLog);
   return (callOptions, nextCall) => {
     // Runs synchronously where the call is made, so the caller's call context is current.
-    const trace = childSpan(currentCall()?.trace);
+    // A new trace is sampled (or not) here, so the traceparent sent carries the decision.
+    const trace = sampleTrace(childSpan(currentCall()?.trace));
+    const { path, requestStream, responseStream } = callOptions.method_definition;
+    // The call's span and duration (telemetry.ts), when there is something to record.
+    const recordEnd = observeOutgoingCall(trace, path);
     const startedAt = performance.now();
     const attachToken = token?.ready();
     // Without a token at hand, the token's own interceptor runs under this one and waits.
     const inner =
       token && !attachToken ? token.waiting(callOptions, nextCall) : nextCall(callOptions);
-    const { path, requestStream, responseStream } = callOptions.method_definition;
     let received = 0;
     let sent = 0;
     return new grpc.InterceptingCall(inner, {
@@ -74,6 +79,7 @@ export function outgoingCalls(options: OutgoingCallOptions): grpc.Interceptor {
               received,
               sent,
             });
+            recordEnd?.(status);
             pass(status);
           },
         });

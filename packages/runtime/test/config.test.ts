@@ -36,8 +36,47 @@ describe("parseConfig with serverEnv and peerUrlVar", () => {
       LOG_RPC_SLOW_MS: 500,
       CHANNELZ_ENABLED: false,
       SHUTDOWN_GRACE_MS: 6000,
+      // Telemetry: nothing exported until an endpoint or TELEMETRY_EXPORT says where.
+      OTEL_SDK_DISABLED: false,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf",
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+      OTEL_TRACES_SAMPLER_ARG: 0.01,
+      OTEL_BSP_SCHEDULE_DELAY: 5000,
+      OTEL_METRICS_EXPORTER: "otlp",
+      OTEL_METRIC_EXPORT_INTERVAL: 60000,
       PEER_URL: { url: "http://127.0.0.1:50052", target: "127.0.0.1:50052", secure: false },
     });
+  });
+
+  test("telemetry variables are checked, one line each, naming the allowed values", () => {
+    assert.deepEqual(
+      problemsOf({
+        ...peer,
+        TELEMETRY_EXPORT: "stackdriver",
+        OTEL_EXPORTER_OTLP_ENDPOINT: "localhost:4318",
+        OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+        OTEL_TRACES_SAMPLER: "jaeger_remote",
+        OTEL_TRACES_SAMPLER_ARG: "2",
+      }).map((line) => line.split(":")[0]),
+      [
+        "TELEMETRY_EXPORT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+      ],
+    );
+    const [protocol] = problemsOf({ ...peer, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" });
+    assert.match(String(protocol), /http\/protobuf, http\/json/);
+    const config = parseConfig(schema, {
+      ...peer,
+      TELEMETRY_EXPORT: "Google-Cloud",
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318/",
+      OTEL_TRACES_SAMPLER_ARG: "0.25",
+    });
+    assert.equal(config.TELEMETRY_EXPORT, "google-cloud");
+    assert.equal(config.OTEL_EXPORTER_OTLP_ENDPOINT, "http://127.0.0.1:4318");
+    assert.equal(config.OTEL_TRACES_SAMPLER_ARG, 0.25);
   });
 
   test("LOG_FORMAT and LOG_RPC_SAMPLE_RATE are checked, with the allowed values named", () => {

@@ -20,7 +20,8 @@
 // log (sending one again would be refused again), and one bad event never holds up the others.
 // A call that fails, INVALID_ARGUMENT included (a fault of the batch as a whole), is retried.
 // Each event carries the trace of the call that caused it (stats logs it in that trace); a
-// batch call itself belongs to no one call and starts a trace of its own.
+// batch call itself belongs to no one call and starts a trace of its own, whose span links to
+// the spans of the sampled calls it counts (and is sampled when one of them is).
 import { randomUUID } from "node:crypto";
 import type { StatsServiceClient, stats } from "@cloudrun-grpc/proto";
 import {
@@ -29,6 +30,8 @@ import {
   idempotentEventId,
   type Logger,
   outsideAnyCall,
+  serviceMeter,
+  withLinkedCalls,
 } from "@cloudrun-grpc/runtime";
 import * as grpc from "@grpc/grpc-js";
 
@@ -110,7 +113,15 @@ export class StatsReporter {
     private readonly client: StatsServiceClient,
     private readonly logger: Logger,
     private readonly options: ReporterOptions = defaultReporterOptions,
-  ) {}
+  ) {
+    // Telemetry (issue 18): how many calls wait to be counted, read at each metric export.
+    serviceMeter()
+      .createObservableGauge("stats_reporter.queued_calls", {
+        description: "Calls route holds for stats, sent or not yet acknowledged",
+        unit: "{call}",
+      })
+      .addCallback((result) => result.observe(this.queuedCalls));
+  }
 
   /**
    * Queues an event; never throws, never waits. Its call is named so that stats counts a
@@ -142,6 +153,11 @@ export class StatsReporter {
       };
       this.queue.push(pending);
       if (key !== undefined) this.open.set(key, pending);
+    }
+    // A sampled call's trace wins over an unsampled one: the event is logged, and the batch's
+    // span linked, in a trace that is kept.
+    if (call?.trace.sampled && !pending.sealed && pending.traceparent?.endsWith("-00")) {
+      pending.traceparent = formatTraceparent(call.trace);
     }
     pending.calls += 1;
     if (callId) pending.callIds.push(callId);
@@ -197,12 +213,17 @@ export class StatsReporter {
     const events = batch.map(toEvent);
     this.sending = true;
     try {
+      // Telemetry (issue 18): the batch's span links to the spans of the calls it counts.
       outsideAnyCall(() =>
-        this.client.RecordEvents(
-          { events },
-          new grpc.Metadata({ waitForReady: true }),
-          { deadline: Date.now() + this.options.batchTimeoutMs },
-          (error, response) => this.sent(batch, error, response),
+        withLinkedCalls(
+          batch.map((pending) => pending.traceparent),
+          () =>
+            this.client.RecordEvents(
+              { events },
+              new grpc.Metadata({ waitForReady: true }),
+              { deadline: Date.now() + this.options.batchTimeoutMs },
+              (error, response) => this.sent(batch, error, response),
+            ),
         ),
       );
     } catch (error) {
