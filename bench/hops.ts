@@ -14,9 +14,6 @@
 // /proc/<pid>/status (VmHWM: the process's peak so far). stats' database, the stack's own
 // PostgreSQL server, is measured as one "database" process: its postmaster and backends' CPU,
 // and their PSS at the row's end (their shared buffers counted once, not once per process).
-import { spawn } from "node:child_process";
-import { connect, constants as h2 } from "node:http2";
-import { createInterface } from "node:readline";
 import type { Writable } from "node:stream";
 import { type ServiceProcess, type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import {
@@ -27,13 +24,14 @@ import {
   routeEndHeader,
 } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
+import { checkOnce, grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
 import {
   processCpuUs,
   processPeakRssMiB,
   processTreeCpuUs,
   processTreePssMiB,
 } from "./support/load.js";
+import { type ServerProcess, startServerProcess } from "./support/server-process.js";
 
 export type Section = "unary" | "streams" | "rest" | "ablation" | "long-streams";
 
@@ -132,78 +130,11 @@ function grpcTarget(port: number, method: keyof typeof bodies, token?: string): 
   };
 }
 
-/** One call made by hand the way h2load makes it: its gRPC status and message count. */
-async function checkOnce(
-  target: H2loadTarget,
-): Promise<{ grpcStatus: string; messages: number; body: Buffer }> {
-  const url = new URL(target.url);
-  const session = connect(url.origin);
-  try {
-    return await new Promise((resolve, reject) => {
-      const request = session.request({
-        [h2.HTTP2_HEADER_METHOD]: "POST",
-        [h2.HTTP2_HEADER_PATH]: url.pathname,
-        ...target.headers,
-      });
-      const chunks: Buffer[] = [];
-      let grpcStatus = "";
-      request.on("response", (headers) => {
-        grpcStatus = String(headers["grpc-status"] ?? "");
-      });
-      request.on("trailers", (trailers) => {
-        grpcStatus = `${trailers["grpc-status"]} ${trailers["grpc-message"] ?? ""}`.trim();
-      });
-      request.on("data", (chunk: Buffer) => chunks.push(chunk));
-      request.on("error", reject);
-      request.on("end", () => {
-        const body = Buffer.concat(chunks);
-        let messages = 0;
-        for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1)) messages += 1;
-        resolve({ grpcStatus, messages, body });
-      });
-      request.end(target.body);
-    });
-  } finally {
-    session.close();
-  }
-}
-
 /** A baseline server process (bench/baseline-server.ts). */
-interface BaselineProcess {
-  name: string;
-  pid: number;
-  port: number;
-  stop(): Promise<void>;
-}
+type BaselineProcess = ServerProcess;
 
-async function startBaseline(
-  name: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<BaselineProcess> {
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", new URL("./baseline-server.ts", import.meta.url).pathname, ...args],
-    // stdout is read to its end (readline goes on reading), as the stack's logs are.
-    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } },
-  );
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: child.stdout }).once("line", (line) =>
-      resolve((JSON.parse(line) as { port: number }).port),
-    );
-    void exited.then(() => reject(new Error(`${name} exited before listening`)));
-  });
-  return {
-    name,
-    pid: child.pid as number,
-    port,
-    async stop() {
-      child.kill("SIGTERM");
-      await exited;
-    },
-  };
-}
+const startBaseline = (name: string, args: string[], env: Record<string, string> = {}) =>
+  startServerProcess(new URL("./baseline-server.ts", import.meta.url), name, args, env);
 
 /**
  * Failed calls the gateway logged (failures are logged whatever the sample rate). CANCELLED is

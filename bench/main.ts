@@ -1,17 +1,25 @@
-// pnpm bench [unary|streams|rest|long-streams|ablation|stats-reads|all ...]: starts what it measures on loopback,
+// pnpm bench [unary|streams|rest|long-streams|ablation|stats-reads|payload|all ...]: starts what it measures on loopback,
 // warms up, runs bounded, prints a table and writes bench-results/<name>.json. Figures vary
 // between machines and runs: read the ratios, which compare with a baseline measured in the
 // same run on the same machine. Default: unary streams rest long-streams (about 7 minutes);
 // `long-streams` alone needs no h2load (RecordRoutes of 250,000 points from grpc-js); `ablation`
-// adds our runtime's pieces one at a time to baseline B's proxy (about 2 minutes more).
+// adds our runtime's pieces one at a time to baseline B's proxy (about 2 minutes more);
+// `payload` sweeps a unary answer from 100 B to 1 MiB as gRPC and as JSON (about 2 minutes).
 //   BENCH_SECONDS (5)          measured seconds per row and concurrency
-//   BENCH_CONCURRENCY (1,16,64)  calls in flight
+//   BENCH_CONCURRENCY (1,16,64)  calls in flight (payload: one concurrency, the first; 16)
 //   BENCH_PROFILE=<dir>        run gateway and route with node --cpu-prof into <dir>
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { benchHops, type HopRow } from "./hops.js";
+import { benchPayload, defaultTargets } from "./payload.js";
 import { benchStatsReads } from "./stats-reads.js";
 import { requireH2load } from "./support/h2load.js";
+import {
+  formatComparisonTable,
+  formatPayloadTable,
+  overtakes,
+  payloadComparisons,
+} from "./support/payload-report.js";
 import { formatHopTable, targets } from "./support/report.js";
 
 const known = [
@@ -21,6 +29,7 @@ const known = [
   "ablation",
   "long-streams",
   "stats-reads",
+  "payload",
   "all",
 ] as const;
 const asked = process.argv.slice(2);
@@ -114,6 +123,51 @@ if (chosen.has("stats-reads")) {
     `${JSON.stringify({ machine, load, date: new Date().toISOString(), rows }, null, 2)}\n`,
   );
   console.log("\nwritten: bench-results/stats-reads.json");
+  if (rows.some((row) => row.errors > 0)) failed = true;
+}
+
+if (chosen.has("payload")) {
+  requireH2load();
+  const listed = (process.env.BENCH_CONCURRENCY ?? "16").split(",").map(Number);
+  const options = {
+    seconds,
+    warmupSeconds: 1,
+    firstWarmupSeconds: 3,
+    concurrency: listed[0] ?? 16,
+    targetBytes: defaultTargets,
+  };
+  const loadBefore = loadavg();
+  console.log(
+    `\npayload: a page of route's features as gRPC (bare grpc-js) and as JSON (node:http, node:http2), ${seconds} s per row after a 1 s warm-up (3 s before each server's first row), at concurrency ${options.concurrency}${listed.length > 1 ? " (the first of BENCH_CONCURRENCY)" : ""}, on ${machine}; load average before: ${loadBefore.map((value) => value.toFixed(2)).join(" ")}`,
+  );
+  console.log(
+    "MB/s and CPU ns/B count the page's protobuf bytes for every protocol (the same data; JSON sends JSON B)\n",
+  );
+  const started = Date.now();
+  const rows = await benchPayload(options);
+  const comparisons = payloadComparisons(rows);
+  const summary = overtakes(comparisons);
+  console.log(`\n${formatPayloadTable(rows)}\n\n${formatComparisonTable(comparisons)}\n`);
+  console.log(summary.text);
+  writeFileSync(
+    "bench-results/payload.json",
+    `${JSON.stringify(
+      {
+        machine,
+        date: new Date().toISOString(),
+        options,
+        loadAverageBefore: loadBefore,
+        loadAverageAfter: loadavg(),
+        wallSeconds: Math.round((Date.now() - started) / 1000),
+        overtakes: summary,
+        comparisons,
+        rows,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  console.log("\nwritten: bench-results/payload.json");
   if (rows.some((row) => row.errors > 0)) failed = true;
 }
 

@@ -6,6 +6,7 @@
 // callers check gRPC outcomes elsewhere (the services' own logs of failed calls).
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, constants as h2 } from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -135,5 +136,47 @@ export async function h2load(
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * One call made by hand over h2c the way h2load makes it, to check an answer before measuring:
+ * its HTTP status, its gRPC status (headers or trailers; empty for a plain HTTP answer), the
+ * number of 5-byte-prefixed messages its body holds, and the body.
+ */
+export async function checkOnce(
+  target: H2loadTarget,
+): Promise<{ httpStatus: number; grpcStatus: string; messages: number; body: Buffer }> {
+  const url = new URL(target.url);
+  const session = connect(url.origin);
+  try {
+    return await new Promise((resolve, reject) => {
+      const request = session.request({
+        [h2.HTTP2_HEADER_METHOD]: "POST",
+        [h2.HTTP2_HEADER_PATH]: url.pathname,
+        ...target.headers,
+      });
+      const chunks: Buffer[] = [];
+      let httpStatus = 0;
+      let grpcStatus = "";
+      request.on("response", (headers) => {
+        httpStatus = Number(headers[h2.HTTP2_HEADER_STATUS]);
+        grpcStatus = String(headers["grpc-status"] ?? "");
+      });
+      request.on("trailers", (trailers) => {
+        grpcStatus = `${trailers["grpc-status"]} ${trailers["grpc-message"] ?? ""}`.trim();
+      });
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("error", reject);
+      request.on("end", () => {
+        const body = Buffer.concat(chunks);
+        let messages = 0;
+        for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1)) messages += 1;
+        resolve({ httpStatus, grpcStatus, messages, body });
+      });
+      request.end(target.body);
+    });
+  } finally {
+    session.close();
   }
 }
