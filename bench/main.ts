@@ -6,7 +6,7 @@
 // adds our runtime's pieces one at a time to baseline B's proxy (about 2 minutes more);
 // `payload` sweeps a unary answer from 100 B to 1 MiB as gRPC and as JSON (about 2 minutes).
 //   BENCH_SECONDS (5)          measured seconds per row and concurrency
-//   BENCH_CONCURRENCY (1,16,64)  calls in flight (payload: one concurrency, the first; 16)
+//   BENCH_CONCURRENCY (1,16,64)  calls in flight (payload: the first value only, 16 when unset)
 //   BENCH_PROFILE=<dir>        run gateway and route with node --cpu-prof into <dir>
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
