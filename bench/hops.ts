@@ -15,11 +15,8 @@
 // /proc/<pid>/status (VmHWM: the process's peak so far). stats' database, the stack's own
 // PostgreSQL server, is measured as one "database" process: its postmaster and backends' CPU,
 // and their PSS at the row's end (their shared buffers counted once, not once per process).
-import { spawn } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
-import { connect, constants as h2, type SecureClientSessionOptions } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { createInterface } from "node:readline";
 import type { Writable } from "node:stream";
 import { type ServiceProcess, type Stack, startStack } from "@cloudrun-grpc/local-stack";
 import {
@@ -30,13 +27,14 @@ import {
   routeEndHeader,
 } from "@cloudrun-grpc/proto";
 import * as grpc from "@grpc/grpc-js";
-import { grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
+import { checkOnce, grpcBody, type H2loadTarget, h2load } from "./support/h2load.js";
 import {
   processCpuUs,
   processPeakRssMiB,
   processTreeCpuUs,
   processTreePssMiB,
 } from "./support/load.js";
+import { type ServerProcess, startServerProcess } from "./support/server-process.js";
 
 export type Section = "unary" | "streams" | "rest" | "ablation" | "long-streams";
 
@@ -143,105 +141,11 @@ function grpcTarget(port: number, method: keyof typeof bodies, token?: string): 
   };
 }
 
-export interface CheckedCall {
-  /** The HTTP status (a Cloud Run front end refuses a call with 401, 403, 404, 429 …). */
-  httpStatus: number;
-  grpcStatus: string;
-  messages: number;
-  body: Buffer;
-}
-
-/**
- * One call made by hand the way h2load makes it: its HTTP and gRPC status and message count.
- * `tls`: options for an https:// target (node verifies the certificate by default); a call
- * with no answer within `timeoutMs` fails.
- */
-export async function checkOnce(
-  target: H2loadTarget,
-  options: { tls?: SecureClientSessionOptions; timeoutMs?: number } = {},
-): Promise<CheckedCall> {
-  const url = new URL(target.url);
-  const session = connect(url.origin, options.tls ?? {});
-  const timeoutMs = options.timeoutMs ?? 30_000;
-  const timer = setTimeout(
-    () => session.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)),
-    timeoutMs,
-  );
-  try {
-    return await new Promise((resolve, reject) => {
-      // A connection or TLS failure is the session's error (the request may never start).
-      session.once("error", reject);
-      const request = session.request({
-        [h2.HTTP2_HEADER_METHOD]: "POST",
-        [h2.HTTP2_HEADER_PATH]: url.pathname,
-        ...target.headers,
-      });
-      const chunks: Buffer[] = [];
-      let httpStatus = 0;
-      let grpcStatus = "";
-      request.on("response", (headers) => {
-        httpStatus = Number(headers[h2.HTTP2_HEADER_STATUS] ?? 0);
-        grpcStatus = String(headers["grpc-status"] ?? "");
-      });
-      request.on("trailers", (trailers) => {
-        grpcStatus = `${trailers["grpc-status"]} ${trailers["grpc-message"] ?? ""}`.trim();
-      });
-      request.on("data", (chunk: Buffer) => chunks.push(chunk));
-      request.on("error", reject);
-      request.on("end", () => {
-        const body = Buffer.concat(chunks);
-        let messages = 0;
-        if (httpStatus === 200) {
-          for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1)) {
-            messages += 1;
-          }
-        }
-        resolve({ httpStatus, grpcStatus, messages, body });
-      });
-      request.end(target.body);
-    });
-  } finally {
-    clearTimeout(timer);
-    session.close();
-  }
-}
-
 /** A baseline server process (bench/baseline-server.ts). */
-interface BaselineProcess {
-  name: string;
-  pid: number;
-  port: number;
-  stop(): Promise<void>;
-}
+type BaselineProcess = ServerProcess;
 
-async function startBaseline(
-  name: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<BaselineProcess> {
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", new URL("./baseline-server.ts", import.meta.url).pathname, ...args],
-    // stdout is read to its end (readline goes on reading), as the stack's logs are.
-    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } },
-  );
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    createInterface({ input: child.stdout }).once("line", (line) =>
-      resolve((JSON.parse(line) as { port: number }).port),
-    );
-    void exited.then(() => reject(new Error(`${name} exited before listening`)));
-  });
-  return {
-    name,
-    pid: child.pid as number,
-    port,
-    async stop() {
-      child.kill("SIGTERM");
-      await exited;
-    },
-  };
-}
+const startBaseline = (name: string, args: string[], env: Record<string, string> = {}) =>
+  startServerProcess(new URL("./baseline-server.ts", import.meta.url), name, args, env);
 
 /**
  * Failed calls the gateway logged (failures are logged whatever the sample rate). CANCELLED is

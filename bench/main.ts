@@ -1,13 +1,14 @@
-// pnpm bench [unary|streams|rest|long-streams|ablation|stats-reads|all ...]: starts what it measures on loopback,
+// pnpm bench [unary|streams|rest|long-streams|ablation|stats-reads|payload|all ...]: starts what it measures on loopback,
 // warms up, runs bounded, prints a table and writes bench-results/<name>.json. Figures vary
 // between machines and runs: read the ratios, which compare with a baseline measured in the
 // same run on the same machine. Default: unary streams rest long-streams (about 8 minutes);
 // `long-streams` alone needs no h2load (RecordRoutes of 250,000 points from grpc-js); `ablation`
-// adds our runtime's pieces one at a time to baseline B's proxy (about 2 minutes more).
+// adds our runtime's pieces one at a time to baseline B's proxy (about 2 minutes more);
+// `payload` sweeps a unary answer from 100 B to 1 MiB as gRPC and as JSON (about 2 minutes).
 //   BENCH_SECONDS (3 for the hops, 5 else)  measured seconds per run
 //   BENCH_ROUNDS (3)           runs per hop row, interleaved with the other rows of its group;
 //                              a row is their median, its ratio the median of per-round ratios
-//   BENCH_CONCURRENCY (1,16,64)  calls in flight
+//   BENCH_CONCURRENCY (1,16,64)  calls in flight (payload: the first value only, 16 when unset)
 //   BENCH_PROFILE=<dir>        run gateway and route with node --cpu-prof into <dir>
 //   BENCH_RESULTS_DIR (bench-results)  where the JSON results go
 // pnpm bench --gateway <https://host[:port]> [unary] [streams] [--token <jwt> | --no-token]
@@ -18,10 +19,17 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import { benchHops, type HopRow } from "./hops.js";
+import { benchPayload, defaultTargets } from "./payload.js";
 import { benchRemote, RemoteProblem } from "./remote.js";
 import { benchStatsReads } from "./stats-reads.js";
 import { type BenchArgs, sections as known, parseBenchArgs, UsageError } from "./support/args.js";
 import { requireH2load } from "./support/h2load.js";
+import {
+  formatComparisonTable,
+  formatPayloadTable,
+  overtakes,
+  payloadComparisons,
+} from "./support/payload-report.js";
 import { h2loadTlsNote } from "./support/remote-tls.js";
 import { BenchToken } from "./support/remote-token.js";
 import { formatHopTable, formatRemoteTable, targets } from "./support/report.js";
@@ -200,6 +208,52 @@ if (chosen.has("stats-reads")) {
     `${JSON.stringify({ machine, load, date: new Date().toISOString(), rows }, null, 2)}\n`,
   );
   console.log(`\nwritten: ${join(resultsDir, "stats-reads.json")}`);
+  if (rows.some((row) => row.errors > 0)) failed = true;
+}
+
+if (chosen.has("payload")) {
+  requireH2load();
+  const listed = (process.env.BENCH_CONCURRENCY ?? "16").split(",").map(Number);
+  const options = {
+    seconds,
+    warmupSeconds: 1,
+    firstWarmupSeconds: 3,
+    concurrency: listed[0] ?? 16,
+    targetBytes: defaultTargets,
+  };
+  const loadBefore = loadavg();
+  console.log(
+    `\npayload: a page of route's features as gRPC (bare grpc-js) and as JSON (node:http, node:http2), ${seconds} s per row after a 1 s warm-up (3 s before each server's first row), at concurrency ${options.concurrency}${listed.length > 1 ? " (the first of BENCH_CONCURRENCY)" : ""}, on ${machine}; load average before: ${loadBefore.map((value) => value.toFixed(2)).join(" ")}`,
+  );
+  console.log(
+    "MB/s and CPU ns/B count the page's protobuf bytes for every protocol (the same data; JSON sends JSON B)\n",
+  );
+  const started = Date.now();
+  const rows = await benchPayload(options);
+  const comparisons = payloadComparisons(rows);
+  const summary = overtakes(comparisons);
+  console.log(`\n${formatPayloadTable(rows)}\n\n${formatComparisonTable(comparisons)}\n`);
+  console.log(summary.text);
+  const file = join(resultsDir, "payload.json");
+  writeFileSync(
+    file,
+    `${JSON.stringify(
+      {
+        machine,
+        date: new Date().toISOString(),
+        options,
+        loadAverageBefore: loadBefore,
+        loadAverageAfter: loadavg(),
+        wallSeconds: Math.round((Date.now() - started) / 1000),
+        overtakes: summary,
+        comparisons,
+        rows,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  console.log(`\nwritten: ${file}`);
   if (rows.some((row) => row.errors > 0)) failed = true;
 }
 

@@ -7,9 +7,9 @@
 // call per method whose failure ends the bench with one line saying what to do.
 import type { SecureClientSessionOptions } from "node:http2";
 import { status as grpcStatus } from "@grpc/grpc-js";
-import { bodies, type CheckedCall, checkOnce, featuresOnMap, routePoints } from "./hops.js";
+import { bodies, featuresOnMap, routePoints } from "./hops.js";
 import type { RemoteSection } from "./support/args.js";
-import { type H2loadTarget, h2load } from "./support/h2load.js";
+import { type CheckedCall, checkOnce, type H2loadTarget, h2load } from "./support/h2load.js";
 import {
   type Roots,
   rootsFromEnvironment,

@@ -10,6 +10,7 @@ export const sections = [
   "ablation",
   "long-streams",
   "stats-reads",
+  "payload",
   "all",
 ] as const;
 export type SectionName = (typeof sections)[number];

@@ -6,6 +6,7 @@
 // callers check gRPC outcomes elsewhere (the services' own logs of failed calls).
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, constants as h2, type SecureClientSessionOptions } from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -149,5 +150,68 @@ export async function h2load(
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface CheckedCall {
+  /** The HTTP status (a Cloud Run front end refuses a call with 401, 403, 404, 429 …). */
+  httpStatus: number;
+  grpcStatus: string;
+  messages: number;
+  body: Buffer;
+}
+
+/**
+ * One call made by hand the way h2load makes it: its HTTP and gRPC status and message count.
+ * `tls`: options for an https:// target (node verifies the certificate by default); a call
+ * with no answer within `timeoutMs` fails.
+ */
+export async function checkOnce(
+  target: H2loadTarget,
+  options: { tls?: SecureClientSessionOptions; timeoutMs?: number } = {},
+): Promise<CheckedCall> {
+  const url = new URL(target.url);
+  const session = connect(url.origin, options.tls ?? {});
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const timer = setTimeout(
+    () => session.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)),
+    timeoutMs,
+  );
+  try {
+    return await new Promise((resolve, reject) => {
+      // A connection or TLS failure is the session's error (the request may never start).
+      session.once("error", reject);
+      const request = session.request({
+        [h2.HTTP2_HEADER_METHOD]: "POST",
+        [h2.HTTP2_HEADER_PATH]: url.pathname,
+        ...target.headers,
+      });
+      const chunks: Buffer[] = [];
+      let httpStatus = 0;
+      let grpcStatus = "";
+      request.on("response", (headers) => {
+        httpStatus = Number(headers[h2.HTTP2_HEADER_STATUS] ?? 0);
+        grpcStatus = String(headers["grpc-status"] ?? "");
+      });
+      request.on("trailers", (trailers) => {
+        grpcStatus = `${trailers["grpc-status"]} ${trailers["grpc-message"] ?? ""}`.trim();
+      });
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("error", reject);
+      request.on("end", () => {
+        const body = Buffer.concat(chunks);
+        let messages = 0;
+        if (httpStatus === 200) {
+          for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1)) {
+            messages += 1;
+          }
+        }
+        resolve({ httpStatus, grpcStatus, messages, body });
+      });
+      request.end(target.body);
+    });
+  } finally {
+    clearTimeout(timer);
+    session.close();
   }
 }
