@@ -34,6 +34,7 @@ import {
   processTreeCpuUs,
   processTreePssMiB,
 } from "./support/load.js";
+import { median } from "./support/report.js";
 import { type ServerProcess, startServerProcess } from "./support/server-process.js";
 
 export type Section = "unary" | "streams" | "rest" | "ablation" | "long-streams";
@@ -83,6 +84,8 @@ export interface HopRow {
   ratioRuns: number[];
   /** Runs the row is the median of. */
   runs: number;
+  /** Each run's rate, in round order (rows of one group ran their rounds side by side). */
+  rateRuns: number[];
   p50Us: number;
   p90Us: number;
   p99Us: number;
@@ -201,14 +204,6 @@ interface Sample {
   generatorCpuUsPerCall: number;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
-
 async function sample(
   scenario: Scenario,
   concurrency: number,
@@ -314,6 +309,7 @@ async function measureGroup(
             )
           : [],
         runs: runs.length,
+        rateRuns: runs.map((run) => Math.round(run.rate)),
         p50Us: typical?.p50Us ?? 0,
         p90Us: typical?.p90Us ?? 0,
         p99Us: typical?.p99Us ?? 0,
@@ -723,6 +719,7 @@ async function longStreamRows(rows: HopRow[]): Promise<void> {
       ratio: base ? Number((rate / Math.max(1, base.rate)).toFixed(2)) : null,
       ratioRuns: [],
       runs: durations.length,
+      rateRuns: [],
       p50Us: at(0.5),
       p90Us: at(0.9),
       p99Us: at(0.99),

@@ -251,6 +251,11 @@ describe("infra: the grpc-service module", () => {
       String(locals(module_).container_env),
       /TELEMETRY_EXPORT\s*=\s*var\.telemetry \? "google-cloud" : "off"/,
     );
+    // And its region, for the resource: Cloud Monitoring's prometheus_target needs a location.
+    assert.match(
+      String(locals(module_).container_env),
+      /OTEL_RESOURCE_ATTRIBUTES\s*=\s*"cloud\.region=\$\{var\.region\}"/,
+    );
     assert.equal(block(module_, "variable", "telemetry").default, true);
     // The roles: trace and metric writes and the quota project's use, nothing broader, each
     // granted to the service's own account on its project.

@@ -78,6 +78,8 @@ describeLocalOnly("traces and RPC metrics over OTLP, across gateway, route and s
           OTEL_TRACES_SAMPLER_ARG: "0",
           OTEL_BSP_SCHEDULE_DELAY: "100",
           OTEL_METRIC_EXPORT_INTERVAL: "300",
+          // As Terraform sets it (Cloud Run has no variable with the region).
+          OTEL_RESOURCE_ATTRIBUTES: "cloud.region=local-test",
         },
       },
     });
@@ -160,6 +162,24 @@ describeLocalOnly("traces and RPC metrics over OTLP, across gateway, route and s
     );
     assert.equal(statsServer.parentSpanId, batch.spanId);
     assert.equal(statsServer.name, "stats.v1.StatsService/RecordEvents");
+    // Nothing more came for the call meanwhile (the batch went out after its spans).
+    assert.equal(receiver.trace(trace.id).length, 3);
+
+    // Each process is an instance of its own on the resource (Cloud Monitoring's series are
+    // per service.instance.id), in the region OTEL_RESOURCE_ATTRIBUTES names.
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+    for (const span of [gatewayServer, routeServer, statsServer]) {
+      assert.match(String(span.resource["service.instance.id"]), uuid, span.service);
+      assert.equal(span.resource["cloud.region"], "local-test", span.service);
+    }
+    assert.equal(
+      new Set(
+        [gatewayServer, routeServer, statsServer].map(
+          (span) => span.resource["service.instance.id"],
+        ),
+      ).size,
+      3,
+    );
   });
 
   test("a call its caller did not sample exports no span, on any hop", async () => {

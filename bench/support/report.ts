@@ -90,6 +90,15 @@ function find(rows: HopRow[], scenario: string, concurrency: number): HopRow | u
   return rows.find((row) => row.scenario === scenario && row.concurrency === concurrency);
 }
 
+/** The middle value (the mean of the two middle ones for an even count). */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
 export function targets(rows: HopRow[]): TargetCheck[] {
   const checks: TargetCheck[] = [];
   const add = (text: string, value: number | undefined, wanted: (value: number) => boolean) => {
@@ -100,7 +109,15 @@ export function targets(rows: HopRow[]): TargetCheck[] {
   const b = "baseline B: bare grpc-js, 2 hops";
   const on = "GetFeature, gateway, auth on";
   const off = "GetFeature, gateway, auth off";
-  const ratio = (x?: HopRow, y?: HopRow) => (x && y ? x.rate / y.rate : undefined);
+  // Rows measured in the same rounds (one group) compare round by round, the median of the
+  // per-round ratios; others by their medians.
+  const ratio = (x?: HopRow, y?: HopRow) => {
+    if (!x || !y) return undefined;
+    if (x.rateRuns.length > 0 && x.rateRuns.length === y.rateRuns.length) {
+      return median(x.rateRuns.map((rate, round) => rate / Math.max(1, y.rateRuns[round] ?? 1)));
+    }
+    return x.rate / y.rate;
+  };
   add(
     "gateway GetFeature with auth ≥ 0.8 × baseline B req/s at concurrency 64",
     ratio(find(rows, on, 64), find(rows, b, 64)),

@@ -19,6 +19,8 @@ interface KeyValue {
 /** One span as received, with the service.name of its resource. */
 export interface ReceivedSpan {
   service: string;
+  /** Its resource's attributes (service.instance.id, cloud.region …). */
+  resource: Record<string, string | number | boolean | undefined>;
   traceId: string;
   spanId: string;
   parentSpanId: string | undefined;
@@ -122,11 +124,13 @@ export class OtlpReceiver {
     resourceSpans?: (Resource & { scopeSpans?: { spans?: JsonSpan[] }[] })[];
   }) {
     for (const resourceSpans of body.resourceSpans ?? []) {
-      const service = String(attributesOf(resourceSpans.resource?.attributes)["service.name"]);
+      const resource = attributesOf(resourceSpans.resource?.attributes);
+      const service = String(resource["service.name"]);
       for (const scope of resourceSpans.scopeSpans ?? []) {
         for (const span of scope.spans ?? []) {
           this.spans.push({
             service,
+            resource,
             traceId: span.traceId,
             spanId: span.spanId,
             parentSpanId: span.parentSpanId || undefined,

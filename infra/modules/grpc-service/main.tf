@@ -41,6 +41,10 @@ locals {
     # Spans to Cloud Trace and RPC metrics to Cloud Monitoring, through Google's Telemetry
     # (OTLP) API with the service's own account (packages/runtime/src/telemetry-export.ts).
     TELEMETRY_EXPORT = var.telemetry ? "google-cloud" : "off"
+    # The region on the spans' and metrics' resource: Cloud Monitoring's prometheus_target
+    # needs a location, and Cloud Run sets no variable with the region (the OpenTelemetry
+    # SDK reads OTEL_RESOURCE_ATTRIBUTES).
+    OTEL_RESOURCE_ATTRIBUTES = "cloud.region=${var.region}"
   })
 
   # What writing through the Telemetry API takes, and no more: telemetry.traces.write

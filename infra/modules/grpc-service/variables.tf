@@ -239,7 +239,7 @@ variable "shutdown_grace_ms" {
 }
 
 variable "telemetry" {
-  description = "Export the service's spans (Cloud Trace) and RPC metrics (Cloud Monitoring) through Google's Telemetry API (TELEMETRY_EXPORT=google-cloud), with the roles that takes on the service's account. The sampling ratio of new traces is the container's default (OTEL_TRACES_SAMPLER_ARG, 0.01); a trace the caller sampled is always kept."
+  description = "Export the service's spans (Cloud Trace) and RPC metrics (Cloud Monitoring) through Google's Telemetry API (TELEMETRY_EXPORT=google-cloud), with the roles that takes on the service's account. A trace the caller sampled is always kept: on Cloud Run the front end samples at most 0.1 requests per second per instance (https://cloud.google.com/run/docs/trace), so that is the gateway's rate; the container's OTEL_TRACES_SAMPLER_ARG (0.01) applies only to traces that start without a decision (route's batches)."
   type        = bool
   default     = true
 }

@@ -209,6 +209,7 @@ export async function runService<Schema extends z.ZodType<ServerEnv>>(
     telemetry = await startTelemetry(config, {
       serviceName: config.OTEL_SERVICE_NAME ?? config.K_SERVICE ?? name,
       serviceVersion: config.K_REVISION,
+      cloudRunService: config.K_SERVICE,
       projectId: config.GOOGLE_CLOUD_PROJECT,
       logger,
     }).catch((error: unknown) => {

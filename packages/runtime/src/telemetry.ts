@@ -100,6 +100,8 @@ export interface TelemetrySettings {
   /** The service.name of the resource (OTEL_SERVICE_NAME, K_SERVICE or the service's name). */
   serviceName: string;
   serviceVersion?: string | undefined;
+  /** K_SERVICE, set by Cloud Run: the resource is a Cloud Run service's (faas.name). */
+  cloudRunService?: string | undefined;
   /** GOOGLE_CLOUD_PROJECT: names the project on the resource, and the quota project. */
   projectId?: string | undefined;
   logger: Logger;
@@ -318,6 +320,44 @@ export function exportTargetOf(
 }
 
 /**
+ * The SDK's diagnostics as the service's warnings. The SDK's error handler passes an export
+ * failure as one string, the whole error serialized: its stack and the endpoint's response
+ * body (seen with a 403). Only the first line of its message is kept, at most 300 characters
+ * (no stack, no body, nothing of the request), and each kind of message (its text without
+ * digits) at most once per `intervalMs`, saying how many like it were left out since.
+ */
+export function rateLimitedWarnings(
+  logger: { warn(details: object, message: string): void },
+  intervalMs: number,
+  now: () => number = Date.now,
+): (message: string, ...args: unknown[]) => void {
+  const last = new Map<string, { at: number; leftOut: number }>();
+  return (message, ...args) => {
+    const reason = diagnosticReason(message, args);
+    const kind = reason.replace(/[0-9]+/g, "#");
+    const seen = last.get(kind);
+    const at = now();
+    if (seen && at - seen.at < intervalMs) {
+      seen.leftOut += 1;
+      return;
+    }
+    last.set(kind, { at, leftOut: 0 });
+    logger.warn({ ...(seen?.leftOut ? { leftOut: seen.leftOut } : {}) }, `telemetry: ${reason}`);
+  };
+}
+
+/** The first line of what a diagnostic says, without a serialized error's stack or body. */
+function diagnosticReason(message: string, args: unknown[]): string {
+  const parts = [message, ...args.map((arg) => (arg instanceof Error ? arg.message : arg))];
+  let text = parts.filter((part) => typeof part === "string").join(" ");
+  // {"stack":"OTLPExporterError: Forbidden\n    at …","data":"…"}: its message is the stack's first line.
+  const stack = /"stack":"([^"\\]*)/.exec(text);
+  if (stack?.[1]) text = `${message} ${stack[1]}`;
+  const firstLine = text.split("\n")[0] ?? "";
+  return firstLine.length > 300 ? `${firstLine.slice(0, 300)}…` : firstLine;
+}
+
+/**
  * Starts telemetry as the environment says (nothing when it says nothing) and makes it the
  * process's: the hooks below use it from now on. Returns it, to be shut down at exit.
  */
@@ -331,7 +371,7 @@ export async function startTelemetry(
   const [
     { BatchSpanProcessor, AlwaysOnSampler, TracerProvider },
     metricsSdk,
-    { resourceFromAttributes },
+    { detectResources, envDetector, resourceFromAttributes, serviceInstanceIdDetector },
   ] = await Promise.all([
     import("@opentelemetry/sdk-trace"),
     import("@opentelemetry/sdk-metrics"),
@@ -339,11 +379,27 @@ export async function startTelemetry(
   ]);
   const withMetrics = env.OTEL_METRICS_EXPORTER === "otlp";
   const exporters = await createExporters(target, withMetrics);
+  // Each instance's metrics must be series of their own: Cloud Monitoring stores OTLP metrics
+  // as prometheus_target, whose `instance` comes from service.instance.id and whose required
+  // `location` from cloud.region (Terraform sets it in OTEL_RESOURCE_ATTRIBUTES: Cloud Run
+  // sets no variable with the region), and cumulative histograms of two instances in one
+  // series would be refused (https://cloud.google.com/stackdriver/docs/reference/telemetry/v1.metrics,
+  // "Prometheus mapping"; service.instance.id "MUST be unique for each instance":
+  // OpenTelemetry's service attributes). serviceInstanceIdDetector makes a random UUID.
+  const detected = detectResources({ detectors: [serviceInstanceIdDetector, envDetector] });
   const resource = resourceFromAttributes({
     "service.name": settings.serviceName,
     ...(settings.serviceVersion ? { "service.version": settings.serviceVersion } : {}),
     ...(settings.projectId ? { "gcp.project_id": settings.projectId } : {}),
-  });
+    ...(settings.cloudRunService
+      ? {
+          "cloud.provider": "gcp",
+          "cloud.platform": "gcp_cloud_run",
+          "faas.name": settings.cloudRunService,
+          ...(settings.serviceVersion ? { "faas.version": settings.serviceVersion } : {}),
+        }
+      : {}),
+  }).merge(detected);
   const meterProvider = exporters.metrics
     ? new metricsSdk.MeterProvider({
         resource,
@@ -377,14 +433,10 @@ export async function startTelemetry(
   );
   if (meterProvider) api.metrics.setGlobalMeterProvider(meterProvider);
   // The SDK reports a failed export (a refused token, an unreachable endpoint) through its
-  // diagnostic logger, silent unless set: warnings and errors go to the service's log.
-  // Only messages are kept of what it passes: an error object could hold a request's headers.
-  const reasons = (args: unknown[]) =>
-    args.flatMap((arg) =>
-      arg instanceof Error ? [arg.message] : typeof arg === "string" ? [arg] : [],
-    );
-  const warn = (message: string, ...args: unknown[]) =>
-    settings.logger.warn({ reasons: reasons(args) }, `telemetry: ${message}`);
+  // diagnostic logger, silent unless set: warnings and errors go to the service's log, as one
+  // short line at most once a minute per kind of problem (a refusal repeats at every export),
+  // with how many were left out.
+  const warn = rateLimitedWarnings(settings.logger, 60_000);
   api.diag.setLogger(
     {
       error: warn,

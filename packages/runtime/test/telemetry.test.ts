@@ -19,6 +19,7 @@ import { createLogger, silentLogger } from "../src/logger.js";
 import {
   exportTargetOf,
   GivenIds,
+  rateLimitedWarnings,
   samplingRule,
   startTelemetry,
   stopUsingTelemetry,
@@ -276,6 +277,40 @@ describe("export failures", () => {
       .map((line) => JSON.parse(line) as { severity: string; message: string; reasons?: string[] })
       .filter((entry) => entry.severity === "WARNING" && entry.message.startsWith("telemetry:"));
     assert.ok(warnings.length > 0, lines.join(""));
-    assert.match(JSON.stringify(warnings), /403/);
+    assert.match(JSON.stringify(warnings), /403|Forbidden/);
+    // One short line: not the serialized error's stack, nor the endpoint's answer.
+    for (const { message } of warnings) {
+      assert.doesNotMatch(message, /stack|\n|permission denied|\s{4}at /, message);
+      assert.ok(message.length <= 320, message);
+    }
+  });
+
+  test("the SDK's warnings: one line per kind of failure a minute, saying how many were left out", () => {
+    const lines: { details: object; message: string }[] = [];
+    let now = 0;
+    const warn = rateLimitedWarnings(
+      { warn: (details: object, message: string) => void lines.push({ details, message }) },
+      60_000,
+      () => now,
+    );
+    const refused = (attempt: number) =>
+      `{"stack":"OTLPExporterError: Forbidden\\n    at attempt ${attempt}","message":"Forbidden","data":"{\\"error\\":{\\"code\\":403}}"}`;
+    warn("Export failed", refused(1));
+    warn("Export failed", refused(2));
+    warn("Export failed", refused(3));
+    warn("Request timed out after 10000 ms");
+    assert.deepEqual(
+      lines.map((line) => line.message),
+      [
+        "telemetry: Export failed OTLPExporterError: Forbidden",
+        "telemetry: Request timed out after 10000 ms",
+      ],
+    );
+    now = 60_000;
+    warn("Export failed", refused(4));
+    assert.deepEqual(lines.at(-1), {
+      details: { leftOut: 2 },
+      message: "telemetry: Export failed OTLPExporterError: Forbidden",
+    });
   });
 });

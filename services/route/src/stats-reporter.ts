@@ -91,7 +91,12 @@ interface Pending {
   key: string | undefined;
   /** Sent at least once: never changed again. */
   sealed: boolean;
+  /** The traceparents of the sampled calls among them, for the batch span's links (a few). */
+  sampledCalls: string[];
 }
+
+/** Links kept per aggregate: its batch's span links to at most this many of its calls. */
+const maxLinkedCallsPerEvent = 8;
 
 export class StatsReporter {
   private queue: Pending[] = [];
@@ -150,14 +155,19 @@ export class StatsReporter {
         callIds: [],
         key,
         sealed: false,
+        sampledCalls: [],
       };
       this.queue.push(pending);
       if (key !== undefined) this.open.set(key, pending);
     }
     // A sampled call's trace wins over an unsampled one: the event is logged, and the batch's
     // span linked, in a trace that is kept.
-    if (call?.trace.sampled && !pending.sealed && pending.traceparent?.endsWith("-00")) {
-      pending.traceparent = formatTraceparent(call.trace);
+    if (call?.trace.sampled && !pending.sealed) {
+      const traceparent = formatTraceparent(call.trace);
+      if (pending.traceparent?.endsWith("-00")) pending.traceparent = traceparent;
+      if (pending.sampledCalls.length < maxLinkedCallsPerEvent) {
+        pending.sampledCalls.push(traceparent);
+      }
     }
     pending.calls += 1;
     if (callId) pending.callIds.push(callId);
@@ -213,10 +223,11 @@ export class StatsReporter {
     const events = batch.map(toEvent);
     this.sending = true;
     try {
-      // Telemetry (issue 18): the batch's span links to the spans of the calls it counts.
+      // Telemetry (issue 18): the batch's span links to the spans of the sampled calls it
+      // counts (every one of an aggregate's, up to a few).
       outsideAnyCall(() =>
         withLinkedCalls(
-          batch.map((pending) => pending.traceparent),
+          batch.flatMap((pending) => pending.sampledCalls),
           () =>
             this.client.RecordEvents(
               { events },
