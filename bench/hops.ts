@@ -86,6 +86,8 @@ export interface HopRow {
   runs: number;
   /** Each run's rate, in round order (rows of one group ran their rounds side by side). */
   rateRuns: number[];
+  /** The interleaved group the row was measured in: only rows of one group pair round by round. */
+  group: number;
   p50Us: number;
   p90Us: number;
   p99Us: number;
@@ -190,6 +192,12 @@ async function grpcCheck(scenario: Scenario): Promise<string | undefined> {
   return `ended with grpc-status ${check.grpcStatus} and ${check.messages} messages (wanted 0 and ${expected})`;
 }
 
+let groups = 0;
+const nextGroup = () => {
+  groups += 1;
+  return groups;
+};
+
 /** One measured run of one scenario at one concurrency. */
 interface Sample {
   rate: number;
@@ -249,6 +257,7 @@ async function measureGroup(
   options: HopOptions,
   rows: HopRow[],
 ): Promise<void> {
+  const group = nextGroup();
   for (const scenario of scenarios) {
     const problem = await (scenario.check ?? (() => grpcCheck(scenario)))();
     if (problem) throw new Error(`${scenario.name}: a check call ${problem}`);
@@ -259,7 +268,10 @@ async function measureGroup(
   for (const concurrency of options.concurrencies) {
     const samples = new Map<Scenario, Sample[]>(scenarios.map((scenario) => [scenario, []]));
     for (let round = 0; round < options.rounds; round += 1) {
-      for (const scenario of scenarios) {
+      // Each round starts one row later, so what a run leaves behind (route's reports to
+      // stats, a collection) does not always fall on the same next row.
+      for (let turn = 0; turn < scenarios.length; turn += 1) {
+        const scenario = scenarios[(turn + round) % scenarios.length] as Scenario;
         samples.get(scenario)?.push(await sample(scenario, concurrency, options));
       }
     }
@@ -267,7 +279,7 @@ async function measureGroup(
       const runs = samples.get(scenario) as Sample[];
       const rate = median(runs.map((run) => run.rate));
       // The run whose rate is the median gives the latencies, so they belong together.
-      const typical = runs.find((run) => run.rate === rate) ?? runs[0];
+      const typical = [...runs].sort((x, y) => x.rate - y.rate)[Math.floor((runs.length - 1) / 2)];
       const pairedBase = scenarios.find((other) => other.name === scenario.baseline);
       const earlierBase = rows.find(
         (row) => row.scenario === scenario.baseline && row.concurrency === concurrency,
@@ -310,6 +322,7 @@ async function measureGroup(
           : [],
         runs: runs.length,
         rateRuns: runs.map((run) => Math.round(run.rate)),
+        group,
         p50Us: typical?.p50Us ?? 0,
         p90Us: typical?.p90Us ?? 0,
         p99Us: typical?.p99Us ?? 0,
@@ -418,8 +431,15 @@ async function startGatewayStacks(
 export async function benchHops(sections: Section[], options: HopOptions): Promise<HopRow[]> {
   const rows: HopRow[] = [];
   const running: Running[] = [];
+  // Every process is stopped, newest first, even when one of them fails to stop.
   const stopAll = async () => {
-    for (const process_ of running.splice(0).reverse()) await process_.stop();
+    let failure: unknown;
+    for (const process_ of running.splice(0).reverse()) {
+      await process_.stop().catch((error: unknown) => {
+        failure ??= error;
+      });
+    }
+    if (failure) throw failure;
   };
   try {
     const unary = sections.includes("unary");
@@ -720,6 +740,7 @@ async function longStreamRows(rows: HopRow[]): Promise<void> {
       ratioRuns: [],
       runs: durations.length,
       rateRuns: [],
+      group: nextGroup(),
       p50Us: at(0.5),
       p90Us: at(0.9),
       p99Us: at(0.99),
@@ -745,7 +766,12 @@ async function longStreamRows(rows: HopRow[]): Promise<void> {
 
   const baselineName = `RecordRoute (${longRoutePoints.toLocaleString("en-US")} points), ${baselineB}`;
   const backend = await startBaseline("backend", ["echo"]);
-  const proxy = await startBaseline("proxy", ["proxy", String(backend.port)]);
+  const proxy = await startBaseline("proxy", ["proxy", String(backend.port)]).catch(
+    async (error: unknown) => {
+      await backend.stop();
+      throw error;
+    },
+  );
   const bare = createGatewayClient(`127.0.0.1:${proxy.port}`, grpc.credentials.createInsecure());
   try {
     await measureCalls(

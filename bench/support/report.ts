@@ -113,7 +113,7 @@ export function targets(rows: HopRow[]): TargetCheck[] {
   // per-round ratios; others by their medians.
   const ratio = (x?: HopRow, y?: HopRow) => {
     if (!x || !y) return undefined;
-    if (x.rateRuns.length > 0 && x.rateRuns.length === y.rateRuns.length) {
+    if (x.group === y.group && x.rateRuns.length > 0 && x.rateRuns.length === y.rateRuns.length) {
       return median(x.rateRuns.map((rate, round) => rate / Math.max(1, y.rateRuns[round] ?? 1)));
     }
     return x.rate / y.rate;

@@ -39,13 +39,9 @@ export function parsePeerUrl(raw: string): PeerAddress {
 }
 
 /**
- * Channel credentials for a peer: h2c, or TLS with Node's bundled root certificates, which
- * grpc's GRPC_DEFAULT_SSL_ROOTS_FILE_PATH (a PEM file) replaces when set.
- */
-/**
- * TLS for https peers: the system's roots (or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH's, which grpc-js
- * reads once, when it loads), or `rootCerts` when given (a CA made at run time, as the local
- * Cloud Run front end's).
+ * Channel credentials for a peer: h2c for http; TLS for https, with the system's roots (or
+ * GRPC_DEFAULT_SSL_ROOTS_FILE_PATH's, which grpc-js reads once, when it loads), or `rootCerts`
+ * when given (a CA made at run time, as the local Cloud Run front end's).
  */
 export function peerCredentials(peer: PeerAddress, rootCerts?: Buffer): grpc.ChannelCredentials {
   return peer.secure ? grpc.credentials.createSsl(rootCerts) : grpc.credentials.createInsecure();
@@ -114,7 +110,7 @@ export const peerKeepalive: grpc.ChannelOptions = {
 export interface PeerClientOptions {
   /** The service called: its methods the contract marks idempotent are retried. */
   service?: ServiceName;
-  /** Run for every call, the first one outermost (e.g. logging, then the ID token). */
+  /** Run for every call, the first one outermost (servicePeers: outgoing-calls.ts's one pass). */
   interceptors?: grpc.Interceptor[];
   /** Extra grpc-js channel options; they win over the defaults here. */
   channelOptions?: grpc.ChannelOptions;
