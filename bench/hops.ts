@@ -198,19 +198,20 @@ const nextGroup = () => {
   return groups;
 };
 
-/** One measured run of one scenario at one concurrency. */
-interface Sample {
-  rate: number;
-  callsPerSecond: number;
-  p50Us: number;
-  p90Us: number;
-  p99Us: number;
-  calls: number;
-  errors: number;
-  cpuUsPerCall: Record<string, number>;
-  peakRssMiB: Record<string, number>;
-  generatorCpuUsPerCall: number;
-}
+/** One measured run of one scenario at one concurrency: a row's figures, before the median. */
+type Sample = Pick<
+  HopRow,
+  | "rate"
+  | "callsPerSecond"
+  | "p50Us"
+  | "p90Us"
+  | "p99Us"
+  | "calls"
+  | "errors"
+  | "cpuUsPerCall"
+  | "peakRssMiB"
+  | "generatorCpuUsPerCall"
+>;
 
 async function sample(
   scenario: Scenario,
