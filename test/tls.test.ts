@@ -7,6 +7,7 @@ import { after, before, test } from "node:test";
 import { connectGateway } from "@cloudrun-grpc/cli";
 import { type ServiceProcess, startService } from "@cloudrun-grpc/local-stack";
 import type { GatewayServiceClient, gateway } from "@cloudrun-grpc/proto";
+import { until } from "@cloudrun-grpc/test-support";
 import * as grpc from "@grpc/grpc-js";
 import { deadline, failure, unary } from "./support/grpc.js";
 import { describeLocalOnly } from "./support/target.js";
@@ -87,9 +88,14 @@ describeLocalOnly("peers over https:// (TLS on a Cloud Run-like front end)", () 
     // The client gets the gateway's own words; the peer's reason goes to the gateway's log.
     assert.equal(error.details, "route is unavailable: try again");
     const gateway = started.at(-1) as ServiceProcess;
-    const logged = gateway.lines
-      .map((line) => JSON.parse(line))
-      .find((entry) => entry.rpc?.side === "client" && entry.rpc?.code === "UNAVAILABLE");
+    const clientLine = () =>
+      gateway.lines
+        .map((line) => JSON.parse(line))
+        .find((entry) => entry.rpc?.side === "client" && entry.rpc?.code === "UNAVAILABLE");
+    // The gateway writes its lines asynchronously: the line can reach this process's pipe
+    // after the client's answer (one full run read the lines first).
+    await until(() => clientLine() !== undefined, "the gateway logs its failed call to route");
+    const logged = clientLine();
     assert.equal(logged?.severity, "WARNING");
     assert.match(logged?.rpc?.details ?? "", /certificate/i);
   });
