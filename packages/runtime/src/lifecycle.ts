@@ -13,7 +13,7 @@ import type { EndedCall } from "./call-observer.js";
 import { loadConfigOrExit, type ServerEnv } from "./config.js";
 import { createLogger, type Logger, writeOutLogs } from "./logger.js";
 import type { Readiness } from "./readiness.js";
-import { logCallEnds } from "./rpc-log.js";
+import { logCallEnds, rpcLogOptions } from "./rpc-log.js";
 import { startGrpcServer } from "./server.js";
 import { recordServerCalls, startTelemetry, type Telemetry } from "./telemetry.js";
 
@@ -65,12 +65,7 @@ function callEndSubscribers(
   config: ServerEnv,
   logger: Logger,
 ): (ended: EndedCall) => void {
-  const log = logCallEnds({
-    logger,
-    sampleRate: config.LOG_RPC_SAMPLE_RATE,
-    slowMs: config.LOG_RPC_SLOW_MS,
-    callerOf: setup.callerOf,
-  });
+  const log = logCallEnds({ ...rpcLogOptions(config, logger), callerOf: setup.callerOf });
   const served = new Set(
     setup.services.flatMap((service) =>
       Object.values(service.definition).map((method) => method.path),
@@ -87,8 +82,9 @@ function callEndSubscribers(
  * Starts a built service on config.HOST:config.PORT. server.ts installs the call observer
  * first, always, whatever logging is configured: the call's context is set before anything
  * else runs for it, and it sees every status (counting, cancel propagation, the call lines
- * and the spans hang on it). If the server cannot start (port taken), the service's afterShutdown still runs, so
- * nothing the factory opened is left behind, and the error is thrown.
+ * and the spans hang on it). If the server cannot start (port taken), the service's
+ * afterShutdown still runs, so nothing the factory opened is left behind, and the error is
+ * thrown.
  */
 export async function startService(
   setup: ServiceSetup,

@@ -12,6 +12,7 @@ import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { traceFields } from "./call-context.js";
 import type { EndedCall } from "./call-observer.js";
+import type { ServerEnv } from "./config.js";
 import type { Logger } from "./logger.js";
 import { type TraceContext, traceInSample } from "./trace.js";
 
@@ -28,6 +29,14 @@ export interface RpcLogOptions {
 
 /** LOG_RPC_SLOW_MS's default. */
 export const defaultSlowCallMs = 500;
+
+/** A service's call-line options, from its config (the server's lines and its peers'). */
+export function rpcLogOptions(
+  config: Pick<ServerEnv, "LOG_RPC_SAMPLE_RATE" | "LOG_RPC_SLOW_MS">,
+  logger: Logger,
+): RpcLogOptions {
+  return { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE, slowMs: config.LOG_RPC_SLOW_MS };
+}
 
 export interface IncomingRpcLogOptions extends RpcLogOptions {
   /** Who made the call, once the auth check has passed (e.g. the verified email). */

@@ -164,13 +164,11 @@ export class Telemetry {
   serverCallEnded(ended: EndedCall, caller: string | undefined, known = true): void {
     const names = methodNames(ended.method, known);
     const endTime = nowMs();
-    this.serverDuration?.record(ended.durationMs, this.metricAttributes(names, ended.code));
+    const metricAttributes = this.metricAttributes(names, ended.code);
+    this.serverDuration?.record(ended.durationMs, metricAttributes);
     const trace = ended.context?.trace;
     if (!trace?.sampled) return;
-    const attributes: api.Attributes = {
-      ...this.metricAttributes(names, ended.code),
-      ...(caller ? { [enduserId]: caller } : {}),
-    };
+    const attributes = caller ? { ...metricAttributes, [enduserId]: caller } : metricAttributes;
     this.record(names.spanName, api.SpanKind.SERVER, trace, {
       attributes,
       startTime: endTime - ended.durationMs,

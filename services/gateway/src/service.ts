@@ -8,14 +8,19 @@ import {
   gatewayService,
   serviceNames,
 } from "@cloudrun-grpc/proto";
-import { type ServiceFactory, servicePeers, withAddresses } from "@cloudrun-grpc/runtime";
+import {
+  rpcLogOptions,
+  type ServiceFactory,
+  servicePeers,
+  withAddresses,
+} from "@cloudrun-grpc/runtime";
 import type { GatewayConfig } from "./config.js";
 import { gatewayHandlers } from "./handlers.js";
 
 export const createGatewayService: ServiceFactory<GatewayConfig> = (config, { logger }) => {
   const auth = serviceAuth(config, logger);
   const peers = servicePeers({
-    rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE, slowMs: config.LOG_RPC_SLOW_MS },
+    rpcLog: rpcLogOptions(config, logger),
     tokenFor: auth.peerToken,
     // route and stats count each call for the gateway's verified caller, named on every peer
     // call. Not with AUTH_MODE=off: nothing is verified, and the peers trust no one then.

@@ -3,7 +3,7 @@
 // in-process (startService).
 import { serviceAuth } from "@cloudrun-grpc/auth-client";
 import { createStatsClient, routeGuideService, serviceNames } from "@cloudrun-grpc/proto";
-import { type ServiceFactory, servicePeers } from "@cloudrun-grpc/runtime";
+import { rpcLogOptions, type ServiceFactory, servicePeers } from "@cloudrun-grpc/runtime";
 import type { RouteConfig } from "./config.js";
 import { FeatureIndex } from "./features.js";
 import { routeGuideHandlers } from "./handlers.js";
@@ -13,7 +13,7 @@ export const createRouteService: ServiceFactory<RouteConfig> = (config, { logger
   const features = FeatureIndex.load(config.ROUTE_FEATURES_FILE);
   const auth = serviceAuth(config, logger);
   const peers = servicePeers({
-    rpcLog: { logger, sampleRate: config.LOG_RPC_SAMPLE_RATE, slowMs: config.LOG_RPC_SLOW_MS },
+    rpcLog: rpcLogOptions(config, logger),
     tokenFor: auth.peerToken,
   });
   const stats = peers.connect(config.STATS_URL, createStatsClient, {
