@@ -157,9 +157,9 @@ const portOf = (url: string) => Number(new URL(url).port);
 /**
  * `pnpm cli get-stats` with the facts file's environment alone, no flags (and an empty HOME,
  * so no credentials of this machine's user take the metadata server's place) answers with
- * the demo's route, counted for the local client identity.
+ * the demo's routes (one per start on the same folder), counted for the local client identity.
  */
-function assertCliReaches(facts: StackFacts): void {
+function assertCliReaches(facts: StackFacts, routes = 1): void {
   const home = mkdtempSync(join(tmpdir(), "empty-home-"));
   const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
     env: { ...facts.env, HOME: home },
@@ -168,7 +168,7 @@ function assertCliReaches(facts: StackFacts): void {
   });
   rmSync(home, { recursive: true, force: true });
   assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
-  assert.match(cli.stdout, new RegExp(`caller ${facts.tokenAuthority.identity}: 1 routes`));
+  assert.match(cli.stdout, new RegExp(`caller ${facts.tokenAuthority.identity}: ${routes} routes`));
 }
 
 /** The services' JSON lines as the stack shows them (`[gateway] {…}`), in order. */
@@ -403,15 +403,7 @@ describeLocalOnly("pnpm start", () => {
     rmSync(start.factsFile, { force: true });
     const again = startStackCommand(process.execPath, [stackMain], {}, start.dataDir);
     const next = await factsOf(again);
-    const home = mkdtempSync(join(tmpdir(), "empty-home-"));
-    const cli = spawnSync(process.execPath, [cliMain, "get-stats"], {
-      env: { ...next.env, HOME: home },
-      encoding: "utf8",
-      timeout: 30_000,
-    });
-    rmSync(home, { recursive: true, force: true });
-    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
-    assert.match(cli.stdout, new RegExp(`caller ${next.tokenAuthority.identity}: 2 routes`));
+    assertCliReaches(next, 2);
     process.kill(next.pid, "SIGTERM");
     await allGone(processesOf(next), gracePeriodMs, again);
     assertNothingLeft(again);

@@ -16,7 +16,6 @@
 import { describe, type TestOptions, test } from "node:test";
 import { IdTokenSource, idTokenInterceptor } from "@cloudrun-grpc/auth-client";
 import {
-  type CloudRunStack,
   type Stack,
   type StackOptions,
   startCloudRunStack,
@@ -110,8 +109,6 @@ export interface GatewayTarget {
   url: string;
   /** The processes behind it, when local; undefined otherwise. */
   stack: Stack | undefined;
-  /** The local Cloud Run front ends and their instances, with TEST_TARGET=cloud-run. */
-  cloudRun: CloudRunStack | undefined;
   /** A gateway client whose every call carries an ID token for the gateway's URL. */
   client(): GatewayServiceClient;
   /** A client at the gateway's address: with the ID token on every call (default) or none. */
@@ -176,7 +173,6 @@ export async function startGatewayTarget(stackOptions: StackOptions = {}): Promi
   const gateway: GatewayTarget = {
     url,
     stack,
-    cloudRun,
     client: () => connect(createGatewayClient),
     connect,
     tokenFor: (audience) => (audience === url ? tokens : tokenSource(audience)).token(),

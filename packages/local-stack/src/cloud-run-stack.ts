@@ -16,15 +16,14 @@ import {
   startEmbeddedPostgres,
 } from "./embedded-postgres.js";
 import { localProject, type StackAuth, startStackAuth } from "./local-auth.js";
-import { type StackServiceName, serviceEntry } from "./stack.js";
+import { givenStatsDatabaseUrl, type StackServiceName, serviceEntry } from "./stack.js";
 
 export interface CloudRunStackOptions {
   /**
-   * stats' database, shared by all its instances as Cloud SQL is (STATS_DATABASE_URL of every
-   * stats instance). Default: the stack's own PostgreSQL server (embedded-postgres.ts).
+   * Where the stack's own PostgreSQL server (embedded-postgres.ts) keeps its cluster (default:
+   * a temporary folder, removed at stop). stats' instances share that server, as they share
+   * Cloud SQL, unless `env` gives stats a STATS_DATABASE_URL (as startStack reads it).
    */
-  statsDatabaseUrl?: string;
-  /** Where that server keeps its cluster (default: a temporary folder, removed at stop). */
   database?: Pick<EmbeddedPostgresOptions, "dataDir">;
   /** Extra environment per service (and for all), over what Terraform gives. */
   env?: Partial<Record<StackServiceName | "all", Record<string, string>>>;
@@ -63,10 +62,11 @@ const quickStartupProbe = { periodSeconds: 0.2, failureThreshold: 1200 };
 export async function startCloudRunStack(
   options: CloudRunStackOptions = {},
 ): Promise<CloudRunStack> {
-  const database: EmbeddedPostgres | undefined = options.statsDatabaseUrl
+  const givenUrl = givenStatsDatabaseUrl(options.env);
+  const database: EmbeddedPostgres | undefined = givenUrl
     ? undefined
     : await startEmbeddedPostgres(options.database);
-  const statsDatabaseUrl = options.statsDatabaseUrl ?? (database as EmbeddedPostgres).url;
+  const statsDatabaseUrl = givenUrl ?? (database as EmbeddedPostgres).url;
   let auth: StackAuth | undefined;
   const cleanUp = async () => {
     await auth?.close();

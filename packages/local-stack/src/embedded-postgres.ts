@@ -91,7 +91,8 @@ export async function startEmbeddedPostgres(
       ? mkdtempSync(join(tmpdir(), "routeguide-postgres-"))
       : resolve(options.dataDir as string);
     try {
-      assertNotInUse(dataDir);
+      // A kept cluster may be another running stack's; a fresh temporary folder is nobody's.
+      if (!temporary) assertNotInUse(dataDir);
       const password =
         temporary && !how.owner
           ? await copyTemplate(binaries.initdb, how, dataDir)
@@ -219,7 +220,7 @@ async function initialiseKept(initdb: string, dataDir: string, how: RunAs): Prom
 /** The password file beside the cluster's own files (the folder is its owner's alone). */
 const passwordFile = (dataDir: string) => join(dataDir, "local-stack-password");
 
-/** Creates the cluster unless `dataDir` holds one; returns its password. */
+/** Creates a cluster in `dataDir`, an empty folder made for it; returns its password. */
 async function initialise(
   initdb: string,
   dataDir: string,
@@ -227,8 +228,6 @@ async function initialise(
   temporary: boolean,
 ): Promise<string> {
   const { owner } = how;
-  if (existsSync(join(dataDir, "PG_VERSION"))) return readFileSync(passwordFile(dataDir), "utf8");
-  mkdirSync(dataDir, { recursive: true });
   if (owner) chownSync(dataDir, owner.uid, owner.gid);
   const password = randomBytes(18).toString("base64url");
   // initdb reads the password from a file (Node's stdin "pipe" is a socket, which /dev/stdin
@@ -295,11 +294,13 @@ const templateRoot = fileURLToPath(
 let template: Promise<{ dir: string; password: string }> | undefined;
 
 async function copyTemplate(initdb: string, how: RunAs, dataDir: string): Promise<string> {
-  template ??= templateFor(initdb, how);
-  // A failed initdb is tried again by the next start, not remembered.
-  template.catch(() => {
-    template = undefined;
-  });
+  if (!template) {
+    template = templateFor(initdb, how);
+    // A failed initdb is tried again by the next start, not remembered.
+    template.catch(() => {
+      template = undefined;
+    });
+  }
   const { dir, password } = await template;
   // Into the (empty, 0700) folder made for this cluster; file modes are kept.
   cpSync(dir, dataDir, { recursive: true });

@@ -113,19 +113,17 @@ const startAborter = new AbortController();
 // The stack's own PostgreSQL server (when no STATS_DATABASE_URL), its cluster kept across
 // restarts and shared by both modes.
 const database = { dataDir: join(dirname(facts.file), "postgres") };
+// stats' data on the user's own server (postgres://…) if they name one; else on the stack's
+// own PostgreSQL server, whose cluster is kept across restarts (`database`).
+const statsEnv: Record<string, string> = process.env.STATS_DATABASE_URL
+  ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
+  : {};
 
 async function startProcesses(): Promise<Running> {
   const stack = await startStack({
     ports,
     publicGateway: config.GATEWAY_PUBLIC,
-    env: {
-      all: allEnv,
-      // stats' data on the user's own server (postgres://…) if they name one.
-      stats: process.env.STATS_DATABASE_URL
-        ? { STATS_DATABASE_URL: process.env.STATS_DATABASE_URL }
-        : {},
-    },
-    // Else on the stack's own PostgreSQL server, whose cluster is kept across restarts.
+    env: { all: allEnv, stats: statsEnv },
     database,
     onLine: (service, line) => print(`[${service}] ${formatLine(line)}`),
     signal: startAborter.signal,
@@ -159,11 +157,10 @@ async function startUnderCloudRun(): Promise<Running> {
   const stack = await startCloudRunStack({
     ports,
     publicGateway: config.GATEWAY_PUBLIC,
-    statsDatabaseUrl: process.env.STATS_DATABASE_URL || undefined,
     database,
     // STACK_DATA_DIR too: every process of this stack can be found by its environment, as in
     // processes mode, where the services inherit this process's (the services ignore it).
-    env: { all: { ...allEnv, STACK_DATA_DIR: dirname(facts.file) } },
+    env: { all: { ...allEnv, STACK_DATA_DIR: dirname(facts.file) }, stats: statsEnv },
     overrides: { gateway: override, route: override, stats: override },
     scaling: { idleMs: config.CLOUD_RUN_IDLE_SECONDS * 1000 },
     logger: { info: show, warn: show, error: show },

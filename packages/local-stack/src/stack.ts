@@ -352,6 +352,13 @@ export interface StackOptions {
   signal?: AbortSignal;
 }
 
+/** The STATS_DATABASE_URL a stack's `env` gives stats (its own or everyone's), if any. */
+export function givenStatsDatabaseUrl(
+  env: Partial<Record<StackServiceName | "all", Record<string, string>>> | undefined,
+): string | undefined {
+  return env?.stats?.STATS_DATABASE_URL || env?.all?.STATS_DATABASE_URL || undefined;
+}
+
 /**
  * Starts stats' database (an embedded PostgreSQL server, unless stats is given a
  * STATS_DATABASE_URL), stats, then route (pointed at stats), then gateway (pointed at both).
@@ -359,7 +366,7 @@ export interface StackOptions {
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { signal } = options;
   const started: ServiceProcess[] = [];
-  const givenUrl = options.env?.stats?.STATS_DATABASE_URL || options.env?.all?.STATS_DATABASE_URL;
+  const givenUrl = givenStatsDatabaseUrl(options.env);
   let database: EmbeddedPostgres | undefined;
   let auth: StackAuth | undefined;
   const start = async (
